@@ -1,0 +1,337 @@
+"""Turn a derivation into the text pieces the cell template lays out.
+
+Every decision is made here: where each symbol lives in each kernel (a local, a parameter
+element, a projection buffer, a slot of the tape), which matrix products run at which level,
+what is loaded and stored. The template only places these lines into loops and functions.
+
+Kernel conventions (shapes in every generated docstring):
+    x       (T, B, I)            input sequence, time-major
+    states  (n_states, T+1, B, H) states[k, 0] is the initial state, states[k, t+1] is s_t
+    saved   (T, n_saved, B, H)   per-step values backward needs (the tape)
+Loops run over `step` (time), `row` (batch) and `unit` (hidden unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .activations import ACTIVATIONS
+from .derivation import Derivation, JacobianTerm
+from .printer import KernelPrinter, SharedTerms, block, display
+from .spec import Param
+
+
+def offset(gate: int, index: str = "unit") -> str:
+    """Index of `index` within gate block `gate` of a stacked (G*H, ...) parameter."""
+    return index if gate == 0 else f"H + {index}" if gate == 1 else f"{gate} * H + {index}"
+
+
+def projection_buffer(param: Param) -> str:
+    """Name of the array holding W v for every gate: `W_hh_h`."""
+    return f"{param.name}_{param.operand}"
+
+
+@dataclass
+class Stage:
+    """One level of a time step: matrix products, then a fused pointwise loop."""
+
+    matmuls: list[str] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JacobianRow:
+    """Rows of ∂target/∂s_{t-1}, one per unit, for one target vector."""
+
+    title: str
+    before: list[str]
+    body: list[str]
+    after: list[str]
+
+
+class CellCode:
+    """All code pieces of one cell, computed once from its derivation."""
+
+    def __init__(self, d: Derivation):
+        self.d = d
+        self.cell = d.cell
+        self.matrices = [p for p in self.cell.params if p.kind == "matrix"]
+        self.saved_index = {s: k for k, s in enumerate(d.saved)}
+        self.state_index = {s.prev: k for k, s in enumerate(self.cell.states)}
+        self.new_state_index = {n.symbol: k for k, n in enumerate(d.new_state_nodes())}
+        self.shared = SharedTerms(self._all_expressions())
+        self.params_inline = self._params_inline()
+
+    # -- shared helpers ---------------------------------------------------------------------
+    def _all_expressions(self) -> list[sp.Expr]:
+        """Backward and Jacobian expressions: one CSE over both. (Forward computes each node
+        exactly once from leaves, so it has nothing to share and stays as written.)"""
+        exprs = [a.expr for b in self.d.backward.values() for a in b]
+        exprs += [t.coefficient for terms in self.d.jacobian.values() for t in terms]
+        return exprs
+
+    def _params_inline(self) -> dict[sp.Symbol, str]:
+        return {
+            s: f"{leaf.param.name}[{offset(leaf.index)}]"
+            for s, leaf in self.d.leaves.items()
+            if leaf.kind == "param"
+        }
+
+    def _level_of_param(self, param: Param) -> int:
+        return self.d.leaves[param.symbols[0]].level
+
+    def vector_at(self, name: str, step: str) -> str:
+        """Code for the (B, H) array of vector `name` (a previous state or a node) at `step`."""
+        for s, k in self.state_index.items():
+            if s.name == name:
+                return f"states[{k}, {step}]"
+        for s, k in self.new_state_index.items():
+            if s.name == name:
+                return f"states[{k}, {step} + 1]"
+        k = next(k for s, k in self.saved_index.items() if s.name == name)
+        return f"saved[{step}, {k}]"
+
+    def _value_location(self, symbol: sp.Symbol) -> str:
+        """Where a forward value of this step is read from, after forward has run."""
+        if symbol in self.state_index:
+            return f"states[{self.state_index[symbol]}, step, row, unit]"
+        if symbol in self.new_state_index:
+            return f"states[{self.new_state_index[symbol]}, step + 1, row, unit]"
+        return f"saved[step, {self.saved_index[symbol]}, row, unit]"
+
+    def _loads(self, symbols: set[sp.Symbol], extra: dict[sp.Symbol, str] | None = None) -> list[str]:
+        extra = extra or {}
+        lines = []
+        for s in sorted(symbols, key=lambda s: s.name):
+            lines.append(f"{s.name} = {extra[s] if s in extra else self._value_location(s)}")
+        return lines
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self) -> dict:
+        inline = dict(self.params_inline)
+        for s, leaf in self.d.leaves.items():
+            if leaf.kind == "projection":
+                buffer = projection_buffer(leaf.param)
+                where = "step, row" if leaf.param.operand == self.cell.x.name else "row"
+                inline[s] = f"{buffer}[{where}, {offset(leaf.index)}]"
+        printer = KernelPrinter(inline)
+        prologue = []
+        for p in self.matrices:
+            buffer = projection_buffer(p)
+            if p.operand == self.cell.x.name:
+                prologue.append(f"{buffer} = np.dot(x.reshape(T * B, I), {p.name}.T).reshape(T, B, {p.name}.shape[0])")
+            else:
+                prologue.append(f"{buffer} = np.empty((B, {p.name}.shape[0]), x.dtype)")
+        stages = []
+        for level in range(self.d.levels):
+            nodes = [n for n in self.d.nodes if n.level == level]
+            lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
+            reads -= {n.symbol for n in nodes} | set(inline)
+            stores = []
+            for n in nodes:
+                if n.symbol in self.new_state_index or n.symbol in self.saved_index:
+                    stores.append(f"{self._value_location(n.symbol)} = {n.symbol.name}")
+            for s, k in self.saved_index.items():
+                leaf = self.d.leaves.get(s)
+                if leaf is not None and leaf.level == level:
+                    stores.append(f"saved[step, {k}, row, unit] = {inline[s]}")
+            matmuls = [
+                f"np.dot({self.vector_at(p.operand, 'step')}, {p.name}.T, {projection_buffer(p)})"
+                for p in self.matrices
+                if p.operand != self.cell.x.name and self._level_of_param(p) == level
+            ]
+            stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
+        return {"prologue": prologue, "stages": stages}
+
+    # -- backward ---------------------------------------------------------------------------
+    def _incoming_loads(self) -> dict[sp.Symbol, str]:
+        loads = {}
+        for k, state in enumerate(self.cell.states):
+            code = f"d_in[{k}, row, unit]"
+            if k == 0:
+                code += " + dy[step, row, unit]"
+            loads[self.d.incoming[state.name]] = code
+        return loads
+
+    def _accumulators(self) -> list[sp.Symbol]:
+        return sorted(
+            {a.target for b in self.d.backward.values() for a in b if a.target.name.endswith("_acc")}
+            | {self.d.accumulator(n.symbol) for n in self.d.operand_nodes()},
+            key=lambda s: s.name,
+        )
+
+    def backward(self) -> dict:
+        inline = dict(self.params_inline)
+        inline.update({acc: f"{acc.name}[row, unit]" for acc in self._accumulators()})
+        targets = dict(inline)
+        for s, leaf in self.d.leaves.items():
+            adjoint = self.d.adjoint[s]
+            if leaf.kind == "state":
+                targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
+            elif leaf.kind == "projection":
+                targets[adjoint] = f"d_{projection_buffer(leaf.param)}[step, row, {offset(leaf.index)}]"
+            else:
+                targets[adjoint] = f"d_{leaf.param.name}[{offset(leaf.index)}]"
+        printer = KernelPrinter(inline)
+        incoming = self._incoming_loads()
+        prologue = [f"d_{projection_buffer(p)} = np.zeros((T, B, {p.name}.shape[0]), x.dtype)" for p in self.matrices]
+        prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self._accumulators()]
+        resets = [f"{acc.name}[:] = 0.0" for acc in self._accumulators()]
+        stages = []
+        for level in reversed(range(self.d.levels)):
+            assignments = [(a.target, a.op, a.expr) for a in self.d.backward[level]]
+            lines, reads = block(assignments, self.shared, printer, targets)
+            reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
+            after = []
+            for p in self.matrices:
+                if self._level_of_param(p) != level or p.operand == self.cell.x.name:
+                    continue
+                product = f"np.dot(d_{projection_buffer(p)}[step], {p.name})"
+                operand = next((s for s in self.state_index if s.name == p.operand), None)
+                if operand is not None:
+                    after.append(f"d_prev[{self.state_index[operand]}] += {product}")
+                else:
+                    after.append(f"d_{p.operand}_acc += {product}")
+            stages.append(Stage([], self._loads(reads, incoming) + lines, after))
+        return {"prologue": prologue, "resets": resets, "stages": stages, "epilogue": self._weight_gradients()}
+
+    def _weight_gradients(self) -> list[str]:
+        lines = []
+        x_op = "="
+        for p in self.matrices:
+            rows = f"d_{projection_buffer(p)}.reshape(T * B, {p.name}.shape[0])"
+            if p.operand == self.cell.x.name:
+                lines.append(f"dx[:] {x_op} np.dot({rows}, {p.name}).reshape(T, B, I)" if x_op == "=" else
+                             f"dx += np.dot({rows}, {p.name}).reshape(T, B, I)")
+                x_op = "+="
+                operand = "x.reshape(T * B, I)"
+            else:
+                operand = f"np.ascontiguousarray({self._sequence_of(p.operand)}).reshape(T * B, H)"
+            lines.append(f"d_{p.name}[:] = np.dot({rows}.T, {operand})")
+        return lines
+
+    def _sequence_of(self, name: str) -> str:
+        """Code for the (T, B, H) sequence of vector `name` over all steps."""
+        at = self.vector_at(name, "STEP")
+        return at.replace("STEP + 1", "1:").replace("STEP", ":T") if "states" in at else at.replace("STEP", ":")
+
+    # -- Jacobian ---------------------------------------------------------------------------
+    def jacobian(self) -> dict:
+        printer = KernelPrinter(self.params_inline)
+        rows = []
+        buffers = []
+        operand_products = {}
+        for p in self.matrices:
+            if p.operand not in {s.name for s in self.state_index} and p.operand != self.cell.x.name:
+                operand_products.setdefault(p.operand, []).append(p)
+        for target, terms in self.d.jacobian.items():
+            if target in self.new_state_index:
+                k = self.new_state_index[target]
+                row = f"J[step, row, {offset(k)}"
+                before, after = [], []
+                title = f"∂{target.name}/∂s_(t-1): rows {offset(k, 'unit')} of J"
+            else:
+                row = f"J_{target.name}[unit"
+                buffers.append(f"J_{target.name} = np.empty((H, S), J.dtype)")
+                before = [f"J_{target.name}[:] = 0.0"]
+                after = []
+                for p in operand_products.get(target.name, []):
+                    buffers.append(f"{p.name}_J = np.empty(({p.name}.shape[0], S), J.dtype)")
+                    after.append(f"np.dot({p.name}, J_{target.name}, {p.name}_J)")
+                title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"
+            body = self._jacobian_body(terms, row, printer)
+            rows.append(JacobianRow(title, before, body, after))
+        return {"buffers": buffers, "rows": rows}
+
+    def _jacobian_body(self, terms: list[JacobianTerm], row: str, printer: KernelPrinter) -> list[str]:
+        coefficients = [sp.Symbol(f"coef{k}", real=True) for k in range(len(terms))]
+        lines, reads = block(
+            [(c, "=", t.coefficient) for c, t in zip(coefficients, terms)], self.shared, printer, comment=False
+        )
+        reads -= set(self.params_inline)
+        lines = self._loads(reads) + lines
+        for c, t in zip(coefficients, terms):
+            note = f"  # {display(t.coefficient)}"
+            if t.kind == "direct":
+                lines.append(f"{row}, {offset(t.state)}] += {c}{note}")
+                continue
+            operand = next((s for s in self.state_index if s.name == t.param.operand), None)
+            if operand is not None:
+                lines.append(f"for col in range(H):{note}")
+                lines.append(f"    {row}, {offset(self.state_index[operand], 'col')}] += {c} * {t.param.name}[{offset(t.gate)}, col]")
+            else:
+                lines.append(f"for col in range(S):{note}")
+                lines.append(f"    {row}, col] += {c} * {t.param.name}_J[{offset(t.gate)}, col]")
+        return lines
+
+    # -- module-level facts -----------------------------------------------------------------
+    def activations(self) -> list[dict]:
+        used = sorted({n.activation for n in self.d.nodes if n.activation}, key=lambda a: a.__name__)
+        return [
+            {"name": a.__name__, "body": ACTIVATIONS[a].body, "formula": ACTIVATIONS[a].formula} for a in used
+        ]
+
+    def parameters(self) -> list[dict]:
+        result = []
+        for p in self.cell.params:
+            columns = None if p.kind == "vector" else ("I" if p.operand == self.cell.x.name else "H")
+            rows = "H" if p.blocks == 1 else f"{p.blocks}*H"
+            shape = f"({rows}, {columns})" if columns else f"({rows},)"
+            role = f"acts on {p.operand}" if p.kind == "matrix" else "per-unit vector"
+            gates = f", gates {', '.join(p.gates)}" if p.gates else ""
+            result.append(
+                {
+                    "name": p.name,
+                    "blocks": p.blocks,
+                    "columns": columns,
+                    "gates": p.gates,
+                    "torch": p.torch_name,
+                    "init": p.init,
+                    "shape": shape,
+                    "doc": f"{shape}, {role}{gates}" + (f"; PyTorch `{p.torch_name}`" if p.torch_name else ""),
+                }
+            )
+        return result
+
+    def equations(self) -> list[str]:
+        return [f"{n.symbol.name} = {display(n.expr)}" for n in self.d.nodes]
+
+
+def module_context(d: Derivation) -> dict:
+    """Everything `templates/cell.py.jinja` lays out for one cell."""
+    code = CellCode(d)
+    cell = d.cell
+    params = code.parameters()
+    for p in params:
+        p["repr"] = ", ".join(
+            [repr(p["name"]), f"blocks={p['blocks']}", f"columns={p['columns']!r}"]
+            + ([f"gates={p['gates']!r}"] if p["gates"] else [])
+            + ([f"torch={p['torch']!r}"] if p["torch"] else [])
+            + ([f"init={p['init']!r}"] if p["init"] != "uniform" else [])
+        )
+    doc = (cell.doc or f"The {cell.name} cell.").strip()
+    return {
+        "name": cell.name,
+        "class_name": cell.class_name,
+        "doc": doc,
+        "summary": doc.splitlines()[0],
+        "equations": code.equations(),
+        "state_names": list(cell.state_names),
+        "state_names_repr": repr(tuple(cell.state_names)),
+        "saved_names_repr": repr(tuple(s.name for s in d.saved)),
+        "n_states": len(cell.states),
+        "n_saved": len(d.saved),
+        "saved_names_text": ", ".join(s.name for s in d.saved) or "nothing",
+        "param_args": ", ".join(p.name for p in cell.params),
+        "grad_args": ", ".join(f"d_{p.name}" for p in cell.params),
+        "param_shapes": "; ".join(f"{p['name']} {p['shape']}" for p in params),
+        "grad_shapes": "; ".join(f"d_{p['name']} like {p['name']}" for p in params),
+        "parameters": params,
+        "activations": code.activations(),
+        "forward": code.forward(),
+        "backward": code.backward(),
+        "jacobian": code.jacobian(),
+    }

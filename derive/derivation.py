@@ -1,0 +1,303 @@
+"""From a cell spec to its forward, backward (BPTT) and Jacobian equations.
+
+The per-unit equations become a graph of *nodes* (one per `let`, per state update and per
+activation nested inside an expression). Its *leaves* are the previous states, the per-unit
+parameters and the projections (W v)_g, each of which ends the pointwise graph at a matrix
+product. A projection of a value computed in this step (e.g. W_hn (r*h)) needs that value first,
+so nodes get a *level*: the number of matrix products on their longest path from the step's
+inputs. Kernels compute level 0, then its projections, then level 1, and so on.
+
+Backward is symbolic reverse mode over the nodes: the adjoint of a node is the sum, over the
+nodes that use it, of their adjoint times the local derivative, where an activation's local
+derivative comes from its stored output (`activations.py`). The Jacobian ∂s_t/∂s_{t-1} is, per
+state, a diagonal direct path plus diag(coefficient)·W_g·(∂operand/∂s_{t-1}) for each projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .activations import ACTIVATIONS, Activation
+from .spec import Cell, Param
+
+
+@dataclass
+class Node:
+    """`symbol = activation(arg)` or `symbol = expr`, evaluated per unit."""
+
+    symbol: sp.Symbol
+    expr: sp.Expr  # for activation nodes: activation(arg)
+    activation: type | None
+    arg: sp.Expr | None
+    level: int
+    state: str | None = None  # the state this node updates
+    auto: bool = False  # extracted from a nested activation call
+
+    @property
+    def dependencies(self) -> set[sp.Symbol]:
+        return (self.arg if self.activation else self.expr).free_symbols
+
+    def local_derivative(self, u: sp.Symbol) -> sp.Expr:
+        if self.activation:
+            return ACTIVATIONS[self.activation].derivative(self.symbol) * sp.diff(self.arg, u)
+        return sp.diff(self.expr, u)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A symbol that is an input of the pointwise graph."""
+
+    kind: str  # "state" (value at t-1), "projection" or "param" (per-unit parameter)
+    index: int  # state index, or gate block of the parameter
+    param: Param | None = None
+    level: int = 0  # projections: the level at which they are available
+
+
+@dataclass
+class Assignment:
+    """`target op expr` in a kernel block; op is "=" or "+="."""
+
+    target: sp.Symbol
+    expr: sp.Expr
+    op: str = "="
+
+
+@dataclass
+class JacobianTerm:
+    """One term of a row of ∂target/∂s_{t-1}.
+
+    kind "direct": coefficient on the diagonal of state block `state`;
+    kind "projection": coefficient times row g of `param` times ∂operand/∂s_{t-1}.
+    """
+
+    kind: str
+    coefficient: sp.Expr
+    state: int | None = None
+    param: Param | None = None
+    gate: int | None = None
+
+
+@dataclass
+class Derivation:
+    cell: Cell
+    nodes: list[Node]
+    leaves: dict[sp.Symbol, Leaf]
+    adjoint: dict[sp.Symbol, sp.Symbol]  # symbol -> its adjoint symbol d_<name>
+    incoming: dict[str, sp.Symbol]  # state name -> adjoint flowing in from t+1 and y_t
+    backward: dict[int, list[Assignment]]  # level -> adjoint assignments, in order
+    jacobian: dict[sp.Symbol, list[JacobianTerm]]  # operand nodes, then new states
+    saved: list[sp.Symbol] = field(default_factory=list)  # per-step values kept for backward
+
+    @property
+    def levels(self) -> int:
+        return 1 + max([n.level for n in self.nodes] + [0])
+
+    def node(self, symbol: sp.Symbol) -> Node | None:
+        return self._by_symbol.get(symbol)
+
+    def __post_init__(self):
+        self._by_symbol = {n.symbol: n for n in self.nodes}
+
+    def accumulator(self, symbol: sp.Symbol) -> sp.Symbol:
+        """Buffer of the adjoint of `symbol` that arrives from later levels."""
+        return sp.Symbol(f"d_{symbol.name}_acc", real=True)
+
+    def preactivation(self, symbol: sp.Symbol) -> sp.Symbol:
+        """Adjoint of the argument of an activation node: the gate pre-activation gradient."""
+        return sp.Symbol(f"d_{symbol.name}_pre", real=True)
+
+    def operand_nodes(self) -> list[Node]:
+        """Nodes that a matrix multiplies (their projections sit at a later level)."""
+        names = {p.operand for p in self.cell.params if p.kind == "matrix"}
+        return [n for n in self.nodes if n.symbol.name in names]
+
+    def new_state_nodes(self) -> list[Node]:
+        by_state = {n.state: n for n in self.nodes if n.state}
+        return [by_state[s.name] for s in self.cell.states]
+
+
+def derive(cell: Cell) -> Derivation:
+    """Derive forward nodes, backward assignments, Jacobian terms and the saved set."""
+    leaves = _leaves(cell)
+    nodes = _nodes(cell, leaves)
+    adjoint = {s: sp.Symbol(f"d_{s.name}", real=True) for s in [*leaves, *(n.symbol for n in nodes)]}
+    incoming = {s.name: sp.Symbol(f"d_{s.name}_in", real=True) for s in cell.states}
+    derivation = Derivation(cell, nodes, leaves, adjoint, incoming, {}, {})
+    derivation.backward = _backward(derivation)
+    derivation.jacobian = _jacobian(derivation)
+    derivation.saved = _saved(derivation)
+    return derivation
+
+
+# -- forward ------------------------------------------------------------------------------
+def _leaves(cell: Cell) -> dict[sp.Symbol, Leaf]:
+    leaves = {s.prev: Leaf("state", k) for k, s in enumerate(cell.states)}
+    for p in cell.params:
+        kind = "projection" if p.kind == "matrix" else "param"
+        leaves.update({sym: Leaf(kind, g, p) for g, sym in enumerate(p.symbols)})
+    return leaves
+
+
+def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
+    """Flatten equations into nodes (nested activations become nodes) and assign levels."""
+    nodes: list[Node] = []
+    level: dict[sp.Symbol, int] = {}
+
+    def level_of(symbol: sp.Symbol) -> int:
+        leaf = leaves.get(symbol)
+        if leaf is None:
+            return level[symbol]
+        if leaf.kind == "projection":
+            operand = leaf.param.operand
+            node_levels = [lv + 1 for s, lv in level.items() if s.name == operand]
+            leaf_level = node_levels[0] if node_levels else 0
+            leaves[symbol] = Leaf(leaf.kind, leaf.index, leaf.param, leaf_level)
+            return leaf_level
+        return 0
+
+    def add(symbol, expr, state=None, auto=False):
+        activation = type(expr) if isinstance(expr, Activation) else None
+        arg = expr.args[0] if activation else None
+        deps = (arg if activation else expr).free_symbols
+        level[symbol] = max([level_of(s) for s in deps] + [0])
+        nodes.append(Node(symbol, expr, activation, arg, level[symbol], state, auto))
+
+    def lift(expr, owner: str):
+        """Replace activation calls nested inside `expr` by nodes of their own."""
+        def replace(call):
+            inner = call.func(lift(call.args[0], owner))
+            arg = inner.args[0]
+            base = arg.name if isinstance(arg, sp.Symbol) else owner
+            name = f"{call.func.__name__}_{base}"
+            taken = {n.symbol.name for n in nodes} | {s.name for s in leaves}
+            suffix = 2
+            while name in taken:
+                name, suffix = f"{call.func.__name__}_{base}{suffix}", suffix + 1
+            symbol = sp.Symbol(name, real=True)
+            add(symbol, inner, auto=True)
+            return symbol
+
+        return expr.replace(lambda e: isinstance(e, Activation), replace)
+
+    for eq in cell.equations:
+        expr = eq.expr
+        if isinstance(expr, Activation):
+            expr = expr.func(lift(expr.args[0], eq.symbol.name))
+        else:
+            expr = lift(expr, eq.symbol.name)
+        add(eq.symbol, expr, eq.state)
+    return nodes
+
+
+# -- backward -----------------------------------------------------------------------------
+def _consumers(nodes: list[Node]) -> dict[sp.Symbol, list[Node]]:
+    consumers: dict[sp.Symbol, list[Node]] = {}
+    for node in nodes:
+        for u in sorted(node.dependencies, key=str):
+            consumers.setdefault(u, []).append(node)
+    return consumers
+
+
+def _backward(d: Derivation) -> dict[int, list[Assignment]]:
+    """Adjoint assignments per level: first `=` of each node in reverse topological order,
+    then the `+=` accumulations into arrays.
+
+    A node's adjoint sums its same-level consumers, its incoming gradient (new states) and
+    `d_<node>_acc`, where consumers at later levels and matrix products with the node as
+    operand accumulate. Leaves (previous states, parameters, projections) only accumulate.
+    """
+    consumers = _consumers(d.nodes)
+    operands = {n.symbol for n in d.operand_nodes()}
+    defines: dict[int, list[Assignment]] = {lv: [] for lv in range(d.levels)}
+    accumulates: dict[int, list[Assignment]] = {lv: [] for lv in range(d.levels)}
+
+    def contributions(symbol, level):
+        users = [c for c in consumers.get(symbol, []) if c.level == level]
+        return sp.Add(*[_through(d, c, symbol) for c in users])
+
+    for node in reversed(d.nodes):
+        later = [c for c in consumers.get(node.symbol, []) if c.level > node.level]
+        expr = contributions(node.symbol, node.level)
+        if node.state:
+            expr = d.incoming[node.state] + expr
+        if later or node.symbol in operands:
+            expr = d.accumulator(node.symbol) + expr
+        defines[node.level].append(Assignment(d.adjoint[node.symbol], expr))
+        if node.activation:
+            rule = ACTIVATIONS[node.activation].derivative(node.symbol)
+            defines[node.level].append(Assignment(d.preactivation(node.symbol), d.adjoint[node.symbol] * rule))
+        for level in sorted({c.level for c in later}):
+            accumulates[level].append(
+                Assignment(d.accumulator(node.symbol), contributions(node.symbol, level), "+=")
+            )
+    for leaf in d.leaves:
+        for level in range(d.levels):
+            expr = contributions(leaf, level)
+            if expr != 0:
+                accumulates[level].append(Assignment(d.adjoint[leaf], expr, "+="))
+    return {lv: defines[lv] + accumulates[lv] for lv in range(d.levels)}
+
+
+def _through(d: Derivation, consumer: Node, u: sp.Symbol) -> sp.Expr:
+    """What `consumer` passes back to u: its adjoint (of the pre-activation, for activations)
+    times the derivative of its expression (argument) with respect to u."""
+    if consumer.activation:
+        return d.preactivation(consumer.symbol) * sp.diff(consumer.arg, u)
+    return d.adjoint[consumer.symbol] * sp.diff(consumer.expr, u)
+
+
+# -- Jacobian -----------------------------------------------------------------------------
+def _total_derivatives(d: Derivation, target: Node) -> dict[sp.Symbol, sp.Expr]:
+    """∂target/∂leaf through all nodes of one step, projections held fixed."""
+    consumers = _consumers(d.nodes)
+    adj: dict[sp.Symbol, sp.Expr] = {target.symbol: sp.S.One}
+    for node in reversed(d.nodes[: d.nodes.index(target)]):
+        terms = [adj[c.symbol] * c.local_derivative(node.symbol) for c in consumers.get(node.symbol, []) if c.symbol in adj]
+        if terms:
+            adj[node.symbol] = sp.Add(*terms)
+    totals = {}
+    for leaf in d.leaves:
+        terms = [adj[c.symbol] * c.local_derivative(leaf) for c in consumers.get(leaf, []) if c.symbol in adj]
+        total = sp.Add(*terms) if terms else sp.S.Zero
+        if total != 0:
+            totals[leaf] = total
+    return totals
+
+
+def _jacobian(d: Derivation) -> dict[sp.Symbol, list[JacobianTerm]]:
+    """Rows of ∂v/∂s_{t-1} for each operand node v, then for each new state."""
+    rows = {}
+    for target in d.operand_nodes() + d.new_state_nodes():
+        terms = []
+        for leaf_symbol, coefficient in _total_derivatives(d, target).items():
+            leaf = d.leaves[leaf_symbol]
+            if leaf.kind == "state":
+                terms.append(JacobianTerm("direct", coefficient, state=leaf.index))
+            elif leaf.kind == "projection" and leaf.param.operand != d.cell.x.name:
+                terms.append(JacobianTerm("projection", coefficient, param=leaf.param, gate=leaf.index))
+        rows[target.symbol] = terms
+    return rows
+
+
+# -- what forward keeps ---------------------------------------------------------------------
+def _saved(d: Derivation) -> list[sp.Symbol]:
+    """Per-step values the backward and Jacobian kernels read, and values crossing levels.
+
+    New states are kept in the state sequence, previous states and parameters are inputs, so
+    only intermediate nodes and projections are saved, in a fixed order.
+    """
+    needed: set[sp.Symbol] = set()
+    for block in d.backward.values():
+        for a in block:
+            needed |= a.expr.free_symbols
+    for terms in d.jacobian.values():
+        for term in terms:
+            needed |= term.coefficient.free_symbols
+    for node in d.nodes:
+        needed |= {s for s in node.dependencies if (n := d.node(s)) is not None and n.level < node.level}
+    needed |= {n.symbol for n in d.operand_nodes()}
+    keep = [n.symbol for n in d.nodes if n.symbol in needed and not n.state]
+    keep += [s for s, leaf in d.leaves.items() if leaf.kind == "projection" and s in needed]
+    return keep

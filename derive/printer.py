@@ -1,0 +1,113 @@
+"""Print SymPy expressions as kernel code, and lay out blocks of assignments with CSE.
+
+Each kernel has its own map from symbols to code: a local variable name, or an array element
+such as `b_ih[H + unit]`. Common subexpressions are eliminated once over every expression of
+a cell (forward, backward and Jacobian together); each block then defines only the shared
+terms it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from .activations import ACTIVATIONS, INDICATORS
+
+
+class KernelPrinter(PythonCodePrinter):
+    """Python/Numba source for one kernel; symbols print through `locations`."""
+
+    def __init__(self, locations: dict[sp.Symbol, str] | None = None):
+        super().__init__({"standard": "python3", "fully_qualified_modules": False})
+        self.locations = locations or {}
+
+    def _print_Symbol(self, expr):
+        return self.locations.get(expr, expr.name)
+
+    def _print_Function(self, expr):
+        if type(expr) in ACTIVATIONS:
+            return f"{type(expr).__name__}({self._print(expr.args[0])})"
+        if type(expr) in INDICATORS:
+            return "(" + INDICATORS[type(expr)].format(y=self._print(expr.args[0])) + ")"
+        raise TypeError(f"no kernel code for function {expr.func}")
+
+    def _print_Rational(self, expr):
+        return f"({expr.p}/{expr.q})"
+
+
+def display(expr: sp.Expr) -> str:
+    """Compact one-line text of an expression, for comments."""
+    return sp.sstr(expr, order="none")
+
+
+@dataclass
+class Line:
+    """One assignment ready to print: `target op expr`, with the symbolic form as comment."""
+
+    target: str
+    op: str
+    code: str
+    comment: str | None = None
+
+    def render(self) -> str:
+        text = f"{self.target} {self.op} {self.code}"
+        return f"{text}  # {self.comment}" if self.comment else text
+
+
+class SharedTerms:
+    """The result of one CSE over all of a cell's expressions."""
+
+    def __init__(self, expressions: list[sp.Expr]):
+        names = sp.numbered_symbols("cse", real=True)
+        replacements, reduced = sp.cse(expressions, symbols=names, order="canonical")
+        self.definitions = dict(replacements)
+        self.order = {s: k for k, (s, _) in enumerate(replacements)}
+        self.reduced = dict(zip(expressions, reduced))
+
+    def rewrite(self, expr: sp.Expr) -> sp.Expr:
+        return self.reduced.get(expr, expr)
+
+    def needed(self, exprs: list[sp.Expr], done: set[sp.Symbol]) -> list[sp.Symbol]:
+        """Shared terms these expressions use, with their own dependencies, in order."""
+        result: list[sp.Symbol] = []
+
+        def visit(expr):
+            for s in sorted(expr.free_symbols & self.definitions.keys(), key=self.order.get):
+                if s not in done:
+                    done.add(s)
+                    visit(self.definitions[s])
+                    result.append(s)
+
+        for expr in exprs:
+            visit(expr)
+        return result
+
+
+def block(
+    assignments: list[tuple[sp.Symbol, str, sp.Expr]],
+    shared: SharedTerms,
+    printer: KernelPrinter,
+    targets: dict[sp.Symbol, str] | None = None,
+    comment: bool = True,
+) -> tuple[list[str], set[sp.Symbol]]:
+    """Lines for `target op expr` assignments, each preceded by the shared terms it needs.
+
+    Returns the lines and the free symbols they read (for the caller to load).
+    """
+    targets = targets or {}
+    done: set[sp.Symbol] = set()
+    lines: list[str] = []
+    reads: set[sp.Symbol] = set()
+    for symbol, op, expr in assignments:
+        reduced = shared.rewrite(expr)
+        for term in shared.needed([reduced], done):
+            definition = shared.definitions[term]
+            reads |= definition.free_symbols
+            lines.append(Line(term.name, "=", printer.doprint(definition)).render())
+        reads |= reduced.free_symbols
+        code = printer.doprint(reduced)
+        note = display(expr) if comment and code != display(expr) and reduced == expr else None
+        lines.append(Line(targets.get(symbol, symbol.name), op, code, note).render())
+    return lines, reads - set(shared.definitions)

@@ -1,0 +1,185 @@
+"""The cell specification language.
+
+A cell is a handful of per-unit equations. Matrix-vector products appear as explicit linear
+terms: `cell.weight("W_hh", h, gates="ifgo")` declares a (4H, H) matrix acting on h and returns
+one scalar symbol per gate block, the j-th unit of (W_hh h) in that block. Everything else
+(biases, per-unit weights, states) is a scalar symbol for unit j, so the update equations read
+as they are written in papers::
+
+    cell = Cell("rnn", class_name="RNN")
+    x = cell.input()
+    h = cell.state("h")
+    W_ih = cell.weight("W_ih", x, torch="weight_ih_l0")
+    ...
+    cell.update(h, tanh(W_ih + b_ih + W_hh + b_hh))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+INITS = ("uniform", "zeros", "ones")
+
+
+@dataclass(frozen=True)
+class InputVector:
+    """The cell input x_t, of size input_size; it may only be multiplied by a weight."""
+
+    name: str
+
+
+@dataclass
+class Param:
+    """A learnable parameter: a matrix acting on one vector, or a per-unit vector.
+
+    Both are stacked over gate blocks in the given order, PyTorch style: a matrix with
+    gates "ifgo" acting on h has shape (4H, H), a vector with those gates has shape (4H,).
+    """
+
+    name: str
+    kind: str  # "matrix" or "vector"
+    gates: tuple[str, ...] | None
+    symbols: tuple[sp.Symbol, ...]  # one per gate block
+    operand: str | None = None  # matrices: name of the vector they act on
+    torch_name: str | None = None  # key in a PyTorch state_dict, if any
+    init: str | tuple[float, float] = "uniform"
+
+    @property
+    def blocks(self) -> int:
+        return len(self.symbols)
+
+
+class Gates:
+    """Per-gate scalar symbols of a gated parameter: `W_ih["f"]`, or unpack in gate order."""
+
+    def __init__(self, param: Param):
+        self._param = param
+        self._by_gate = dict(zip(param.gates, param.symbols))
+
+    def __getitem__(self, gate: str) -> sp.Symbol:
+        if gate not in self._by_gate:
+            raise KeyError(
+                f"parameter {self._param.name!r} has gates {list(self._param.gates)}, not {gate!r}"
+            )
+        return self._by_gate[gate]
+
+    def __iter__(self):
+        return iter(self._param.symbols)
+
+    def __len__(self):
+        return len(self._param.symbols)
+
+
+@dataclass
+class State:
+    """A recurrent state vector: its value at t-1 (`prev`) and its update at t (`new`)."""
+
+    name: str
+    prev: sp.Symbol
+    new: sp.Symbol | None = None
+
+
+@dataclass
+class Equation:
+    """`symbol = expr`, per unit; `state` names the state an update equation defines."""
+
+    symbol: sp.Symbol
+    expr: sp.Expr
+    state: str | None = None
+
+
+@dataclass
+class Cell:
+    """A recurrent cell declared equation by equation (see the module docstring)."""
+
+    name: str
+    class_name: str | None = None
+    doc: str = ""
+    x: InputVector | None = None
+    states: list[State] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)
+    equations: list[Equation] = field(default_factory=list)
+    source: str | None = None  # file the spec was loaded from, for headers and errors
+
+    def __post_init__(self):
+        if self.class_name is None:
+            self.class_name = "".join(part.capitalize() for part in self.name.split("_"))
+
+    # -- declarations -------------------------------------------------------------------
+    def input(self, name: str = "x") -> InputVector:
+        """Declare the input vector x_t (size input_size)."""
+        self.x = InputVector(name)
+        return self.x
+
+    def state(self, name: str) -> sp.Symbol:
+        """Declare a state vector; returns its value at t-1. The first state is the output."""
+        prev = _symbol(name)
+        self.states.append(State(name, prev))
+        return prev
+
+    def weight(self, name, operand, gates=None, torch=None, init="uniform"):
+        """A matrix acting on `operand` (the input, a state or a `let` value).
+
+        Returns the symbol of unit j of the product (one per gate, as `Gates`, if gated).
+        """
+        operand_name = operand.name if isinstance(operand, (InputVector, sp.Symbol)) else None
+        if operand_name is None:
+            raise TypeError(
+                f"cell {self.name!r}: weight {name!r} must act on the input, a state or a let "
+                f"value, not {type(operand).__name__}"
+            )
+        return self._add_param(name, "matrix", gates, torch, init, operand=operand_name)
+
+    def vector(self, name, gates=None, torch=None, init="uniform"):
+        """A per-unit parameter vector (a bias, a peephole or a recurrent weight)."""
+        return self._add_param(name, "vector", gates, torch, init)
+
+    bias = vector
+
+    def let(self, name: str, expr) -> sp.Symbol:
+        """Name an intermediate per-unit value, e.g. a gate."""
+        symbol = _symbol(name)
+        self.equations.append(Equation(symbol, sp.sympify(expr)))
+        return symbol
+
+    def update(self, state: sp.Symbol, expr) -> sp.Symbol:
+        """Give the new value of a state; returns the symbol of the new value."""
+        match = [s for s in self.states if s.prev == state]
+        if not match:
+            raise ValueError(f"cell {self.name!r}: update() of {state}, which is not a state")
+        symbol = _symbol(f"{match[0].name}_new")
+        match[0].new = symbol
+        self.equations.append(Equation(symbol, sp.sympify(expr), state=match[0].name))
+        return symbol
+
+    # -- queries --------------------------------------------------------------------------
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def _add_param(self, name, kind, gates, torch, init, operand=None):
+        gates = tuple(gates) if gates is not None else None
+        if gates is None:
+            names = [f"{name}_{operand}" if operand else name]
+        else:
+            names = [f"{name}_{operand}_{g}" if operand else f"{name}_{g}" for g in gates]
+        param = Param(
+            name,
+            kind,
+            gates,
+            tuple(_symbol(n) for n in names),
+            operand=operand,
+            torch_name=torch,
+            init=init,
+        )
+        self.params.append(param)
+        return param.symbols[0] if gates is None else Gates(param)
+
+
+def _symbol(name: str) -> sp.Symbol:
+    return sp.Symbol(name, real=True)
