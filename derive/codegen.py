@@ -321,6 +321,7 @@ def module_context(d: Derivation) -> dict:
         "equations": code.equations(),
         "state_names": list(cell.state_names),
         "state_names_repr": repr(tuple(cell.state_names)),
+        "torch_reference": repr((cell.torch_module, cell.torch_options) if cell.torch_module else None),
         "saved_names_repr": repr(tuple(s.name for s in d.saved)),
         "n_states": len(cell.states),
         "n_saved": len(d.saved),

@@ -65,6 +65,7 @@ class RecurrentCell:
     state_names: ClassVar[tuple[str, ...]]
     parameters: ClassVar[tuple[Parameter, ...]]
     saved_names: ClassVar[tuple[str, ...]]
+    torch_reference: ClassVar[tuple[str, dict] | None]  # (torch.nn class name, options) computing the same
     _forward: ClassVar[Callable]
     _backward: ClassVar[Callable]
     _jacobian: ClassVar[Callable]
@@ -143,7 +144,7 @@ class RecurrentCell:
         if array.dtype.kind == "f" and array.dtype.itemsize > self.dtype.itemsize:
             raise TypeError(
                 f"{name} has dtype {array.dtype} but the cell is {self.dtype}; "
-                f"cast it explicitly (x.astype(np.{self.dtype.name})) or build the cell with dtype=np.{array.dtype.name}"
+                f"cast it explicitly (.astype(np.{self.dtype.name})) or build the cell with dtype=np.{array.dtype.name}"
             )
         if array.shape != shape:
             raise ValueError(f"{name} must have shape {shape_text} = {shape}, got {array.shape}")

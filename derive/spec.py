@@ -101,6 +101,8 @@ class Cell:
     states: list[State] = field(default_factory=list)
     params: list[Param] = field(default_factory=list)
     equations: list[Equation] = field(default_factory=list)
+    torch_module: str | None = None  # torch.nn class computing the same function, if any
+    torch_options: dict = field(default_factory=dict)  # its constructor options
     source: str | None = None  # file the spec was loaded from, for headers and errors
 
     def __post_init__(self):

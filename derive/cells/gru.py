@@ -12,7 +12,7 @@ Reference: Cho et al. (2014). Convention: PyTorch.
 from derive.spec import Cell
 from derive.activations import sigmoid, tanh
 
-cell = Cell("gru", class_name="GRU", doc=__doc__)
+cell = Cell("gru", class_name="GRU", doc=__doc__, torch_module="GRU")
 x = cell.input()
 h = cell.state("h")
 W_ih = cell.weight("W_ih", x, gates="rzn", torch="weight_ih_l0")

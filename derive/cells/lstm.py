@@ -11,7 +11,7 @@ Reference: Hochreiter & Schmidhuber (1997); forget gate: Gers et al. (2000). Con
 from derive.spec import Cell
 from derive.activations import sigmoid, tanh
 
-cell = Cell("lstm", class_name="LSTM", doc=__doc__)
+cell = Cell("lstm", class_name="LSTM", doc=__doc__, torch_module="LSTM")
 x = cell.input()
 h, c = cell.state("h"), cell.state("c")
 W_ih = cell.weight("W_ih", x, gates="ifgo", torch="weight_ih_l0")

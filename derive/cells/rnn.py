@@ -8,7 +8,7 @@ Reference: Elman (1990), "Finding structure in time". Convention: PyTorch.
 from derive.spec import Cell
 from derive.activations import tanh
 
-cell = Cell("rnn", class_name="RNN", doc=__doc__)
+cell = Cell("rnn", class_name="RNN", doc=__doc__, torch_module="RNN")
 x = cell.input()
 h = cell.state("h")
 W_ih = cell.weight("W_ih", x, torch="weight_ih_l0")

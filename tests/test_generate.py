@@ -1,0 +1,81 @@
+"""generated/ is current, regeneration is byte-stable, and a failed generation changes nothing."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from derive import generate as gen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "derive", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def test_check_is_clean_on_the_committed_tree():
+    result = run("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generation_is_byte_identical_across_processes(tmp_path):
+    """Two generations in fresh interpreters with different hash seeds give the same bytes."""
+    script = "import sys; from derive import generate as g; g.write_package(g.render_all(g.builtin_cells()), sys.argv[1], log=lambda m: None)"
+    for k, seed in enumerate(["1", "2"]):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"gen{k}")], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+    first = {p.name: p.read_bytes() for p in (tmp_path / "gen0").glob("*.py")}
+    second = {p.name: p.read_bytes() for p in (tmp_path / "gen1").glob("*.py")}
+    committed = {p.name: p.read_bytes() for p in (ROOT / "generated").glob("*.py")}
+    assert first == second
+    assert first == committed
+
+
+def test_check_names_a_stale_file(tmp_path):
+    files = gen.render_all(gen.builtin_cells())
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert gen.stale_files(files, tmp_path) == []
+    (tmp_path / "lstm.py").write_text(files["lstm.py"].replace("c_new = ", "c_new = 0.5 * ", 1))
+    (tmp_path / "gru.py").unlink()
+    assert gen.stale_files(files, tmp_path) == ["lstm.py", "gru.py"]
+
+
+def test_header_has_hashes_and_no_timestamp():
+    text = (ROOT / "generated" / "lstm.py").read_text()
+    header = text.splitlines()[:4]
+    assert "template cell.py.jinja" in header[0] and "derive/cells/lstm.py" in header[0]
+    assert header[2].startswith("# spec+templates sha256: ")
+    assert header[3].startswith("# content sha256: ")
+    import hashlib
+
+    body = "\n".join(text.splitlines(keepends=False)[4:]) + "\n"
+    assert header[3].split()[-1] == hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_failed_generation_leaves_output_untouched(tmp_path):
+    out = tmp_path / "cells"
+    files = gen.render_all(gen.builtin_cells()[:1])
+    gen.write_package(files, out, log=lambda m: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    broken = dict(files, **{"rnn.py": files["rnn.py"] + "\nthis is not python\n"})
+    with pytest.raises(RuntimeError, match="fail to import"):
+        gen.write_package(broken, out, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(tmp_path.glob(".cells-staging-*")), "staging directory left behind"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = "pip install -e '.[test,torch]' && python -m pytest"
+    assert command in readme
+    assert command in (ROOT / ".ci" / "run").read_text()

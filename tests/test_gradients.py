@@ -1,0 +1,73 @@
+"""Every generated cell against float64 central finite differences."""
+
+import numpy as np
+import pytest
+
+from derive.gradcheck import SHAPES, Problem, Report, check_gradients, check_jacobian
+from generated import CELLS
+from tests.conftest import CELL_NAMES
+
+TOLERANCE = 1e-6
+
+
+def assert_report(report: Report):
+    bad = {k: v for k, v in report.errors.items() if not v <= TOLERANCE}
+    assert not bad, f"{report.cell}: relative errors above {TOLERANCE}: {bad}"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_gradients_match_finite_differences(name, shape):
+    problem = Problem.random(CELLS[name], *shape, seed=7)
+    report = Report(name)
+    check_gradients(problem, report)
+    expected = {"x", *problem.cell.params, *(f"{s}0" for s in problem.cell.state_names)}
+    assert set(report.errors) == expected
+    assert_report(report)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_jacobian_matches_finite_differences_and_chain(name, shape):
+    problem = Problem.random(CELLS[name], *shape, seed=11)
+    report = Report(name)
+    check_jacobian(problem, report)
+    assert set(report.errors) == {"jacobian", "jacobian chain"}
+    assert_report(report)
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_jacobian_shape_and_state_order(name):
+    cell = CELLS[name](3, 4, dtype=np.float64, seed=0)
+    _, _, tape = cell.forward(np.ones((5, 2, 3)))
+    J = cell.jacobian(tape)
+    assert J.shape == (5, 2, 4 * len(cell.state_names), 4 * len(cell.state_names))
+    assert J.dtype == np.float64
+
+
+def test_checks_catch_a_wrong_gradient(monkeypatch):
+    """The finite-difference check must fail when backward is wrong."""
+    cls = CELLS["lstm"]
+    problem = Problem.random(cls, 3, 2, 3, 4, seed=3)
+    honest = type(problem.cell).backward
+
+    def off_by_a_little(self, tape, dy=None, dstate=None):
+        grads = honest(self, tape, dy, dstate)
+        grads.params["W_hh"][0, 0] += 1e-3
+        return grads
+
+    monkeypatch.setattr(cls, "backward", off_by_a_little)
+    report = Report("lstm")
+    check_gradients(problem, report)
+    assert report.errors["W_hh"] > 1e-5
+    assert report.errors["x"] <= TOLERANCE
+
+
+def test_checks_catch_a_wrong_jacobian(monkeypatch):
+    cls = CELLS["gru"]
+    problem = Problem.random(cls, 3, 2, 3, 4, seed=3)
+    honest = cls.jacobian
+    monkeypatch.setattr(cls, "jacobian", lambda self, tape: np.swapaxes(honest(self, tape), 2, 3))
+    report = Report("gru")
+    check_jacobian(problem, report)
+    assert report.errors["jacobian"] > 1e-3
