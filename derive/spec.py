@@ -140,6 +140,20 @@ class Cell:
 
     bias = vector
 
+    def preactivations(self, x, h, gates=None):
+        """PyTorch's gate inputs W_ih x + b_ih + W_hh h + b_hh, per gate.
+
+        Declares W_ih, W_hh, b_ih, b_hh with PyTorch's layer-0 names and returns the expression
+        (a dict gate -> expression if `gates` is given, in that stacking order).
+        """
+        W_ih = self.weight("W_ih", x, gates, torch="weight_ih_l0")
+        W_hh = self.weight("W_hh", h, gates, torch="weight_hh_l0")
+        b_ih = self.bias("b_ih", gates, torch="bias_ih_l0")
+        b_hh = self.bias("b_hh", gates, torch="bias_hh_l0")
+        if gates is None:
+            return W_ih + b_ih + W_hh + b_hh
+        return {g: W_ih[g] + b_ih[g] + W_hh[g] + b_hh[g] for g in gates}
+
     def let(self, name: str, expr) -> sp.Symbol:
         """Name an intermediate per-unit value, e.g. a gate."""
         symbol = _symbol(name)

@@ -8,17 +8,13 @@
 Reference: Hochreiter & Schmidhuber (1997); forget gate: Gers et al. (2000). Convention: PyTorch.
 """
 
-from derive.spec import Cell
 from derive.activations import sigmoid, tanh
+from derive.spec import Cell
 
 cell = Cell("lstm", class_name="LSTM", doc=__doc__, torch_module="LSTM")
 x = cell.input()
 h, c = cell.state("h"), cell.state("c")
-W_ih = cell.weight("W_ih", x, gates="ifgo", torch="weight_ih_l0")
-W_hh = cell.weight("W_hh", h, gates="ifgo", torch="weight_hh_l0")
-b_ih = cell.bias("b_ih", gates="ifgo", torch="bias_ih_l0")
-b_hh = cell.bias("b_hh", gates="ifgo", torch="bias_hh_l0")
-pre = {k: W_ih[k] + b_ih[k] + W_hh[k] + b_hh[k] for k in "ifgo"}
+pre = cell.preactivations(x, h, gates="ifgo")
 i = cell.let("i", sigmoid(pre["i"]))
 f = cell.let("f", sigmoid(pre["f"]))
 g = cell.let("g", tanh(pre["g"]))
