@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import jinja2
+import sympy as sp
 
 from .cells import BUILTIN
 from .codegen import module_context
@@ -47,6 +48,7 @@ def builtin_cells() -> list[Cell]:
     for name in BUILTIN:
         cell = importlib.import_module(f"derive.cells.{name}").cell
         cell.source = f"derive/cells/{name}.py"
+        cell.source_path = str(ROOT / cell.source)
         cells.append(cell)
     return cells
 
@@ -64,7 +66,7 @@ def load_spec_file(path: str | os.PathLike) -> list[Cell]:
     if not cells:
         raise ValueError(f"spec file {path} defines no Cell at module level")
     for cell in cells:
-        cell.source = path.name
+        cell.source, cell.source_path = path.name, str(path)
     return cells
 
 
@@ -80,8 +82,11 @@ def _template_bytes(*names: str) -> list[bytes]:
 
 
 def _spec_bytes(cell: Cell) -> bytes:
-    path = ROOT / cell.source if not Path(cell.source).is_absolute() else Path(cell.source)
-    return path.read_bytes() if path.is_file() else cell.source.encode()
+    """The spec file's bytes, or for a cell built in a session, a canonical dump of its declarations."""
+    if cell.source_path:
+        return Path(cell.source_path).read_bytes()
+    return repr(([(p.name, p.kind, p.gates, p.operand, p.init) for p in cell.params],
+                 [(e.symbol.name, sp.srepr(e.expr), e.state) for e in cell.equations])).encode()
 
 
 def _with_header(body: str, template: str, spec: str, inputs_hash: str) -> str:

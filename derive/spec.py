@@ -103,7 +103,8 @@ class Cell:
     equations: list[Equation] = field(default_factory=list)
     torch_module: str | None = None  # torch.nn class computing the same function, if any
     torch_options: dict = field(default_factory=dict)  # its constructor options
-    source: str | None = None  # file the spec was loaded from, for headers and errors
+    source: str | None = None  # name of the spec file, for headers and errors
+    source_path: str | None = None  # its path, whose bytes are hashed into the header
 
     def __post_init__(self):
         if self.class_name is None:

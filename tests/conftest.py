@@ -1,11 +1,29 @@
 import os
+import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import generated
+from derive.build import build
 
-CELL_NAMES = list(generated.CELLS)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _user_cells() -> dict[str, type]:
+    """Cells generated from spec files outside the package, as a user would: the tutorial's
+    leaky_rnn (taken from docs/variants.md) and a cell using every activation."""
+    folder = Path(tempfile.mkdtemp(prefix="rnn-derive-user-"))
+    tutorial = (ROOT / "docs" / "variants.md").read_text()
+    spec = re.search(r"```python\n(# leaky_rnn\.py\n.*?)```", tutorial, flags=re.S).group(1)
+    (folder / "leaky_rnn.py").write_text(spec)
+    return build([folder / "leaky_rnn.py", ROOT / "tests" / "specs" / "all_activations.py"], folder / "usercells")
+
+
+ALL_CELLS = {**generated.CELLS, **_user_cells()}  # every test suite runs over all of these
+CELL_NAMES = list(ALL_CELLS)
 TORCH_CELLS = [name for name, cls in generated.CELLS.items() if cls.torch_reference]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from derive.gradcheck import SHAPES, Problem, Report, check_gradients, check_jacobian
-from generated import CELLS
+from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 
 TOLERANCE = 1e-6
