@@ -123,4 +123,6 @@ def describe(settings, varying: tuple[str, ...] = ()) -> str:
         parts.append(f"gate bias {settings.gate_bias:g}")
     if settings.weight_scale is not None and "weight_scale" not in varying:
         parts.append(f"recurrent spectral radius {settings.weight_scale:g}")
+    if "weight_scale" in varying:
+        parts.append("ρ: spectral radius of each H×H block of the recurrent weights")
     return ", ".join(parts)

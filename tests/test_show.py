@@ -5,6 +5,7 @@ import contextlib
 import io
 import re
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import sympy as sp
@@ -160,3 +161,9 @@ def test_errors_are_clear():
         formulas("rnn").text("sideways")
     with pytest.raises(ValueError, match="no display name for"):
         formulas("rnn").notation.to_text(sp.Symbol("mystery"))
+
+
+def test_readme_shows_what_show_prints():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("python -m derive show lstm --part jacobian", 1)[1].split("```\n\n```\n", 1)[1].split("```", 1)[0]
+    assert shown and shown in show("lstm", "--part", "jacobian")
