@@ -8,7 +8,7 @@ matrix over the states, each block simplified:
   matrices, e.g. ∂h_t/∂h_{t-1} = diag(1 − h_t²)·W_hh for the Elman RNN;
 - a state computed from another state of the same step is written through that state's block,
   as by the chain rule: LSTM ∂h_t/∂h_{t-1} = diag(o_t ⊙ (1 − tanh(c_t)²))·∂c_t/∂h_{t-1} + …;
-  a purely diagonal block is multiplied in instead (∂h_t/∂c_{t-1} = diag(f_t ⊙ o_t ⊙ …));
+  a diagonal block of one term is multiplied in instead (∂h_t/∂c_{t-1} = diag(f_t ⊙ o_t ⊙ …));
 - a matrix acting on a value of the same step (W_hn (r ⊙ h)) is diag(coefficient)·W·∂v_t/∂s_{t-1},
   and that inner Jacobian is listed after the blocks.
 
@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import notation as nt
-from .derivation import Derivation, Node, derive, total_derivatives
+from .codegen import shape_text
+from .derivation import Derivation, derive, total_derivatives
+from .generate import builtin_cells
 from .spec import Cell, Param
 
 PARTS = ("forward", "backward", "jacobian")
@@ -100,7 +102,7 @@ class CellFormulas:
     jacobian: sp.Matrix  # block (a, b) = ∂a_t/∂b_{t-1}, states in order
     blocks: list[Formula]  # the blocks of `jacobian`, row by row
     inner: list[Formula]  # Jacobians of in-step operands the blocks refer to
-    parameters: list[dict[str, str]]  # name, shape, acts on, gates, PyTorch name
+    parameters: list[dict[str, str]]  # name, shape, operand (text, LaTeX; "" for vectors), gates, torch
 
     def text(self, part: str = "all") -> str:
         return _text(self, _parts(part))
@@ -119,8 +121,6 @@ class CellFormulas:
 def formulas(cell: Cell | str) -> CellFormulas:
     """The formulas of a cell, given as a spec or a built-in cell name."""
     if isinstance(cell, str):
-        from .generate import builtin_cells
-
         by_name = {c.name: c for c in builtin_cells()}
         if cell not in by_name:
             raise ValueError(f"unknown cell {cell!r}; built-in cells: {', '.join(by_name)}")
@@ -145,21 +145,12 @@ def _forward(d: Derivation, n: nt.Notation) -> list[Formula]:
 
 
 def _parameters(d: Derivation, n: nt.Notation) -> list[dict[str, str]]:
-    from .codegen import shape_text
-
     rows = []
     for p in d.cell.params:
-        on = n.vectors[p.operand] if p.kind == "matrix" else None
-        rows.append(
-            {
-                "name": p.name,
-                "shape": shape_text(p, d.cell),
-                "acts on": on[0] if on else "",
-                "acts on (LaTeX)": on[1] if on else "",
-                "gates": ", ".join(p.gates) if p.gates else "",
-                "PyTorch": p.torch_name or "",
-            }
-        )
+        text, latex = n.vectors[p.operand] if p.kind == "matrix" else ("", "")
+        gates = ", ".join(p.gates) if p.gates else ""
+        rows.append({"name": p.name, "shape": shape_text(p, d.cell), "operand": text, "operand_latex": latex,
+                     "gates": gates, "torch": p.torch_name or ""})
     return rows
 
 
@@ -234,7 +225,7 @@ def jacobian_blocks(d: Derivation) -> dict[tuple[sp.Symbol, int], JacobianBlock]
     for node in d.nodes:
         if node.symbol not in targets:
             continue
-        earlier = {s for s in new_states if _index(d, s) < d.nodes.index(node)}
+        earlier = {s for s in new_states if _index(d, s) < _index(d, node.symbol)}
         rows = [JacobianBlock(node.symbol, k) for k in range(len(cell.states))]
         for source, coefficient in total_derivatives(d, node, earlier).items():
             leaf = d.leaves.get(source)
@@ -279,10 +270,11 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
         for path in b.paths:
             factors = [nt.matrix(n, *path.matrix)] if path.matrix else []
             inner = blocks[path.block] if path.block else None
-            if inner is not None and inner.is_diagonal and not factors:
+            inline = inner is not None and inner.is_diagonal and not isinstance(inner.direct, sp.Add)
+            if inline and not factors:
                 direct += path.coefficient * inner.direct  # diag(a)·diag(b) = diag(a ⊙ b)
                 continue
-            if inner is not None and inner.is_diagonal:
+            if inline:
                 factors.append(_diag(n, inner.direct))
             elif inner is not None:
                 factors.append(name(path.block))
@@ -295,13 +287,13 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
     rows = [node.symbol for node in d.new_state_nodes()]
     keys = [(row, k) for row in rows for k in range(len(states))]
     matrix = sp.Matrix(len(rows), len(states), [expression(blocks[key]) for key in keys])
-    formulas = [Formula(name(key), value, notation=n) for key, value in zip(keys, matrix)]
+    named = [Formula(name(key), value, notation=n) for key, value in zip(keys, matrix)]
     inner: dict[tuple[sp.Symbol, int], Formula] = {}
-    while pending := sorted(referenced - set(keys) - set(inner), key=lambda key: (_index(d, key[0]), key[1])):
+    in_order = lambda keys: sorted(keys, key=lambda key: (_index(d, key[0]), key[1]))  # noqa: E731
+    while pending := in_order(referenced - set(keys) - set(inner)):  # inner blocks may refer to further ones
         for key in pending:
             inner[key] = Formula(name(key), expression(blocks[key]), notation=n)
-    order = sorted(inner, key=lambda key: (_index(d, key[0]), key[1]))
-    return matrix, formulas, [inner[key] for key in order]
+    return matrix, named, [inner[key] for key in in_order(inner)]
 
 
 def _diag(n: nt.Notation, coefficient: sp.Expr) -> sp.Expr:
@@ -319,19 +311,27 @@ def _legend(f: CellFormulas, part: str) -> str:
     )
 
 
+def _block_matrix(f: CellFormulas, style: int) -> tuple[str, str, list[list[str]]]:
+    """The new states, the previous states and the block names (0 for zero blocks), in text
+    (style 0) or LaTeX (style 1)."""
+    n, size = f.notation, len(f.cell.states)
+    render = n.to_latex if style else n.to_text
+    new = ", ".join(n.vectors[node.symbol.name][style] for node in f.derivation.new_state_nodes())
+    old = ", ".join(n.vectors[s.name][style] for s in f.cell.states)
+    names = [render(b.lhs) if b.rhs != 0 else "0" for b in f.blocks]
+    return new, old, [names[i * size:(i + 1) * size] for i in range(size)]
+
+
 def _block_matrix_text(f: CellFormulas) -> list[str]:
-    """∂(h_t, c_t)/∂(h_{t-1}, c_{t-1}) = ⎡ ∂h_t/∂h_{t-1}  ∂h_t/∂c_{t-1} ⎤ ... (zero blocks as 0)."""
-    n, states = f.notation, f.cell.states
-    if len(states) == 1:
+    """∂(h_t, c_t)/∂(h_{t-1}, c_{t-1}) = ⎡ ∂h_t/∂h_{t-1}  ∂h_t/∂c_{t-1} ⎤ ... (one state: nothing)."""
+    if len(f.cell.states) == 1:
         return []
-    new = [n.vectors[node.symbol.name][0] for node in f.derivation.new_state_nodes()]
-    old = [n.vectors[s.name][0] for s in states]
-    entries = [[n.to_text(b.lhs) if b.rhs != 0 else "0" for b in f.blocks[i * len(states):(i + 1) * len(states)]] for i in range(len(states))]
-    widths = [max(len(row[k]) for row in entries) for k in range(len(states))]
-    lhs = f"∂({', '.join(new)})/∂({', '.join(old)}) = "
-    brackets = [("⎡", "⎤")] + [("⎢", "⎥")] * (len(states) - 2) + [("⎣", "⎦")]
+    new, old, rows = _block_matrix(f, 0)
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows))]
+    lhs = f"∂({new})/∂({old}) = "
+    brackets = [("⎡", "⎤")] + [("⎢", "⎥")] * (len(rows) - 2) + [("⎣", "⎦")]
     lines = []
-    for i, (row, (left, right)) in enumerate(zip(entries, brackets)):
+    for i, (row, (left, right)) in enumerate(zip(rows, brackets)):
         cells = "  ".join(e.ljust(w) for e, w in zip(row, widths))
         lines.append(f"{lhs if i == 0 else ' ' * len(lhs)}{left} {cells} {right}")
     return lines
@@ -348,8 +348,8 @@ def _text(f: CellFormulas, parts: tuple[str, ...]) -> str:
         width = max(len(p["name"]) for p in f.parameters)
         for p in f.parameters:
             gates = f", gates {p['gates']}" if p["gates"] else ""
-            torch = f", PyTorch {p['PyTorch']}" if p["PyTorch"] else ""
-            role = f"acts on {p['acts on']}" if p["acts on"] else "per-unit vector"
+            torch = f", PyTorch {p['torch']}" if p["torch"] else ""
+            role = f"acts on {p['operand']}" if p["operand"] else "per-unit vector"
             out.append(f"  {p['name'].ljust(width)}  {p['shape']}, {role}{gates}{torch}")
     for part in parts:
         out += ["", f"{TITLES[part]} — {_legend(f, part)}"]
@@ -362,17 +362,11 @@ def _text(f: CellFormulas, parts: tuple[str, ...]) -> str:
 
 
 def _latex_block_matrix(f: CellFormulas) -> list[str]:
-    n, states = f.notation, f.cell.states
-    if len(states) == 1:
+    if len(f.cell.states) == 1:
         return []
-    new = [n.vectors[node.symbol.name][1] for node in f.derivation.new_state_nodes()]
-    old = [n.vectors[s.name][1] for s in states]
-    rows = []
-    for i in range(len(states)):
-        row = f.blocks[i * len(states):(i + 1) * len(states)]
-        rows.append(" & ".join(n.to_latex(b.lhs) if b.rhs != 0 else "0" for b in row))
-    lhs = f"\\frac{{\\partial ({', '.join(new)})}}{{\\partial ({', '.join(old)})}}"
-    return [f"{lhs} &= \\begin{{bmatrix}} " + " \\\\ ".join(rows) + " \\end{bmatrix}"]
+    new, old, rows = _block_matrix(f, 1)
+    body = " \\\\ ".join(" & ".join(row) for row in rows)
+    return [f"\\frac{{\\partial ({new})}}{{\\partial ({old})}} &= \\begin{{bmatrix}} {body} \\end{{bmatrix}}"]
 
 
 def _aligned(f: CellFormulas, part: str) -> list[str]:
@@ -395,8 +389,8 @@ def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:
         out += ["## Parameters", "", LEGENDS["parameters"], "", "| parameter | shape | acts on | gate blocks | PyTorch |",
                 "| --- | --- | --- | --- | --- |"]
         for p in f.parameters:
-            on = f"${p['acts on (LaTeX)']}$" if p["acts on (LaTeX)"] else "per-unit vector"
-            torch = f"`{p['PyTorch']}`" if p["PyTorch"] else ""
+            on = f"${p['operand_latex']}$" if p["operand"] else "per-unit vector"
+            torch = f"`{p['torch']}`" if p["torch"] else ""
             out.append(f"| `{p['name']}` | {p['shape']} | {on} | {p['gates']} | {torch} |")
         out.append("")
     for part in parts:

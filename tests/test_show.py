@@ -17,7 +17,7 @@ from derive.generate import builtin_cells
 from tests import extra_cells
 
 BUILTIN = [c.name for c in builtin_cells()]
-ALL_CELLS = builtin_cells() + list(extra_cells.CELLS)
+ALL_CELLS = builtin_cells() + list(extra_cells.CELLS + extra_cells.FORMULA_ONLY)
 KERNEL_NAMES = re.compile(r"\b\w+_new\b|\bd_\w+|_acc\b|_pre\b|\bW_\w+_[xh]_\w\b|\bcse\d")
 
 
@@ -78,6 +78,20 @@ def test_multilevel_cell_shows_the_inner_jacobian():
     assert "  where ∂rh_t/∂h_{t-1} = diag(r_t) + diag(r_t ⊙ (1 − r_t) ⊙ h_{t-1})·W_hh[r]\n" in text
     assert "  δrh_t = W_hnᵀ·δ(W_hn rh_t)\n" in text  # the product's gradient reaches the in-step value
     assert "  δW_hn += δ(W_hn rh_t)·rh_tᵀ\n" in text
+
+
+@pytest.mark.parametrize("cell", extra_cells.CELLS + extra_cells.FORMULA_ONLY, ids=lambda c: c.name)
+def test_other_cells_render_in_every_format(cell):
+    f = formulas(cell)
+    assert not KERNEL_NAMES.search(f.text())
+    assert balanced(f.latex()) and balanced(f.markdown())
+
+
+def test_peephole_blocks_keep_their_gate_paths():
+    text = formulas(extra_cells.lstm_peephole).text("jacobian")
+    assert "  ∂c_t/∂c_{t-1} = diag(f_t + i_t ⊙ (1 − i_t) ⊙ g_t ⊙ w_c[i] + f_t ⊙ (1 − f_t) ⊙ c_{t-1} ⊙ w_c[f])\n" in text
+    assert "·∂c_t/∂c_{t-1}\n" in text  # a diagonal block that is a sum is referred to, not multiplied out
+    assert "  ∂h_t/∂h_{t-1} = diag([h_t > 0] ⊙ u)\n" in formulas(extra_cells.indrnn).text("jacobian")
 
 
 def test_show_accepts_a_spec_file():
