@@ -1,4 +1,4 @@
-"""`python -m derive COMMAND`: generate, check, show, gradcheck."""
+"""`python -m derive COMMAND`: generate, check, show, flow, gradcheck."""
 
 from __future__ import annotations
 
@@ -27,10 +27,12 @@ def _cells(targets: list[str]):
 def cmd_generate(args) -> int:
     if args.out is None:
         requested = {c.name for c in _cells(args.cells)} if args.cells else None
-        files = gen.render_all(gen.builtin_cells())
+        cells = gen.builtin_cells()
+        files = gen.render_all(cells)
         if requested is not None:
             files = {k: v for k, v in files.items() if k == "__init__.py" or k[:-3] in requested}
         gen.write_package(files, gen.GENERATED)
+        gen.write_docs(gen.render_docs([c for c in cells if requested is None or c.name in requested]), gen.DOCS)
     else:
         if not args.cells:
             raise SystemExit("generate --out DIR needs the cells or spec files to generate")
@@ -39,23 +41,24 @@ def cmd_generate(args) -> int:
 
 
 def cmd_check(args) -> int:
-    stale = gen.stale_files(gen.render_all(gen.builtin_cells()), gen.GENERATED)
+    cells = gen.builtin_cells()
+    stale = [f"generated/{name}" for name in gen.stale_files(gen.render_all(cells), gen.GENERATED)]
+    stale += [f"docs/cells/{name}" for name in gen.stale_files(gen.render_docs(cells), gen.DOCS)]
     if stale:
-        print("generated/ is stale; these files differ from what the specs and templates produce:")
+        print("generated/ or docs/cells/ is stale; these files differ from what the specs and templates produce:")
         for name in stale:
-            print(f"  generated/{name}")
+            print(f"  {name}")
         print("run `python -m derive generate` and commit the result")
         return 1
-    print(f"generated/ is current ({len(gen.builtin_cells())} cells)")
+    print(f"generated/ and docs/cells/ are current ({len(cells)} cells)")
     return 0
 
 
 def cmd_show(args) -> int:
-    from .derivation import derive
-    from .formulas import show_text
+    from .formulas import formulas
 
     for cell in _cells(args.cells):
-        print(show_text(derive(cell), args.part))
+        print(getattr(formulas(cell), args.format)(args.part))
     return 0
 
 
@@ -79,6 +82,38 @@ def cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_flow(args) -> int:
+    from . import flow, flow_report
+
+    try:
+        base = flow.Settings(args.steps, args.hidden_size, args.input_size, args.batch, args.seed,
+                             args.input_scale, gate=args.gate)
+        classes = flow.resolve(args.cells)
+        runs = flow.sweep(base, args.gate_bias or [None], args.weight_scale or [None])
+        flows = []
+        for settings, suffix in runs:
+            for cls in classes:
+                start = time.perf_counter()
+                flows += flow.analyze([cls], settings, suffix)
+                print(f"measured {flows[-1].label}: {settings.steps} steps in {time.perf_counter() - start:.1f}s", flush=True)
+    except ValueError as error:
+        raise SystemExit(f"flow: {error}")
+    out = Path(args.out)
+    paths = flow_report.write_csv(flows, out)
+    print()
+    print(flow_report.table(flows))
+    print()
+    varying = tuple(name for name, values in (("gate_bias", args.gate_bias), ("weight_scale", args.weight_scale))
+                    if values and len(values) > 1)
+    title = args.title or ", ".join(sorted({c.name for c in classes}, key=args.cells.index)) + ": " + flow_report.describe(runs[0][0], varying)
+    png = flow_report.plot(flows, out, title)
+    for path in paths + ((png,) if png else ()):
+        print(f"wrote {path}")
+    if png is None:
+        print(flow_report.NO_MATPLOTLIB)
+    return 0
+
+
 def _generated_classes(names: list[str]):
     import generated
 
@@ -94,18 +129,41 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m derive", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("generate", help="regenerate generated/ (or write spec files' cells to --out)")
+    p = sub.add_parser("generate", help="regenerate generated/ and docs/cells/ (or write spec files' cells to --out)")
     p.add_argument("cells", nargs="*", help="built-in cell names or spec files (default: all built-ins)")
     p.add_argument("--out", help="output directory for the cells given (a package); default generated/")
     p.set_defaults(run=cmd_generate)
 
-    p = sub.add_parser("check", help="fail if generated/ differs from what specs and templates produce")
+    p = sub.add_parser("check", help="fail if generated/ or docs/cells/ differ from what specs and templates produce")
     p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("show", help="print a cell's derived equations")
     p.add_argument("cells", nargs="+", help="built-in cell names or spec files")
     p.add_argument("--part", choices=["forward", "backward", "jacobian", "all"], default="all")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--text", dest="format", action="store_const", const="text", help="readable Unicode (default)")
+    style.add_argument("--latex", dest="format", action="store_const", const="latex", help="LaTeX (aligned environments)")
+    style.add_argument("--markdown", dest="format", action="store_const", const="markdown",
+                       help="Markdown with ```math blocks, as in docs/cells/")
+    p.set_defaults(format="text")
     p.set_defaults(run=cmd_show)
+
+    p = sub.add_parser("flow", help="measure gradient flow ‖∂s_T/∂s_{T−k}‖ of generated cells along a random trajectory")
+    p.add_argument("cells", nargs="+", help="generated cell names; all run on the same random input")
+    p.add_argument("--steps", type=int, default=100, help="sequence length T (default 100)")
+    p.add_argument("--out", required=True, help="directory for gradient_flow.csv, gradient_flow_steps.csv, gradient_flow.png")
+    p.add_argument("--hidden-size", type=int, default=32, help="H (default 32)")
+    p.add_argument("--input-size", type=int, help="I (default: H)")
+    p.add_argument("--batch", type=int, default=1, help="batch rows, each its own trajectory; means are reported (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights (PyTorch's default init) and the input")
+    p.add_argument("--input-scale", type=float, default=1.0, help="x ~ scale · N(0, 1) (default 1)")
+    p.add_argument("--gate-bias", type=float, nargs="+", metavar="B",
+                   help="total bias of the forget/update gate (f, else z); several values: one run each")
+    p.add_argument("--gate", help="the gate --gate-bias sets (default: f, else z)")
+    p.add_argument("--weight-scale", type=float, nargs="+", metavar="RHO",
+                   help="spectral radius of every H×H gate block of the recurrent matrices; several values: one run each")
+    p.add_argument("--title", help="title of the figure (default: the cells and settings)")
+    p.set_defaults(run=cmd_flow)
 
     p = sub.add_parser("gradcheck", help="check generated cells against finite differences")
     p.add_argument("cells", nargs="*", help="generated cell names (default: all)")

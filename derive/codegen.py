@@ -20,7 +20,7 @@ import sympy as sp
 from .activations import ACTIVATIONS
 from .derivation import Derivation, JacobianTerm
 from .printer import KernelPrinter, SharedTerms, block, display
-from .spec import Param
+from .spec import Cell, Param
 
 
 def offset(gate: int, index: str = "unit") -> str:
@@ -31,6 +31,20 @@ def offset(gate: int, index: str = "unit") -> str:
 def projection_buffer(param: Param) -> str:
     """Name of the array holding W v for every gate: `W_hh_h`."""
     return f"{param.name}_{param.operand}"
+
+
+def param_columns(param: Param, cell: Cell) -> str | None:
+    """"I" for a matrix acting on the input, "H" for one acting on a hidden-size vector, None for a vector."""
+    if param.kind == "vector":
+        return None
+    return "I" if param.operand == cell.x.name else "H"
+
+
+def shape_text(param: Param, cell: Cell) -> str:
+    """The parameter's shape in sizes: `(4*H, I)`, `(H,)`."""
+    rows = "H" if param.blocks == 1 else f"{param.blocks}*H"
+    columns = param_columns(param, cell)
+    return f"({rows}, {columns})" if columns else f"({rows},)"
 
 
 @dataclass
@@ -277,9 +291,7 @@ class CellCode:
     def parameters(self) -> list[dict]:
         result = []
         for p in self.cell.params:
-            columns = None if p.kind == "vector" else ("I" if p.operand == self.cell.x.name else "H")
-            rows = "H" if p.blocks == 1 else f"{p.blocks}*H"
-            shape = f"({rows}, {columns})" if columns else f"({rows},)"
+            columns, shape = param_columns(p, self.cell), shape_text(p, self.cell)
             role = f"acts on {p.operand}" if p.kind == "matrix" else "per-unit vector"
             gates = f", gates {', '.join(p.gates)}" if p.gates else ""
             result.append(

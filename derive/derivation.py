@@ -249,20 +249,27 @@ def _through(d: Derivation, consumer: Node, u: sp.Symbol) -> sp.Expr:
 
 
 # -- Jacobian -----------------------------------------------------------------------------
-def _total_derivatives(d: Derivation, target: Node) -> dict[sp.Symbol, sp.Expr]:
-    """∂target/∂leaf through all nodes of one step, projections held fixed."""
+def total_derivatives(d: Derivation, target: Node, through: set[sp.Symbol] = frozenset()) -> dict[sp.Symbol, sp.Expr]:
+    """∂target/∂leaf through all nodes of one step, projections held fixed.
+
+    Nodes in `through` are held fixed too: the result then also has ∂target/∂node for each of
+    them, and the paths through them are left for the caller to chain (`formulas.py` writes
+    ∂h_t/∂h_{t-1} of an LSTM through ∂c_t/∂h_{t-1} this way).
+    """
     consumers = _consumers(d.nodes)
     adj: dict[sp.Symbol, sp.Expr] = {target.symbol: sp.S.One}
+
+    def total(u: sp.Symbol) -> sp.Expr:
+        users = [c for c in consumers.get(u, []) if c.symbol in adj and c.symbol not in through]
+        return sp.Add(*[adj[c.symbol] * c.local_derivative(u) for c in users])
+
     for node in reversed(d.nodes[: d.nodes.index(target)]):
-        terms = [adj[c.symbol] * c.local_derivative(node.symbol) for c in consumers.get(node.symbol, []) if c.symbol in adj]
-        if terms:
-            adj[node.symbol] = sp.Add(*terms)
-    totals = {}
+        if (value := total(node.symbol)) != 0:
+            adj[node.symbol] = value
+    totals = {s: adj[s] for s in sorted(through, key=str) if s in adj}
     for leaf in d.leaves:
-        terms = [adj[c.symbol] * c.local_derivative(leaf) for c in consumers.get(leaf, []) if c.symbol in adj]
-        total = sp.Add(*terms) if terms else sp.S.Zero
-        if total != 0:
-            totals[leaf] = total
+        if (value := total(leaf)) != 0:
+            totals[leaf] = value
     return totals
 
 
@@ -271,7 +278,7 @@ def _jacobian(d: Derivation) -> dict[sp.Symbol, list[JacobianTerm]]:
     rows = {}
     for target in d.operand_nodes() + d.new_state_nodes():
         terms = []
-        for leaf_symbol, coefficient in _total_derivatives(d, target).items():
+        for leaf_symbol, coefficient in total_derivatives(d, target).items():
             leaf = d.leaves[leaf_symbol]
             if leaf.kind == "state":
                 terms.append(JacobianTerm("direct", coefficient, state=leaf.index))
