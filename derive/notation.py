@@ -103,8 +103,7 @@ def notation(d: Derivation) -> Notation:
         vectors[state.name] = (f"{state.name}_{{t-1}}", latex_name(state.name, "t-1"))
         n.name(state.prev, vectors[state.name][1], vectors[state.name][0], PREVIOUS)
     for node in d.nodes:
-        if node.auto:  # written out where it is used: tanh(c_t)
-            n.display[node.symbol] = n(node.expr)
+        if node.auto:  # named after the parameters, below
             continue
         base = node.state or node.symbol.name
         text, latex = f"{base}_t", latex_name(base, "t")
@@ -119,6 +118,9 @@ def notation(d: Derivation) -> Notation:
                 n.bracketed.add(symbol)
             else:
                 n.name(source, _latex_param(p, gate), _text_param(p, gate), PARAMETER)
+    for node in d.nodes:
+        if node.auto:  # written out where it is used: tanh(c_t)
+            n.display[node.symbol] = n(node.expr)
     _name_adjoints(n, d, vectors)
     return n
 
