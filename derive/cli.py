@@ -129,7 +129,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SpecError, GenerateError) as error:
+    except SpecError as error:
+        unchanged = "\nnothing was written" if args.command == "generate" else ""
+        print(f"{args.command}: {error}{unchanged}", file=sys.stderr)
+        return 1
+    except GenerateError as error:
         print(f"{args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

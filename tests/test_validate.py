@@ -288,3 +288,26 @@ def test_reserved_names_cover_every_identifier_of_the_generated_kernels(cell):
         if name not in from_spec and name not in RESERVED and not RESERVED_PATTERN.fullmatch(name)
     }
     assert unknown == set(), f"add to derive.validate.RESERVED: {sorted(unknown)}"
+
+
+def test_the_cli_reports_an_invalid_spec_file_and_writes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "bad.py"
+    spec.write_text(
+        "import sympy as sp\nfrom derive.spec import Cell\nfrom derive.activations import tanh\n"
+        "cell = Cell('bad')\nx = cell.input()\nh = cell.state('h')\nW = cell.weight('W', x)\n"
+        "cell.update(h, tanh(W + sp.Symbol('q', real=True)))\n"
+    )
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "derive", "generate", str(spec), "--out", str(out)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "generate: cell 'bad' is invalid:",
+        "  equation h_new = tanh(W_x + q) (update of 'h'): symbol 'q' is not declared (declare it with cell.state, cell.let, cell.weight or cell.vector)",
+        "nothing was written",
+    ]
+    assert not out.exists()
