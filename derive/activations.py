@@ -71,19 +71,19 @@ class Rule:
 ACTIVATIONS: dict[type, Rule] = {
     sigmoid: Rule(lambda y: y * (1 - y), "1.0 / (1.0 + math.exp(-z))", "σ(z) = 1/(1+e^-z)"),
     tanh: Rule(lambda y: 1 - y**2, "math.tanh(z)", "tanh(z)"),
-    relu: Rule(lambda y: positive(y), "max(z, 0.0)", "max(z, 0)"),
+    relu: Rule(lambda y: positive(y), "max(z, 0.0)", "max(z, 0)"),  # Numba's max keeps a NaN
     hard_sigmoid: Rule(
         lambda y: sp.Rational(1, 6) * inside_unit(y),
-        "min(max(z / 6.0 + 0.5, 0.0), 1.0)",
+        "min(max(z / 6.0 + 0.5, 0.0), 1.0)",  # keeps a NaN too
         "clamp(z/6 + 1/2, 0, 1)",
     ),
     softsign: Rule(lambda y: (1 - sp.Abs(y)) ** 2, "z / (1.0 + abs(z))", "z/(1+|z|)"),
 }
 
-# Kernel code of the indicator functions that appear in derivatives.
+# Kernel code of the indicator functions that appear in derivatives; `0.0 * y` keeps a NaN.
 INDICATORS: dict[type, str] = {
-    positive: "1.0 if {y} > 0.0 else 0.0",
-    inside_unit: "1.0 if 0.0 < {y} < 1.0 else 0.0",
+    positive: "1.0 if {y} > 0.0 else 0.0 * {y}",
+    inside_unit: "1.0 if 0.0 < {y} < 1.0 else 0.0 * {y}",
 }
 
 SUPPORTED = tuple(cls.__name__ for cls in ACTIVATIONS) + ("identity",)

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from . import generate as gen
+from .transaction import GenerateError
+from .validate import SpecError
 
 
 def _cells(targets: list[str]):
@@ -31,24 +33,36 @@ def cmd_generate(args) -> int:
         files = gen.render_all(cells)
         if requested is not None:
             files = {k: v for k, v in files.items() if k == "__init__.py" or k[:-3] in requested}
-        gen.write_package(files, gen.GENERATED)
-        gen.write_docs(gen.render_docs([c for c in cells if requested is None or c.name in requested]), gen.DOCS)
+        out = gen.GENERATED
     else:
         if not args.cells:
             raise SystemExit("generate --out DIR needs the cells or spec files to generate")
-        gen.write_package(gen.render_all(_cells(args.cells)), Path(args.out))
+        files, out = gen.render_all(_cells(args.cells)), Path(args.out)
+    written = gen.write_package(files, out, force=args.force)
+    if not written:
+        print(f"{out} is already current")
+    if args.out is None:
+        gen.write_docs(gen.render_docs([c for c in cells if requested is None or c.name in requested]), gen.DOCS)
     return 0
 
 
 def cmd_check(args) -> int:
     cells = gen.builtin_cells()
-    stale = [f"generated/{name}" for name in gen.stale_files(gen.render_all(cells), gen.GENERATED)]
+    files = gen.render_all(cells)
+    edited = gen.hand_edits(files, gen.GENERATED)
+    stale = [f"generated/{name}" for name in gen.stale_files(files, gen.GENERATED)]
     stale += [f"docs/cells/{name}" for name in gen.stale_files(gen.render_docs(cells), gen.DOCS)]
+    if edited:
+        print("generated/ has files that were not produced by `generate` as they are:")
+        for line in edited:
+            print(f"  {line}")
+        print("move the change into the spec or the template; `generate --force` discards it")
     if stale:
         print("generated/ or docs/cells/ is stale; these files differ from what the specs and templates produce:")
         for name in stale:
             print(f"  {name}")
         print("run `python -m derive generate` and commit the result")
+    if edited or stale:
         return 1
     print(f"generated/ and docs/cells/ are current ({len(cells)} cells)")
     return 0
@@ -132,6 +146,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("generate", help="regenerate generated/ and docs/cells/ (or write spec files' cells to --out)")
     p.add_argument("cells", nargs="*", help="built-in cell names or spec files (default: all built-ins)")
     p.add_argument("--out", help="output directory for the cells given (a package); default generated/")
+    p.add_argument("--force", action="store_true", help="overwrite files edited by hand (their edits are lost)")
     p.set_defaults(run=cmd_generate)
 
     p = sub.add_parser("check", help="fail if generated/ or docs/cells/ differ from what specs and templates produce")
@@ -171,4 +186,15 @@ def main(argv=None) -> int:
     p.set_defaults(run=cmd_gradcheck)
 
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except SpecError as error:
+        unchanged = "\nnothing was written" if args.command == "generate" else ""
+        print(f"{args.command}: {error}{unchanged}", file=sys.stderr)
+        return 1
+    except GenerateError as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -21,6 +21,7 @@ import sympy as sp
 
 from .activations import ACTIVATIONS, Activation
 from .spec import Cell, Param
+from .validate import declared_names, validate
 
 
 @dataclass
@@ -119,7 +120,11 @@ class Derivation:
 
 
 def derive(cell: Cell) -> Derivation:
-    """Derive forward nodes, backward assignments, Jacobian terms and the saved set."""
+    """Derive forward nodes, backward assignments, Jacobian terms and the saved set.
+
+    The spec is validated first (`validate.py`): SpecError lists what is wrong.
+    """
+    validate(cell)
     leaves = _leaves(cell)
     nodes = _nodes(cell, leaves)
     adjoint = {s: sp.Symbol(f"d_{s.name}", real=True) for s in [*leaves, *(n.symbol for n in nodes)]}
@@ -144,6 +149,7 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
     """Flatten equations into nodes (nested activations become nodes) and assign levels."""
     nodes: list[Node] = []
     level: dict[sp.Symbol, int] = {}
+    declared = {name for name, _, _ in declared_names(cell)}  # names a nested activation must not take
 
     def level_of(symbol: sp.Symbol) -> int:
         leaf = leaves.get(symbol)
@@ -171,7 +177,7 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
             arg = inner.args[0]
             base = arg.name if isinstance(arg, sp.Symbol) else owner
             name = f"{call.func.__name__}_{base}"
-            taken = {n.symbol.name for n in nodes} | {s.name for s in leaves}
+            taken = {n.symbol.name for n in nodes} | {s.name for s in leaves} | declared
             suffix = 2
             while name in taken:
                 name, suffix = f"{call.func.__name__}_{base}{suffix}", suffix + 1

@@ -8,10 +8,15 @@ Imports only NumPy (and Numba through the generated modules): no SymPy at run ti
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from . import finite
+from .arguments import as_array, same_bits, to_numpy
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -34,12 +39,14 @@ class Parameter:
         return (rows, input_size if self.columns == "I" else hidden_size)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tape:
-    """What `forward` keeps for `backward` and `jacobian`.
+    """What `forward` keeps for `backward` and `jacobian`; it owns all its arrays.
 
+    x: (T, B, I), a copy of the input.
     states: (n_states, T+1, B, H), the initial state then every s_t.
     saved:  (T, n_saved, B, H), the per-step values named by the cell's `saved_names`.
+    params: a copy of the parameters forward used.
     """
 
     cell: "RecurrentCell"
@@ -122,78 +129,85 @@ class RecurrentCell:
                 raise ValueError(f"{p.torch!r} (parameter {p.name!r}) must have shape {expected}, got {value.shape}")
             self.params[p.name][...] = value
 
-    def _checked_params(self) -> list[np.ndarray]:
-        arrays = []
-        for name, shape in self.param_shapes().items():
-            value = self.params.get(name)
+    def _live_params(self) -> dict[str, np.ndarray]:
+        """`self.params`, checked: every parameter present, an array of its shape and the
+        cell's dtype (any layout); unknown names are an error, so a typo is not ignored."""
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"params must be a dict of arrays, got {type(self.params).__name__}")
+        shapes = self.param_shapes()
+        unknown = sorted(set(self.params) - set(shapes))
+        if unknown:
+            raise ValueError(f"params has unknown names {unknown}; {type(self).__name__} has {list(shapes)}")
+        live = {}
+        for name, shape in shapes.items():
+            if name not in self.params:
+                raise ValueError(f"parameter {name!r} is missing from params")
+            value = self.params[name]
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"parameter {name!r} must be a numpy array, got {type(value).__name__}")
             if value.shape != shape:
                 raise ValueError(f"parameter {name!r} must have shape {shape}, got {value.shape}")
             if value.dtype != self.dtype:
                 raise TypeError(f"parameter {name!r} must have dtype {self.dtype}, got {value.dtype}")
-            arrays.append(np.ascontiguousarray(value))
-        return arrays
+            live[name] = value
+        return live
 
     # -- input conversion -------------------------------------------------------------------
-    def _array(self, name: str, value, shape: tuple[int, ...], shape_text: str) -> np.ndarray:
-        """`value` as a C-contiguous array of the cell's dtype, or an error naming `name`."""
-        array = np.asarray(value)
-        if array.dtype.kind not in "iuf" and array.dtype != np.bool_:
-            raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
-        if array.dtype.kind == "f" and array.dtype.itemsize > self.dtype.itemsize:
-            raise TypeError(
-                f"{name} has dtype {array.dtype} but the cell is {self.dtype}; "
-                f"cast it explicitly (.astype(np.{self.dtype.name})) or build the cell with dtype=np.{array.dtype.name}"
-            )
-        if array.shape != shape:
-            raise ValueError(f"{name} must have shape {shape_text} = {shape}, got {array.shape}")
-        return np.ascontiguousarray(array, dtype=self.dtype)
+    def _array(self, name: str, value, shape: tuple[int, ...], shape_text: str, copy: bool = False) -> np.ndarray:
+        return as_array(name, value, self.dtype, shape, shape_text, copy)
 
     def _states_in(self, name: str, value, batch: int) -> list[np.ndarray]:
+        """A tuple of (B, H) arrays, one per state (a bare array for single-state cells)."""
         n, H = len(self.state_names), self.hidden_size
         if value is None:
             return [np.zeros((batch, H), self.dtype) for _ in range(n)]
-        if isinstance(value, np.ndarray) and n == 1:
+        if n == 1 and not isinstance(value, (tuple, list)):
             value = (value,)
         if not isinstance(value, (tuple, list)) or len(value) != n:
             got = f"{len(value)} arrays" if isinstance(value, (tuple, list)) else type(value).__name__
             raise ValueError(f"{name} must be a tuple of {n} arrays {self.state_names}, got {got}")
-        return [
-            self._array(f"{name}[{k}] ({s})", v, (batch, H), "(B, hidden_size)")
-            for k, (s, v) in enumerate(zip(self.state_names, value))
-        ]
+        shape_text = f"(B, hidden_size) with B = {batch} from x"
+        return [self._array(f"{name}[{k}] ({s})", v, (batch, H), shape_text) for k, (s, v) in enumerate(zip(self.state_names, value))]
 
     # -- the three operations -----------------------------------------------------------------
-    def forward(self, x, state0=None):
+    def forward(self, x, state0=None, *, check_finite: bool = False):
         """Run the sequence x (T, B, input_size).
 
         Returns (y, state, tape): y (T, B, H) holds every h_t, state is the tuple of final
         states (one (B, H) array per name in `state_names`), tape feeds `backward`/`jacobian`.
         state0 is such a tuple (an array for single-state cells); zeros if None.
+        y, state and the tape are new arrays: changing x, y or state later cannot alter the
+        tape. check_finite=True raises FloatingPointError naming where the first NaN or Inf
+        appears (argument, time step, batch row, quantity); by default they just propagate.
         """
-        x = np.asarray(x)
-        if x.ndim != 3:
-            raise ValueError(f"x must have shape (T, B, input_size={self.input_size}), got {x.shape}")
-        T, B = x.shape[:2]
-        x = self._array("x", x, (T, B, self.input_size), "(T, B, input_size)")
+        shape = to_numpy("x", x).shape
+        if len(shape) != 3:
+            raise ValueError(f"x must have shape (T, B, input_size={self.input_size}), got {shape}")
+        T, B = shape[:2]
+        x = self._array("x", x, (T, B, self.input_size), f"(T, B, input_size={self.input_size})", copy=True)
         initial = self._states_in("state0", state0, B)
-        params = self._checked_params()
+        params = {name: np.array(value, order="C") for name, value in self._live_params().items()}
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         states[:, 0] = initial
         saved = np.empty((T, len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
-            type(self)._forward(x, *params, states, saved)
-        tape = Tape(self, x, states, saved, dict(zip((p.name for p in self.parameters), params)))
-        return states[0, 1:], tuple(states[:, T]), tape
+            type(self)._forward(x, *params.values(), states, saved)
+        tape = Tape(self, x, states, saved, params)
+        if check_finite:
+            finite.check_forward(self, x, initial, params, states, saved)
+        return states[0, 1:].copy(), tuple(states[:, T].copy()), tape
 
-    def backward(self, tape: Tape, dy=None, dstate=None) -> Gradients:
-        """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros."""
+    def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
+        """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros.
+
+        The tape must come from this cell's forward with the parameters unchanged since.
+        check_finite=True: see `forward`.
+        """
         self._check_tape(tape)
         T, B = tape.x.shape[:2]
         H = self.hidden_size
-        dy = np.zeros((T, B, H), self.dtype) if dy is None else self._array("dy", dy, (T, B, H), "(T, B, H)")
-        d_final = np.stack(self._states_in("dstate", dstate, B)) if self.state_names else None
+        dy = np.zeros((T, B, H), self.dtype) if dy is None else self._array("dy", dy, (T, B, H), f"(T, B, H) = the shape of y")
+        d_final = np.stack(self._states_in("dstate", dstate, B))
         dx = np.zeros_like(tape.x)
         dparams = {name: np.zeros_like(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
@@ -201,9 +215,12 @@ class RecurrentCell:
             type(self)._backward(tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
         else:
             dstate0[...] = d_final
-        return Gradients(dx, dparams, tuple(dstate0))
+        grads = Gradients(dx, dparams, tuple(dstate0))
+        if check_finite:
+            finite.check_backward(self, tape, dy, d_final, grads)
+        return grads
 
-    def jacobian(self, tape: Tape) -> np.ndarray:
+    def jacobian(self, tape: Tape, *, check_finite: bool = False) -> np.ndarray:
         """J (T, B, S, S), S = H * len(state_names): J[t] = ∂s_t/∂s_{t-1}, states stacked in order."""
         self._check_tape(tape)
         T, B = tape.x.shape[:2]
@@ -211,10 +228,75 @@ class RecurrentCell:
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
             type(self)._jacobian(*tape.params.values(), tape.states, tape.saved, J)
+        if check_finite:
+            finite.check_jacobian(tape, J)
         return J
 
     def _check_tape(self, tape) -> None:
+        """The tape is this cell's, internally consistent, and its parameters are still the
+        cell's (PyTorch raises likewise when a tensor saved for backward changed in place)."""
         if not isinstance(tape, Tape):
             raise TypeError(f"tape must be the Tape returned by forward, got {type(tape).__name__}")
         if tape.cell is not self:
-            raise ValueError(f"tape was recorded by another cell ({tape.cell!r}), not this {self!r}")
+            raise ValueError(f"tape was recorded by another cell ({tape.cell!r}), not by this {self!r}")
+        T, B = tape.x.shape[:2] if tape.x.ndim == 3 else (-1, -1)
+        expected = {
+            "x": (T, B, self.input_size),
+            "states": (len(self.state_names), T + 1, B, self.hidden_size),
+            "saved": (T, len(self.saved_names), B, self.hidden_size),
+            **{f"params[{name!r}]": shape for name, shape in self.param_shapes().items()},
+        }
+        arrays = {"x": tape.x, "states": tape.states, "saved": tape.saved}
+        arrays.update({f"params[{name!r}]": value for name, value in tape.params.items()})
+        for name, shape in expected.items():
+            value = arrays.get(name)
+            if not (isinstance(value, np.ndarray) and value.shape == shape and value.dtype == self.dtype and value.flags.c_contiguous):
+                raise ValueError(f"tape is inconsistent: tape.{name} must be a C-contiguous {self.dtype} array of shape {shape}, got {_describe(value)}")
+        if list(tape.params) != list(self.param_shapes()):
+            raise ValueError(f"tape is inconsistent: tape.params must hold {list(self.param_shapes())}, got {list(tape.params)}")
+        for name, value in self._live_params().items():
+            if not same_bits(value, tape.params[name]):
+                raise ValueError(
+                    f"parameter {name!r} changed (in place or replaced) after the forward that recorded this tape; "
+                    "its gradients would belong to other values: run forward again"
+                )
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        layout = "C-contiguous" if value.flags.c_contiguous else "non-contiguous"
+        return f"a {layout} {value.dtype} array of shape {value.shape}"
+    return type(value).__name__
+
+
+def jit(function=None, **options):
+    """`numba.njit(cache=True, error_model="numpy")` for generated kernels.
+
+    error_model="numpy": division by zero gives Inf/NaN as IEEE says instead of raising.
+    Where numba finds no writable cache directory (a read-only install), the kernel is compiled
+    without the cache, on first use in every process, and a warning says so once per module.
+    """
+    if function is None:
+        return lambda f: jit(f, **options)
+    import numba
+
+    options = {"error_model": "numpy", **options}
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError as error:  # numba: "cannot cache function ...: no locator available ..."
+        if "cannot cache" not in str(error):
+            raise
+    module = function.__module__
+    if module not in _UNCACHED:
+        _UNCACHED.add(module)
+        warnings.warn(
+            f"{module}: no writable cache directory for its compiled kernels (next to {function.__code__.co_filename}, "
+            "NUMBA_CACHE_DIR or the user cache); they compile on first use in every process. Set NUMBA_CACHE_DIR "
+            "to a writable directory to cache them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return numba.njit(cache=False, **options)(function)
+
+
+_UNCACHED: set[str] = set()

@@ -29,6 +29,14 @@ class InputVector:
 
     name: str
 
+    def _sympy_(self, *_):
+        raise TypeError(
+            f"the input {self.name!r} cannot appear in an equation directly: it enters through a weight, "
+            f"e.g. W = cell.weight('W_ih', {self.name}); then use W"
+        )
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __pow__ = _sympy_
+
 
 @dataclass
 class Param:
@@ -113,6 +121,8 @@ class Cell:
     # -- declarations -------------------------------------------------------------------
     def input(self, name: str = "x") -> InputVector:
         """Declare the input vector x_t (size input_size)."""
+        if self.x is not None:
+            raise ValueError(f"cell {self.name!r}: input() called twice; a cell has one input vector")
         self.x = InputVector(name)
         return self.x
 

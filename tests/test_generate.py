@@ -78,4 +78,6 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = "pip install -e '.[test,torch]' && python -m pytest"
     assert command in readme
-    assert command in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in ci
+    assert 'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$boundscheck_cache" python -m pytest' in ci

@@ -1,0 +1,52 @@
+"""Checks and conversions of what users pass to generated cells, before any kernel runs.
+
+The dtype rule, the same for x, state0, dy and dstate:
+- booleans, integers and floats no wider than the cell's dtype are converted to it (integers
+  beyond 2**24 lose precision in a float32 cell, as with `np.float32(n)`);
+- Python lists, tuples and scalars are converted to the cell's dtype, like `torch.tensor` does;
+- an array of a wider float dtype (float64 given to a float32 cell) is a TypeError, as in
+  PyTorch: narrowing would silently lose precision, so the cast is left to the caller;
+- complex, string, object, datetime and structured arrays are a TypeError.
+Any layout is accepted (views, negative strides, Fortran order); kernels get C-contiguous copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CONVERTIBLE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+
+
+def as_array(name: str, value, dtype: np.dtype, shape: tuple[int, ...], shape_text: str, copy: bool = False) -> np.ndarray:
+    """`value` as a C-contiguous array of `dtype` and `shape`, or an error naming `name`.
+
+    With copy=True the result never shares memory with `value`.
+    """
+    array = to_numpy(name, value)
+    if array.dtype.kind not in CONVERTIBLE_KINDS:
+        raise TypeError(f"{name} must be a real numeric array, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize > dtype.itemsize and hasattr(value, "dtype"):
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but the cell is {dtype}; cast it explicitly "
+            f"(.astype(np.{dtype.name})) or build the cell with dtype=np.{array.dtype.name}"
+        )
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape_text} = {shape}, got {array.shape}")
+    if copy:
+        return np.array(array, dtype=dtype, order="C", copy=True)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def to_numpy(name: str, value) -> np.ndarray:
+    """np.asarray(value), with ragged or unconvertible input reported under `name`."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name} is not a rectangular numeric array: {error}") from None
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality of two arrays of one dtype and shape (NaN equals itself)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    unsigned = np.dtype(f"u{a.dtype.itemsize}")
+    return a.shape == b.shape and np.array_equal(a.view(unsigned), b.view(unsigned))

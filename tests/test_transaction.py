@@ -1,0 +1,238 @@
+"""Regeneration is all or nothing: failures, Ctrl-C, kills and concurrent runs never break the
+package, and no hand edit is overwritten silently."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from derive import generate as gen
+from derive import transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET = dict(log=lambda message: None)
+
+
+def variant(k: int) -> dict[str, str]:
+    """A package of the rnn and gru cells whose texts differ from variant to variant."""
+    cells = [c for c in gen.builtin_cells() if c.name in ("rnn", "gru")]
+    for cell in cells:
+        cell.doc = f"{cell.name}, variant {k}."
+    return gen.render_all(cells)
+
+
+@pytest.fixture(scope="module")
+def variants():
+    return variant(1), variant(2)
+
+
+def snapshot(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(out.glob("*.py"))}
+
+
+def importable(parent: Path, package: str) -> subprocess.CompletedProcess:
+    """Import the package and run each cell once, in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(parent), str(ROOT)]), NUMBA_DISABLE_JIT="1")
+    return subprocess.run([sys.executable, "-c", transaction.SMOKE_TEST, package], env=env, capture_output=True, text=True)
+
+
+def writer(files: dict[str, str], out: Path, tmp_path: Path, name: str) -> subprocess.Popen:
+    """A separate process that writes `files` into `out` with write_package."""
+    spec = tmp_path / f"{name}.json"
+    spec.write_text(json.dumps(files))
+    script = (
+        "import json, sys; from derive import generate as g; "
+        "g.write_package(json.load(open(sys.argv[1])), sys.argv[2])"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", script, str(spec), str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# -- exceptions and Ctrl-C at each step -----------------------------------------------------
+@pytest.mark.parametrize("step, error", [
+    ("_stage", OSError("disk full")),
+    ("_smoke_test", RuntimeError("a kernel does not run")),
+    ("_exchange", OSError("rename refused")),
+    ("_stage", KeyboardInterrupt()),
+    ("_smoke_test", KeyboardInterrupt()),
+])
+def test_a_failure_or_ctrl_c_at_any_step_leaves_the_old_package(tmp_path, variants, monkeypatch, step, error):
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    before = snapshot(out)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(transaction, step, fail)
+    expected = KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else gen.GenerateError
+    with pytest.raises(expected) as raised:
+        gen.write_package(new, out, **QUIET)
+    if expected is gen.GenerateError:
+        what = {"_stage": "staging the new files", "_smoke_test": "testing the new package", "_exchange": "swapping it in"}[step]
+        assert str(raised.value).startswith(f"{what} failed, {out} was not changed: ")
+    assert snapshot(out) == before
+    assert not list(tmp_path.glob(".cells-staging-*")), "staging directory left behind"
+    assert importable(tmp_path, "cells").returncode == 0
+
+
+def test_modules_that_fail_to_run_are_not_swapped_in(tmp_path, variants):
+    old, _ = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    broken = dict(old, **{"rnn.py": old["rnn.py"].replace("h_new = tanh(W_hh_h[row", "h_new = undefined_name + tanh(W_hh_h[row", 1)})
+    with pytest.raises(gen.GenerateError, match=r"(?s)testing the new package failed.*fail to import or to run.*NameError: name 'undefined_name'"):
+        gen.write_package(broken, out, **QUIET)
+    assert snapshot(out) == {k: old[k] for k in sorted(old)}
+
+
+def test_nothing_to_do_when_the_package_is_current(tmp_path, variants):
+    old, _ = variants
+    out = tmp_path / "cells"
+    assert gen.write_package(old, out, **QUIET) == list(old)
+    assert gen.write_package(old, out, **QUIET) == []
+
+
+def test_files_not_regenerated_and_their_caches_stay(tmp_path, variants):
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    (out / "notes.txt").write_text("mine")
+    cache = out / "__pycache__"
+    cache.mkdir()
+    for name in ("gru.forward-40.py311.nbi", "rnn.forward-40.py311.nbi", "rnn.cpython-311.pyc", "__init__.cpython-311.pyc"):
+        (cache / name).write_text("cached")
+    changed = gen.write_package({"__init__.py": old["__init__.py"], "rnn.py": new["rnn.py"]}, out, **QUIET)
+    assert changed == ["rnn.py"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in cache.iterdir()) == ["__init__.cpython-311.pyc", "gru.forward-40.py311.nbi"]
+
+
+# -- hand edits -----------------------------------------------------------------------------
+def test_a_hand_edit_is_detected_and_never_overwritten_without_force(tmp_path, variants):
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    assert gen.edited_by_hand(old["rnn.py"]) is None
+    edited = old["rnn.py"].replace("h_new = tanh(", "h_new = 0.5 * tanh(", 1)
+    (out / "rnn.py").write_text(edited)
+    (out / "gru.py").write_text("# my own module\n")
+    assert "edited by hand" in gen.edited_by_hand(edited)
+    with pytest.raises(gen.HandEditedError) as error:
+        gen.write_package(new, out, **QUIET)
+    message = str(error.value)
+    assert f"{out / 'rnn.py'}: edited by hand (its content no longer matches the content sha256 in its header)" in message
+    assert f"{out / 'gru.py'}: not a generated file (no generated header)" in message
+    assert "--force" in message
+    assert (out / "rnn.py").read_text() == edited
+    gen.write_package(new, out, force=True, **QUIET)
+    assert snapshot(out) == {k: new[k] for k in sorted(new)}
+
+
+def test_check_and_generate_on_a_copy_of_the_repository(tmp_path):
+    """`check` names a hand-edited file; `generate` refuses, `generate --force` restores it."""
+    for part in ("derive", "templates", "generated"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    run = lambda *args: subprocess.run([sys.executable, "-m", "derive", *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    lstm = tmp_path / "generated" / "lstm.py"
+    original = lstm.read_text()
+    lstm.write_text(original.replace("c_new = c*f", "c_new = 2*c*f", 1))
+    result = run("check")
+    assert result.returncode == 1
+    assert f"{lstm}: edited by hand (its content no longer matches the content sha256 in its header)" in result.stdout
+    result = run("generate")
+    assert result.returncode == 1 and "generate: " in result.stderr and "--force" in result.stderr
+    assert lstm.read_text() != original
+    assert run("generate", "--force").returncode == 0
+    assert lstm.read_text() == original
+    assert run("check").returncode == 0
+
+
+# -- concurrent runs ------------------------------------------------------------------------
+def test_a_second_run_waits_for_the_lock(tmp_path, variants):
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    with transaction.locked(out, **QUIET):
+        process = writer(new, out, tmp_path, "new")
+        time.sleep(2)
+        assert process.poll() is None, process.communicate()
+        assert snapshot(out) == {k: old[k] for k in sorted(old)}
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert f"waiting for `generate` (pid {os.getpid()}) to finish writing {out}" in stdout
+    assert snapshot(out) == {k: new[k] for k in sorted(new)}
+
+
+def test_two_runs_at_once_leave_one_complete_package(tmp_path, variants):
+    out = tmp_path / "cells"
+    processes = [writer(files, out, tmp_path, f"v{k}") for k, files in enumerate(variants)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    assert snapshot(out) in [{k: v[k] for k in sorted(v)} for v in variants]
+    assert importable(tmp_path, "cells").returncode == 0
+    assert not list(tmp_path.glob(".cells-staging-*"))
+
+
+# -- kills ----------------------------------------------------------------------------------
+def test_killing_generate_at_random_points_never_breaks_the_package(tmp_path, variants):
+    """SIGKILL after random delays, several times, each run writing the variant the package does
+    not hold: the package is always one complete variant, importable, with untouched headers.
+    Half the delays are spread over a whole run, half fall close to the moment of the swap."""
+    out = tmp_path / "cells"
+    gen.write_package(variants[0], out, **QUIET)
+    complete = [{k: v[k] for k in sorted(v)} for v in variants]
+    start, inode = time.perf_counter(), out.stat().st_ino
+    process = writer(variants[1], out, tmp_path, "timing")
+    swap = None
+    while process.poll() is None:
+        if swap is None and out.stat().st_ino != inode:
+            swap = time.perf_counter() - start
+        time.sleep(0.002)
+    assert process.returncode == 0 and swap is not None
+    duration = time.perf_counter() - start
+    rng = random.Random(7)
+    delays = [rng.uniform(0, 1.1 * duration) for _ in range(4)] + [rng.uniform(swap - 0.05, swap + 0.02) for _ in range(4)]
+    current, outcomes = 1, []
+    for attempt, delay in enumerate(delays):
+        process = writer(variants[1 - current], out, tmp_path, f"kill{attempt}")
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        state = snapshot(out)
+        assert state in complete, f"attempt {attempt}: a mix of variants: {sorted(state)}"
+        outcomes.append(f"{delay:.2f}s: " + ("new" if complete.index(state) != current else "old"))
+        current = complete.index(state)
+        assert gen.hand_edits(variants[0], out) == []
+        result = importable(tmp_path, "cells")
+        assert result.returncode == 0, result.stderr
+    print(f"a run takes {duration:.2f} s and swaps at {swap:.2f} s; killed at {outcomes}")
+    gen.write_package(variants[0], out, **QUIET)  # the next run cleans what killed runs left
+    assert not list(tmp_path.glob(".cells-staging-*"))
+    assert snapshot(out) == complete[0]
+
+
+def test_a_cut_fallback_swap_is_restored_by_the_next_run(tmp_path, variants, monkeypatch):
+    """Without RENAME_EXCHANGE the swap is two renames; a kill between them leaves the old
+    package in the staging directory, and the next run puts it back."""
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    leftover = tmp_path / ".cells-staging-killed"
+    leftover.mkdir()
+    os.rename(out, leftover / "previous")  # the first rename of the fallback, then the kill
+    monkeypatch.setattr(transaction, "_exchange", lambda a, b: False)
+    gen.write_package(new, out, **QUIET)
+    assert snapshot(out) == {k: new[k] for k in sorted(new)}
+    assert not leftover.exists()

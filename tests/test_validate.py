@@ -1,0 +1,313 @@
+"""Spec validation: every mistake is an error naming the cell, the equation and the symbol."""
+
+import ast
+import warnings
+from pathlib import Path
+
+import pytest
+import sympy as sp
+
+from derive import generate as gen
+from derive.activations import relu, sigmoid, tanh
+from derive.derivation import derive
+from derive.spec import Cell
+from derive.validate import RESERVED, RESERVED_PATTERN, SpecError, SpecWarning, declared_names, validate, validate_package
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def minimal(name="toy"):
+    """A valid one-state cell to break: h' = tanh(W x + U h + b)."""
+    cell = Cell(name)
+    x = cell.input()
+    h = cell.state("h")
+    return cell, x, h, cell.weight("W", x), cell.weight("U", h), cell.bias("b")
+
+
+def mistake(kind):
+    cell, x, h, W, U, b = minimal()
+    real = lambda name: sp.Symbol(name, real=True)  # noqa: E731  (what a user might type)
+    if kind == "undefined symbol":
+        cell.update(h, tanh(W + U + real("q")))
+    elif kind == "foreign symbol":
+        cell.update(h, tanh(W + U + sp.Symbol("h")))
+    elif kind == "state never updated":
+        cell.state("c")
+        cell.update(h, tanh(W + U + b))
+    elif kind == "state updated twice":
+        cell.update(h, tanh(W + U + b))
+        cell.update(h, h * 0.5)
+    elif kind == "cycle of lets":
+        a = cell.let("a", tanh(W + real("a2")))
+        cell.let("a2", a * U)
+        cell.update(h, a)
+    elif kind == "weight acting on its own result":
+        V = cell.weight("V", real("a"))
+        a = cell.let("a", tanh(W + V))
+        cell.update(h, a)
+    elif kind == "let used before defined":
+        a = cell.let("a", tanh(W + real("later")))
+        cell.let("later", U + b)
+        cell.update(h, a)
+    elif kind == "let redefined":
+        a = cell.let("a", tanh(W + b))
+        cell.let("a", a * U)
+        cell.update(h, a)
+    elif kind == "unsupported function":
+        cell.update(h, sp.exp(W + U))
+    elif kind == "unsupported max":
+        cell.update(h, sp.Max(W + U, 0))
+    elif kind == "non-integer power":
+        cell.update(h, sp.sqrt(W * W + U))
+    elif kind == "complex constant":
+        cell.update(h, tanh(W + sp.I * U))
+    elif kind == "relation":
+        cell.update(h, W > U)
+    elif kind == "python keyword":
+        a = cell.let("lambda", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "kernel local":
+        a = cell.let("unit", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "array of the kernels":
+        a = cell.let("states", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "activation helper name":
+        a = cell.let("sigmoid", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "adjoint name":
+        a = cell.let("d_h", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "shared term name":
+        a = cell.let("cse3", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "new-value clash":
+        a = cell.let("h_new", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "let named like a state":
+        a = cell.let("h", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "parameter named like a product":
+        cell.vector("U_h")
+        cell.update(h, tanh(W + U))
+    elif kind == "duplicate parameter":
+        W2 = cell.weight("W", x)
+        cell.update(h, tanh(W2 + U))
+    elif kind == "not an identifier":
+        a = cell.let("gate-1", tanh(W + U))
+        cell.update(h, a)
+    elif kind == "gate used twice":
+        G = cell.weight("G", h, gates="iif")
+        cell.update(h, tanh(W + G["i"]))
+    elif kind == "empty gates":
+        cell.weight("G", h, gates="")
+        cell.update(h, tanh(W + U))
+    elif kind == "weight on a parameter":
+        G = cell.weight("G", b)
+        cell.update(h, tanh(W + G))
+    elif kind == "weight on an undeclared vector":
+        G = cell.weight("G", real("v"))
+        cell.update(h, tanh(W + G))
+    elif kind == "bad init":
+        cell.vector("w", init="normal")
+        cell.update(h, tanh(W + U))
+    elif kind == "no state":
+        cell.states.clear()
+    elif kind == "bad cell name":
+        cell.name = "my-cell"
+        cell.update(h, tanh(W + U))
+    elif kind == "reserved class name":
+        cell.class_name = "RecurrentCell"
+        cell.update(h, tanh(W + U))
+    elif kind == "backslash in doc":
+        cell.doc = r"h = \tanh(W x)"
+        cell.update(h, tanh(W + U))
+    elif kind == "torch name missing":
+        cell.torch_module = "RNN"
+        cell.update(h, tanh(W + U))
+    return cell
+
+
+MISTAKES = {
+    "undefined symbol": r"equation h_new = .*\(update of 'h'\): symbol 'q' is not declared",
+    "foreign symbol": r"equation h_new = .*: symbol 'h' was not made by this cell \(sympy.Symbol\('h'\) has other assumptions\)",
+    "state never updated": r"state 'c': never updated: call cell.update\(c, ...\)",
+    "state updated twice": r"state 'h': updated 2 times",
+    "cycle of lets": r"equation a = tanh\(W_x \+ a2\) \(let\): cycle of definitions a -> a2 -> a",
+    "weight acting on its own result": r"equation a = .*: cycle of definitions a -> a \(via the product V a\)",
+    "let used before defined": r"equation a = .*: uses 'later' before 'later' is defined; .* move it up",
+    "let redefined": r"equation a = U_h\*a \(let\): 'a' is defined twice",
+    "unsupported function": r"equation h_new = exp\(.*\): function exp is not supported; supported: sigmoid, tanh, relu, hard_sigmoid, softsign, identity",
+    "unsupported max": r"equation h_new = .*: function Max is not supported; supported: sigmoid",
+    "non-integer power": r"power sqrt\(.*\) has a non-integer exponent",
+    "complex constant": r"equation h_new = .*: I \(ImaginaryUnit\) is not supported",
+    "relation": r"equation h_new = .*: the right-hand side must be a number or an expression, got StrictGreaterThan",
+    "python keyword": r"let 'lambda': 'lambda' is not an ASCII Python identifier \(or is a keyword\)",
+    "kernel local": r"let 'unit': 'unit' is reserved by the generated code",
+    "array of the kernels": r"let 'states': 'states' is reserved by the generated code",
+    "activation helper name": r"let 'sigmoid': 'sigmoid' is reserved by the generated code",
+    "adjoint name": r"let 'd_h': 'd_h' is reserved by the generated code .*d_\*",
+    "shared term name": r"let 'cse3': 'cse3' is reserved",
+    "new-value clash": r"let 'h_new': name 'h_new' is already used by the new value of state 'h'",
+    "let named like a state": r"let 'h': name 'h' is already used by state 'h'",
+    "parameter named like a product": r"parameter 'U_h': name 'U_h' is already used by parameter 'U'",
+    "duplicate parameter": r"name 'W' is already used by parameter 'W'|parameter 'W': name 'W_x'",
+    "not an identifier": r"let 'gate-1': 'gate-1' is not an ASCII Python identifier",
+    "gate used twice": r"parameter 'G': gate 'i' is used twice in gates \['i', 'i', 'f'\]",
+    "empty gates": r"parameter 'G': gates is empty",
+    "weight on a parameter": r"parameter 'G': acts on 'b', which is not a vector of this cell .*belongs to parameter 'b'",
+    "weight on an undeclared vector": r"parameter 'G': acts on 'v', which is not a vector of this cell",
+    "bad init": r"parameter 'w': init must be one of \('uniform', 'zeros', 'ones'\)",
+    "no state": r"states: no state declared",
+    "bad cell name": r"cell name: 'my-cell' must be an ASCII Python identifier",
+    "reserved class name": r"class name: 'RecurrentCell' must be an ASCII Python identifier, not a name the generated module uses",
+    "backslash in doc": r"doc: the docstring must not contain",
+    "torch name missing": r"parameter 'W': the cell names torch.nn.RNN but this parameter has no torch= name",
+}
+
+
+@pytest.mark.parametrize("kind", MISTAKES)
+def test_a_mistake_is_an_error_naming_cell_equation_and_symbol(kind):
+    cell = mistake(kind)
+    with pytest.raises(SpecError) as error:
+        derive(cell)
+    message = str(error.value)
+    assert message.startswith(f"cell {cell.name!r} is invalid:"), message
+    assert __import__("re").search(MISTAKES[kind], message), f"{kind}: {message}"
+
+
+def test_every_error_is_reported_at_once():
+    cell, x, h, W, U, b = minimal()
+    a = cell.let("a", sp.exp(W))
+    cell.let("d_a", a + sp.Symbol("q", real=True))
+    cell.update(h, a)
+    with pytest.raises(SpecError) as error:
+        validate(cell)
+    assert "'d_a' is reserved" in str(error.value)
+    cell.equations.pop(1)
+    cell.equations.insert(1, type(cell.equations[0])(sp.Symbol("e", real=True), sp.Symbol("q", real=True) + sp.exp(U)))
+    with pytest.raises(SpecError) as error:
+        validate(cell)
+    lines = str(error.value).splitlines()[1:]
+    assert len(lines) == 3 and "function exp" in lines[0] and "'q' is not declared" in lines[2]
+
+
+def test_the_input_enters_only_through_a_weight():
+    cell, x, h, W, U, b = minimal()
+    with pytest.raises(TypeError, match=r"the input 'x' cannot appear in an equation directly: it enters through a weight"):
+        cell.update(h, tanh(x + U))
+    with pytest.raises(ValueError, match=r"cell 'toy': input\(\) called twice"):
+        cell.input("u")
+    with pytest.raises(ValueError, match=r"cell 'toy': update\(\) of q, which is not a state"):
+        cell.update(sp.Symbol("q", real=True), U)
+
+
+def warnings_of(cell) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        derive(cell)
+    return [str(w.message) for w in caught if issubclass(w.category, SpecWarning)]
+
+
+def test_suspicious_specs_derive_with_warnings():
+    cell, x, h, W, U, b = minimal()
+    a = cell.let("a", tanh(W + U + b))
+    cell.let("unused", a * 2)
+    cell.update(h, a)
+    assert warnings_of(cell) == ["cell 'toy': equation unused = 2*a (let): let 'unused' is never used"]
+
+    cell, x, h, W, U, b = minimal()
+    cell.update(h, 0.5)
+    found = warnings_of(cell)
+    assert "cell 'toy': equation h_new = 0.500000000000000 (update of 'h'): the update of 'h' is a constant: it depends on no input, state or parameter" in found
+    assert "cell 'toy': parameter 'W': is never used (its gradient is always zero)" in found
+    assert "cell 'toy': state 'h': the output never depends on the input 'x'" in found
+
+    cell, x, h, W, U, b = minimal()
+    c = cell.state("c")
+    G = cell.weight("G", x, gates="ab")
+    cell.update(h, tanh(W + U + b + G["a"]))
+    cell.update(c, c + h)
+    assert warnings_of(cell) == [
+        "cell 'toy': parameter 'G': gate block(s) ['b'] are never used",
+        "cell 'toy': state 'c': never influences the output 'h'",
+    ]
+
+
+def test_the_builtin_cells_are_valid_without_warnings():
+    for cell in gen.builtin_cells():
+        assert warnings_of(cell) == []
+
+
+def test_a_nested_activation_never_takes_a_declared_name():
+    """tanh(a) would be named tanh_a, but a let already has that name: the node gets tanh_a2."""
+    cell, x, h, W, U, b = minimal()
+    t = cell.let("tanh_a", relu(W))
+    a = cell.let("a", sigmoid(U + b))
+    cell.update(h, tanh(a) * t)
+    names = [n.symbol.name for n in derive(cell).nodes]
+    assert names == ["tanh_a", "a", "tanh_a2", "h_new"]
+
+
+def test_cells_of_one_package_need_distinct_names():
+    first, second = minimal("same")[0], minimal("same")[0]
+    with pytest.raises(SpecError, match=r"name 'same' is used by 2 cells"):
+        validate_package([first, second])
+    third = minimal("other")[0]
+    third.class_name = "same"
+    with pytest.raises(SpecError, match=r"class name 'same' is also a module name"):
+        validate_package([first, third])
+
+
+def kernel_identifiers(source: str) -> set[str]:
+    """Names bound or read in a generated module: module level and inside kernel functions
+    (activation helpers have their own closed scope)."""
+    tree = ast.parse(source)
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+            if node.name in RESERVED and node.name not in ("forward", "backward", "jacobian"):
+                continue  # an activation helper
+            names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            names |= {a.arg for a in node.args.args}
+    return names
+
+
+@pytest.mark.parametrize("cell", gen.builtin_cells(), ids=lambda c: c.name)
+def test_reserved_names_cover_every_identifier_of_the_generated_kernels(cell):
+    """If the code generator starts using a new identifier, RESERVED must learn it; otherwise
+    a spec could name a value like it and shadow it."""
+    derivation = derive(cell)
+    from_spec = {name for name, _, _ in declared_names(cell)} | {n.symbol.name for n in derivation.nodes}
+    source = (ROOT / "generated" / f"{cell.name}.py").read_text()
+    unknown = {
+        name for name in kernel_identifiers(source)
+        if name not in from_spec and name not in RESERVED and not RESERVED_PATTERN.fullmatch(name)
+    }
+    assert unknown == set(), f"add to derive.validate.RESERVED: {sorted(unknown)}"
+
+
+def test_the_cli_reports_an_invalid_spec_file_and_writes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "bad.py"
+    spec.write_text(
+        "import sympy as sp\nfrom derive.spec import Cell\nfrom derive.activations import tanh\n"
+        "cell = Cell('bad')\nx = cell.input()\nh = cell.state('h')\nW = cell.weight('W', x)\n"
+        "cell.update(h, tanh(W + sp.Symbol('q', real=True)))\n"
+    )
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "derive", "generate", str(spec), "--out", str(out)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "generate: cell 'bad' is invalid:",
+        "  equation h_new = tanh(W_x + q) (update of 'h'): symbol 'q' is not declared (declare it with cell.state, cell.let, cell.weight or cell.vector)",
+        "nothing was written",
+    ]
+    assert not out.exists()
