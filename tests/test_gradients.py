@@ -71,3 +71,13 @@ def test_checks_catch_a_wrong_jacobian(monkeypatch):
     report = Report("gru")
     check_jacobian(problem, report)
     assert report.errors["jacobian"] > 1e-3
+
+
+def test_a_gradient_that_is_exactly_zero_is_compared_absolutely():
+    """tanh(g*h + h*(1-g)) = tanh(h): dL/dW is 0 exactly; finite differences give only round-off."""
+    from derive.gradcheck import FD_RESOLUTION, relative_error
+
+    noise = np.full(6, 3e-11)
+    assert relative_error(np.zeros(6), noise) == 1.0  # without a floor: a ratio of noise to noise
+    assert relative_error(np.zeros(6), noise, FD_RESOLUTION) < 1e-9
+    assert relative_error(np.full(6, 1e-3), noise, FD_RESOLUTION) > 1e-3  # a real error still fails
