@@ -13,14 +13,26 @@ Loops run over `step` (time), `row` (batch) and `unit` (hidden unit).
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import dataclass, field
 
 import sympy as sp
 
+from . import kernel_math
 from .activations import ACTIVATIONS
 from .derivation import Derivation, JacobianTerm
 from .printer import KernelPrinter, SharedTerms, block, display
 from .spec import Param
+
+
+# Numba options of the generated functions (see derive/jit.py for why these).
+KERNEL_OPTIONS = 'cache=True, fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
+HELPER_OPTIONS = 'cache=True, inline="always", fastmath={"contract"}, error_model="numpy"'
+# Steps are processed in chunks of about this many rows (steps x batch): input products and
+# gradient products stay large enough for BLAS, buffers stay in cache and memory stays bounded.
+CHUNK_ROWS = 256
 
 
 def offset(gate: int, index: str = "unit") -> str:
@@ -110,20 +122,29 @@ class CellCode:
         return lines
 
     # -- forward ----------------------------------------------------------------------------
+    def _recurrent(self, level: int | None = None) -> list[Param]:
+        """Matrices acting on a value of the recurrence (not on x), at `level` if given."""
+        return [
+            p for p in self.matrices
+            if p.operand != self.cell.x.name and (level is None or self._level_of_param(p) == level)
+        ]
+
     def forward(self) -> dict:
         inline = dict(self.params_inline)
         for s, leaf in self.d.leaves.items():
             if leaf.kind == "projection":
                 buffer = projection_buffer(leaf.param)
-                where = "step, row" if leaf.param.operand == self.cell.x.name else "row"
+                where = "step - start, row" if leaf.param.operand == self.cell.x.name else "row"
                 inline[s] = f"{buffer}[{where}, {offset(leaf.index)}]"
         printer = KernelPrinter(inline)
-        prologue = []
+        prologue, chunk = [], []
         for p in self.matrices:
             buffer = projection_buffer(p)
             if p.operand == self.cell.x.name:
-                prologue.append(f"{buffer} = np.dot(x.reshape(T * B, I), {p.name}.T).reshape(T, B, {p.name}.shape[0])")
+                prologue.append(f"{buffer} = np.empty((chunk, B, {p.name}.shape[0]), x.dtype)  # {p.name} x for the steps of a chunk")
+                chunk.append(f"gemm(x[start:start + steps].reshape(steps * B, I), {p.name}.T, {buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
             else:
+                prologue.append(f"{p.name}_T = np.ascontiguousarray({p.name}.T)  # v @ {p.name}_T: BLAS's fastest form for a few rows")
                 prologue.append(f"{buffer} = np.empty((B, {p.name}.shape[0]), x.dtype)")
         stages = []
         for level in range(self.d.levels):
@@ -139,12 +160,11 @@ class CellCode:
                 if leaf is not None and leaf.level == level:
                     stores.append(f"saved[step, {k}, row, unit] = {inline[s]}")
             matmuls = [
-                f"np.dot({self.vector_at(p.operand, 'step')}, {p.name}.T, {projection_buffer(p)})"
-                for p in self.matrices
-                if p.operand != self.cell.x.name and self._level_of_param(p) == level
+                f"gemm({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}, 0.0)"
+                for p in self._recurrent(level)
             ]
             stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
-        return {"prologue": prologue, "stages": stages}
+        return {"prologue": prologue, "chunk": chunk, "stages": stages}
 
     # -- backward ---------------------------------------------------------------------------
     def _incoming_loads(self) -> dict[sp.Symbol, str]:
@@ -163,60 +183,99 @@ class CellCode:
             key=lambda s: s.name,
         )
 
+    def _gradient_buffers(self) -> dict[str, str]:
+        """Matrix name -> the buffer holding the gradient of its projection, per chunk.
+
+        Matrices whose projections get the same gradient (W_ih and W_hh of an LSTM: both
+        sums enter the same gate) share the first one's buffer.
+        """
+        signatures: dict[tuple, str] = {}
+        buffers = {}
+        for p in self.matrices:
+            adjoints = [self.d.adjoint[s] for s in p.symbols]
+            key = tuple(
+                (level, tuple(str(a.expr) for a in self.d.backward[level] if a.target == adjoint))
+                for adjoint in adjoints for level in range(self.d.levels)
+            )
+            buffers[p.name] = signatures.setdefault(key, f"d_{projection_buffer(p)}")
+        return buffers
+
     def backward(self) -> dict:
         inline = dict(self.params_inline)
         inline.update({acc: f"{acc.name}[row, unit]" for acc in self._accumulators()})
+        buffers = self._gradient_buffers()
         targets = dict(inline)
         for s, leaf in self.d.leaves.items():
             adjoint = self.d.adjoint[s]
             if leaf.kind == "state":
                 targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
             elif leaf.kind == "projection":
-                targets[adjoint] = f"d_{projection_buffer(leaf.param)}[step, row, {offset(leaf.index)}]"
+                targets[adjoint] = f"{buffers[leaf.param.name]}[step - start, row, {offset(leaf.index)}]"
             else:
                 targets[adjoint] = f"d_{leaf.param.name}[{offset(leaf.index)}]"
         printer = KernelPrinter(inline)
         incoming = self._incoming_loads()
-        prologue = [f"d_{projection_buffer(p)} = np.zeros((T, B, {p.name}.shape[0]), x.dtype)" for p in self.matrices]
+        owners: dict[str, Param] = {}
+        for p in self.matrices:
+            owners.setdefault(buffers[p.name], p)
+        prologue = [
+            f"{buffer} = np.empty((chunk, B, {p.name}.shape[0]), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
+            for buffer, p in owners.items()
+        ]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self._accumulators()]
+        prologue += [f"d_{p.name}[:] = 0.0" for p in self.cell.params]  # accumulated over steps and chunks
         resets = [f"{acc.name}[:] = 0.0" for acc in self._accumulators()]
+        leaf_of = {self.d.adjoint[s]: leaf for s, leaf in self.d.leaves.items()}
         stages = []
         for level in reversed(range(self.d.levels)):
-            assignments = [(a.target, a.op, a.expr) for a in self.d.backward[level]]
+            assignments = []
+            for a in self.d.backward[level]:
+                leaf = leaf_of.get(a.target)
+                if leaf is not None and leaf.kind == "projection":
+                    if buffers[leaf.param.name] != f"d_{projection_buffer(leaf.param)}":
+                        continue  # its gradient is already in the shared buffer
+                    assignments.append((a.target, "=" if self._single_contribution(a.target) else a.op, a.expr))
+                else:
+                    assignments.append((a.target, a.op, a.expr))
             lines, reads = block(assignments, self.shared, printer, targets)
             reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
             after = []
-            for p in self.matrices:
-                if self._level_of_param(p) != level or p.operand == self.cell.x.name:
-                    continue
-                product = f"np.dot(d_{projection_buffer(p)}[step], {p.name})"
+            for p in self._recurrent(level):
                 operand = next((s for s in self.state_index if s.name == p.operand), None)
-                if operand is not None:
-                    after.append(f"d_prev[{self.state_index[operand]}] += {product}")
-                else:
-                    after.append(f"d_{p.operand}_acc += {product}")
+                into = f"d_prev[{self.state_index[operand]}]" if operand is not None else f"d_{p.operand}_acc"
+                after.append(f"gemm({buffers[p.name]}[step - start], {p.name}, {into}, 1.0)")
             stages.append(Stage([], self._loads(reads, incoming) + lines, after))
-        return {"prologue": prologue, "resets": resets, "stages": stages, "epilogue": self._weight_gradients()}
+        return {
+            "prologue": prologue,
+            "resets": resets,
+            "stages": stages,
+            "chunk": self._weight_gradients(buffers),
+        }
 
-    def _weight_gradients(self) -> list[str]:
+    def _single_contribution(self, adjoint: sp.Symbol) -> bool:
+        return sum(a.target == adjoint for b in self.d.backward.values() for a in b) == 1
+
+    def _weight_gradients(self, buffers: dict[str, str]) -> list[str]:
+        """Per chunk of steps: dx, and each weight's gradient accumulated over the chunks."""
         lines = []
-        x_op = "="
+        beta_x = "0.0"
         for p in self.matrices:
-            rows = f"d_{projection_buffer(p)}.reshape(T * B, {p.name}.shape[0])"
+            rows = f"{buffers[p.name]}[:steps].reshape(steps * B, {p.name}.shape[0])"
             if p.operand == self.cell.x.name:
-                lines.append(f"dx[:] {x_op} np.dot({rows}, {p.name}).reshape(T, B, I)" if x_op == "=" else
-                             f"dx += np.dot({rows}, {p.name}).reshape(T, B, I)")
-                x_op = "+="
-                operand = "x.reshape(T * B, I)"
+                lines.append(f"gemm({rows}, {p.name}, dx[start:stop].reshape(steps * B, I), {beta_x})")
+                beta_x = "1.0"
+                operand = "x[start:stop].reshape(steps * B, I)"
             else:
-                operand = f"np.ascontiguousarray({self._sequence_of(p.operand)}).reshape(T * B, H)"
-            lines.append(f"d_{p.name}[:] = np.dot({rows}.T, {operand})")
+                operand = f"{self._sequence_of(p.operand)}.reshape(steps * B, H)"
+            lines.append(f"gemm({rows}.T, {operand}, d_{p.name}, 1.0)")
         return lines
 
     def _sequence_of(self, name: str) -> str:
-        """Code for the (T, B, H) sequence of vector `name` over all steps."""
+        """Code for the (steps, B, H) values of vector `name` over the steps of a chunk."""
         at = self.vector_at(name, "STEP")
-        return at.replace("STEP + 1", "1:").replace("STEP", ":T") if "states" in at else at.replace("STEP", ":")
+        if at.startswith("states"):
+            return at.replace("STEP + 1", "start + 1:stop + 1").replace("STEP", "start:stop")
+        return f"np.ascontiguousarray({at.replace('STEP', 'start:stop')})"
 
     # -- Jacobian ---------------------------------------------------------------------------
     def jacobian(self) -> dict:
@@ -268,11 +327,10 @@ class CellCode:
         return lines
 
     # -- module-level facts -----------------------------------------------------------------
-    def activations(self) -> list[dict]:
+    def helpers(self) -> list[str]:
+        """Source of the jitted helpers: the activations used, after the functions they call."""
         used = sorted({n.activation for n in self.d.nodes if n.activation}, key=lambda a: a.__name__)
-        return [
-            {"name": a.__name__, "body": ACTIVATIONS[a].body, "formula": ACTIVATIONS[a].formula} for a in used
-        ]
+        return [inspect.getsource(f).rstrip("\n") for f in with_callees([ACTIVATIONS[a].kernel for a in used])]
 
     def parameters(self) -> list[dict]:
         result = []
@@ -298,6 +356,26 @@ class CellCode:
 
     def equations(self) -> list[str]:
         return [f"{n.symbol.name} = {display(n.expr)}" for n in self.d.nodes]
+
+
+def with_callees(functions: list) -> list:
+    """`functions` and the kernel_math functions they call, each after its callees."""
+    order: list = []
+
+    def visit(function):
+        if function in order:
+            return
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                callee = getattr(kernel_math, node.func.id, None)
+                if inspect.isfunction(callee) and callee.__module__ == kernel_math.__name__:
+                    visit(callee)
+        order.append(function)
+
+    for function in functions:
+        visit(function)
+    return order
 
 
 def module_context(d: Derivation) -> dict:
@@ -331,7 +409,10 @@ def module_context(d: Derivation) -> dict:
         "param_shapes": "; ".join(f"{p['name']} {p['shape']}" for p in params),
         "grad_shapes": "; ".join(f"d_{p['name']} like {p['name']}" for p in params),
         "parameters": params,
-        "activations": code.activations(),
+        "helpers": code.helpers(),
+        "helper_options": HELPER_OPTIONS,
+        "kernel_options": KERNEL_OPTIONS,
+        "chunk_rows": CHUNK_ROWS,
         "forward": code.forward(),
         "backward": code.backward(),
         "jacobian": code.jacobian(),
