@@ -4,6 +4,7 @@
 forward+backward in float32, then in float64, on a tiny input; it prints the times as JSON.
 The driver runs the probe twice with NUMBA_CACHE_DIR pointing to a new empty directory:
 cold (nothing cached: the first calls compile) and warm (the cache the cold run wrote).
+`numba_floor` measures the same for a one-line cached function: what any Numba code pays.
 """
 
 from __future__ import annotations
@@ -61,6 +62,26 @@ def measure(cell: str, env: dict) -> dict:
         "warm_import": warm["import_numba"] + warm["import_cell"],
         "warm_total": warm["import_numba"] + warm["import_cell"] + warm["first_call"]["float32"],
     }
+
+
+TRIVIAL = "import numba\n\n\n@numba.njit(cache=True)\ndef one(x):\n    return x + 1\n"
+TIME_TRIVIAL = (
+    "import time; start = time.perf_counter(); import numba, numpy, trivial; trivial.one(1); "
+    "print(time.perf_counter() - start)"
+)
+
+
+def numba_floor(env: dict) -> float:
+    """Seconds to import numba and call a one-line cached function whose cache exists."""
+    with tempfile.TemporaryDirectory(prefix="numba-floor-") as folder:
+        with open(os.path.join(folder, "trivial.py"), "w") as module:
+            module.write(TRIVIAL)
+        env = dict(env, NUMBA_CACHE_DIR=folder, PYTHONPATH=folder)
+        for _ in range(2):  # the first run writes the cache
+            result = subprocess.run([sys.executable, "-c", TIME_TRIVIAL], env=env, capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"numba floor probe failed:\n{result.stderr}")
+    return float(result.stdout.split()[-1])
 
 
 if __name__ == "__main__":

@@ -172,6 +172,8 @@ def markdown(results: dict, plot_name: str | None) -> str:
             "Fresh processes with a new, empty Numba cache: cold = first forward+backward of each dtype",
             "(compiles the kernels); warm = the next process: import numba + the generated package, then",
             "the first float32 forward+backward, loading the kernels from the cache.",
+            f"For scale, Numba's own floor here (import numba, first call of a cached one-line function) is "
+            f"{results['numba_floor']:.2f} s.",
             "",
             "| cell | cold float32 (s) | cold float64 (s) | warm import (s) | warm first call (s) | warm total (s) |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",

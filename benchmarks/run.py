@@ -198,6 +198,8 @@ def main(argv: list[str]) -> int:
     if not args.no_memory:
         measure_memory(results, points, [s for s in args.sides if s in MEMORY_SIDES])
     if not args.no_compile:
+        results["numba_floor"] = compile_probe.numba_floor(worker_env())
+        progress(f"numba floor (import numba + first call of a cached one-line function): {results['numba_floor']:.2f} s")
         results["compile"] = {}
         for cell in args.cells:
             progress(f"compile {cell}: cold (empty Numba cache) and warm ...")

@@ -149,6 +149,7 @@ class Server:
             return {"times": times}
         if op == "memory":
             workload.forward_backward()
+            workload.release()
             return {"bytes": peak_rss(workload.forward_backward)}
         raise ValueError(f"unknown op {op!r}")
 

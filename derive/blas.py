@@ -1,4 +1,6 @@
-"""`gemm(a, b, c, beta)`: c = a @ b + beta * c in jitted code, through the BLAS Numba uses.
+"""Matrix helpers for jitted kernels: `gemm(a, b, c, beta)` and `add_column_sums(a, out)`.
+
+`gemm`: c = a @ b + beta * c, through the BLAS Numba uses.
 
 `np.dot(a, b, out)` cannot accumulate (no beta), so summing products needs a temporary and an
 extra pass over memory. This calls the same BLAS routine as Numba's np.dot (SciPy's sgemm/dgemm,
@@ -11,6 +13,7 @@ are checked by the generated kernels' construction, not here: this is an interna
 
 from __future__ import annotations
 
+import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -69,3 +72,11 @@ def gemm(typingctx, a, b, c, beta):
         return context.get_dummy_value()
 
     return types.none(a, b, c, beta), codegen
+
+
+@numba.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def add_column_sums(a, out):
+    """out += a.sum(axis=0) for a (rows, n) and out (n,): one streaming pass over a."""
+    for row in range(a.shape[0]):
+        for column in range(a.shape[1]):
+            out[column] += a[row, column]

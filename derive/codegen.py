@@ -40,6 +40,34 @@ def offset(gate: int, index: str = "unit") -> str:
     return index if gate == 0 else f"H + {index}" if gate == 1 else f"{gate} * H + {index}"
 
 
+def unit_of(param: Param, gate: int) -> str:
+    """Index of unit `unit` of gate block `gate` in an array with a gate axis (if `param` is gated).
+
+    Gate blocks get their own axis (shape (..., G, H)) so every index but `unit` is constant in
+    the loop over units: Numba's negative-index check then folds away and loads stay contiguous
+    (an index such as `2 * H + unit` would make LLVM gather)."""
+    return f"{gate}, unit" if param.blocks > 1 else "unit"
+
+
+def gated(name: str, param: Param) -> str:
+    """Name of the view with a gate axis of array `name` (shaped like `param`'s rows)."""
+    return f"{name}_gates" if param.blocks > 1 else name
+
+
+def gate_axes(param: Param) -> str:
+    """Trailing shape of an array with one value per unit of each gate of `param`."""
+    return f"{param.blocks}, H" if param.blocks > 1 else "H"
+
+
+def span(gate: int) -> str:
+    """Slice of gate block `gate` in a stacked (G*H, ...) dimension: `H:2 * H`."""
+
+    def edge(g: int) -> str:
+        return "0" if g == 0 else "H" if g == 1 else f"{g} * H"
+
+    return f"{edge(gate)}:{edge(gate + 1)}"
+
+
 def projection_buffer(param: Param) -> str:
     """Name of the array holding W v for every gate: `W_hh_h`."""
     return f"{param.name}_{param.operand}"
@@ -87,10 +115,18 @@ class CellCode:
 
     def _params_inline(self) -> dict[sp.Symbol, str]:
         return {
-            s: f"{leaf.param.name}[{offset(leaf.index)}]"
+            s: f"{gated(leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
             for s, leaf in self.d.leaves.items()
             if leaf.kind == "param"
         }
+
+    def gate_views(self, prefix: str = "", skip=()) -> list[str]:
+        """Views with a gate axis of the gated per-unit parameters (or of their gradients)."""
+        return [
+            f"{gated(prefix + p.name, p)} = {prefix}{p.name}.reshape({gate_axes(p)})"
+            for p in self.cell.params
+            if p.kind == "vector" and p.blocks > 1 and p.name not in skip
+        ]
 
     def _level_of_param(self, param: Param) -> int:
         return self.d.leaves[param.symbols[0]].level
@@ -135,17 +171,17 @@ class CellCode:
             if leaf.kind == "projection":
                 buffer = projection_buffer(leaf.param)
                 where = "step - start, row" if leaf.param.operand == self.cell.x.name else "row"
-                inline[s] = f"{buffer}[{where}, {offset(leaf.index)}]"
+                inline[s] = f"{buffer}[{where}, {unit_of(leaf.param, leaf.index)}]"
         printer = KernelPrinter(inline)
-        prologue, chunk = [], []
+        prologue, chunk = self.gate_views(), []
         for p in self.matrices:
             buffer = projection_buffer(p)
             if p.operand == self.cell.x.name:
-                prologue.append(f"{buffer} = np.empty((chunk, B, {p.name}.shape[0]), x.dtype)  # {p.name} x for the steps of a chunk")
+                prologue.append(f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # {p.name} x for the steps of a chunk")
                 chunk.append(f"gemm(x[start:start + steps].reshape(steps * B, I), {p.name}.T, {buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
             else:
                 prologue.append(f"{p.name}_T = np.ascontiguousarray({p.name}.T)  # v @ {p.name}_T: BLAS's fastest form for a few rows")
-                prologue.append(f"{buffer} = np.empty((B, {p.name}.shape[0]), x.dtype)")
+                prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)")
         stages = []
         for level in range(self.d.levels):
             nodes = [n for n in self.d.nodes if n.level == level]
@@ -160,7 +196,7 @@ class CellCode:
                 if leaf is not None and leaf.level == level:
                     stores.append(f"saved[step, {k}, row, unit] = {inline[s]}")
             matmuls = [
-                f"gemm({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}, 0.0)"
+                f"gemm({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
                 for p in self._recurrent(level)
             ]
             stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
@@ -183,6 +219,10 @@ class CellCode:
             key=lambda s: s.name,
         )
 
+    def _contributions(self, adjoint: sp.Symbol) -> tuple:
+        """What flows into `adjoint` in one step: (level, expression) per assignment."""
+        return tuple((lv, str(a.expr)) for lv in range(self.d.levels) for a in self.d.backward[lv] if a.target == adjoint)
+
     def _gradient_buffers(self) -> dict[str, str]:
         """Matrix name -> the buffer holding the gradient of its projection, per chunk.
 
@@ -190,70 +230,121 @@ class CellCode:
         sums enter the same gate) share the first one's buffer.
         """
         signatures: dict[tuple, str] = {}
-        buffers = {}
-        for p in self.matrices:
-            adjoints = [self.d.adjoint[s] for s in p.symbols]
-            key = tuple(
-                (level, tuple(str(a.expr) for a in self.d.backward[level] if a.target == adjoint))
-                for adjoint in adjoints for level in range(self.d.levels)
+        return {
+            p.name: signatures.setdefault(
+                tuple(self._contributions(self.d.adjoint[s]) for s in p.symbols), f"d_{projection_buffer(p)}"
             )
-            buffers[p.name] = signatures.setdefault(key, f"d_{projection_buffer(p)}")
-        return buffers
+            for p in self.matrices
+        }
+
+    def _column_sums(self, buffers: dict[str, str]) -> dict[str, list[tuple[str, Param, int]]]:
+        """Vector parameters whose gradient is a sum of gradient-buffer columns (biases):
+        name -> per gate (buffer, matrix owning it, gate block); one buffer for all gates if
+        one matches them all."""
+        owners = [p for p in self.matrices if buffers[p.name] == f"d_{projection_buffer(p)}"]
+
+        def flows(p: Param) -> list[tuple]:
+            return [self._contributions(self.d.adjoint[s]) for s in p.symbols]
+
+        sums = {}
+        for p in self.cell.params:
+            if p.kind != "vector":
+                continue
+            whole = next((m for m in owners if flows(m) == flows(p)), None)
+            if whole is not None:
+                sums[p.name] = [(buffers[whole.name], whole, g) for g in range(p.blocks)]
+                continue
+            blocks = {flow: (buffers[m.name], m, j) for m in reversed(owners) for j, flow in enumerate(flows(m))}
+            sources = [blocks.get(flow) for flow in flows(p)]
+            if all(sources):
+                sums[p.name] = sources
+        return sums
 
     def backward(self) -> dict:
+        accumulators = self._accumulators()
         inline = dict(self.params_inline)
-        inline.update({acc: f"{acc.name}[row, unit]" for acc in self._accumulators()})
+        inline.update({acc: f"{acc.name}[row, unit]" for acc in accumulators})
         buffers = self._gradient_buffers()
+        column_sums = self._column_sums(buffers)
         targets = dict(inline)
         for s, leaf in self.d.leaves.items():
             adjoint = self.d.adjoint[s]
             if leaf.kind == "state":
                 targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
             elif leaf.kind == "projection":
-                targets[adjoint] = f"{buffers[leaf.param.name]}[step - start, row, {offset(leaf.index)}]"
+                targets[adjoint] = f"{buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
             else:
-                targets[adjoint] = f"d_{leaf.param.name}[{offset(leaf.index)}]"
+                targets[adjoint] = f"{gated('d_' + leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
         printer = KernelPrinter(inline)
         incoming = self._incoming_loads()
         owners: dict[str, Param] = {}
-        for p in self.matrices:
-            owners.setdefault(buffers[p.name], p)
-        prologue = [
-            f"{buffer} = np.empty((chunk, B, {p.name}.shape[0]), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
+        for name, buffer in buffers.items():
+            owners.setdefault(buffer, self.cell.param(name))
+        prologue = self.gate_views() + [
+            f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
             for buffer, p in owners.items()
         ]
-        prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self._accumulators()]
+        prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in accumulators]
         prologue += [f"d_{p.name}[:] = 0.0" for p in self.cell.params]  # accumulated over steps and chunks
-        resets = [f"{acc.name}[:] = 0.0" for acc in self._accumulators()]
+        prologue += self.gate_views("d_", skip=column_sums)
+        # Per step, the first write to each buffer is `=` (or beta 0), later ones accumulate.
+        written: set = set()
+
+        def first(key) -> bool:
+            new = key not in written
+            written.add(key)
+            return new
+
         leaf_of = {self.d.adjoint[s]: leaf for s, leaf in self.d.leaves.items()}
         stages = []
         for level in reversed(range(self.d.levels)):
             assignments = []
             for a in self.d.backward[level]:
                 leaf = leaf_of.get(a.target)
-                if leaf is not None and leaf.kind == "projection":
+                if leaf is None:
+                    key = a.target if a.target in accumulators else None
+                elif leaf.kind == "state":
+                    key = ("state", leaf.index)
+                elif leaf.kind == "projection":
                     if buffers[leaf.param.name] != f"d_{projection_buffer(leaf.param)}":
                         continue  # its gradient is already in the shared buffer
-                    assignments.append((a.target, "=" if self._single_contribution(a.target) else a.op, a.expr))
+                    key = (buffers[leaf.param.name], leaf.index)
+                elif leaf.param.name in column_sums:
+                    continue  # summed from a gradient buffer per chunk
                 else:
-                    assignments.append((a.target, a.op, a.expr))
+                    key = None  # a per-unit parameter: accumulates over rows and steps
+                op = "=" if key is not None and first(key) else a.op
+                assignments.append((a.target, op, a.expr))
             lines, reads = block(assignments, self.shared, printer, targets)
             reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
             after = []
             for p in self._recurrent(level):
                 operand = next((s for s in self.state_index if s.name == p.operand), None)
-                into = f"d_prev[{self.state_index[operand]}]" if operand is not None else f"d_{p.operand}_acc"
-                after.append(f"gemm({buffers[p.name]}[step - start], {p.name}, {into}, 1.0)")
+                if operand is not None:
+                    k = self.state_index[operand]
+                    into, key = f"d_prev[{k}]", ("state", k)
+                else:
+                    key = self.d.accumulator(next(n.symbol for n in self.d.nodes if n.symbol.name == p.operand))
+                    into = key.name
+                product = f"{buffers[p.name]}[step - start].reshape(B, {p.name}.shape[0])"
+                after.append(f"gemm({product}, {p.name}, {into}, {'0.0' if first(key) else '1.0'})")
             stages.append(Stage([], self._loads(reads, incoming) + lines, after))
+        resets = [f"d_prev[{k}] = 0.0" for k in range(len(self.cell.states)) if ("state", k) not in written]
+        resets += [f"{acc.name}[:] = 0.0" for acc in accumulators if acc not in written]
+        for buffer, p in owners.items():
+            resets += [
+                f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
+                for j in range(p.blocks)
+                if (buffer, j) not in written
+            ]
+        sums, copies = self._bias_gradients(column_sums)
         return {
             "prologue": prologue,
             "resets": resets,
             "stages": stages,
-            "chunk": self._weight_gradients(buffers),
+            "chunk": self._weight_gradients(buffers) + sums,
+            "end": copies,
         }
-
-    def _single_contribution(self, adjoint: sp.Symbol) -> bool:
-        return sum(a.target == adjoint for b in self.d.backward.values() for a in b) == 1
 
     def _weight_gradients(self, buffers: dict[str, str]) -> list[str]:
         """Per chunk of steps: dx, and each weight's gradient accumulated over the chunks."""
@@ -270,6 +361,27 @@ class CellCode:
             lines.append(f"gemm({rows}.T, {operand}, d_{p.name}, 1.0)")
         return lines
 
+    def _bias_gradients(self, column_sums: dict) -> tuple[list[str], list[str]]:
+        """Vector parameters whose gradient is a column sum of gradient buffers: per chunk, the
+        sums; after the loop, copies for parameters with the same gradient as an earlier one."""
+        sums, copies, done = [], [], {}
+        for name, sources in column_sums.items():
+            key = tuple((buffer, j) for buffer, _, j in sources)
+            if key in done:
+                copies.append(f"d_{name}[:] = d_{done[key]}")
+                continue
+            done[key] = name
+            buffer, p, _ = sources[0]
+            rows = f"{buffer}[:steps].reshape(steps * B, {p.name}.shape[0])"
+            if key == tuple((buffer, g) for g in range(p.blocks)):
+                sums.append(f"add_column_sums({rows}, d_{name})")
+            else:
+                sums += [
+                    f"add_column_sums({b}[:steps].reshape(steps * B, {q.name}.shape[0])[:, {span(j)}], d_{name}[{span(g)}])"
+                    for g, (b, q, j) in enumerate(sources)
+                ]
+        return sums, copies
+
     def _sequence_of(self, name: str) -> str:
         """Code for the (steps, B, H) values of vector `name` over the steps of a chunk."""
         at = self.vector_at(name, "STEP")
@@ -281,7 +393,7 @@ class CellCode:
     def jacobian(self) -> dict:
         printer = KernelPrinter(self.params_inline)
         rows = []
-        buffers = []
+        buffers = self.gate_views()
         operand_products = {}
         for p in self.matrices:
             if p.operand not in {s.name for s in self.state_index} and p.operand != self.cell.x.name:
