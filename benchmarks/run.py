@@ -153,6 +153,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=7, help="alternating rounds per point (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the activation accuracy sweep (about 30 s)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="report path (default: docs/benchmarks.md)")
     parser.add_argument("--no-report", action="store_true", help="print only; write no report")
     parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
@@ -209,6 +210,13 @@ def main(argv: list[str]) -> int:
                 f"  cold float32 {c['cold_compile']['float32']:.1f} s, float64 {c['cold_compile']['float64']:.1f} s; "
                 f"warm import + first call {c['warm_total']:.2f} s"
             )
+    if not args.no_accuracy:
+        from derive import accuracy
+
+        progress("accuracy of sigmoid and tanh (every float32 in range, dense float64 samples) ...")
+        results["accuracy"] = accuracy.report()
+        for a in results["accuracy"]:
+            progress(f"  {a['function']} {a['dtype']}: max {a['max_ulp']:.2f} ulp over {a['count']:,} arguments")
     results["load_average"]["end"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
     progress(f"done in {results['seconds'] / 60:.1f} min")

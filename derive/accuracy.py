@@ -10,7 +10,8 @@ Used by tests/test_kernel_math.py (which asserts bounds) and by `python -m deriv
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 
 import numba
 import numpy as np
@@ -113,3 +114,23 @@ def float64_sample(name: str, function, n: int = 1_000_000, seed: int = 0) -> Ac
     errors = np.abs(ours.astype(np.longdouble) - exact) / ulp
     k = int(np.argmax(errors))
     return Accuracy(name, "float64", float(errors[k]), float(x[k]), x.size)
+
+
+def jitted(name: str):
+    """The kernel_math function `name` as the first generated module that has it compiled it."""
+    import generated
+
+    for cls in generated.CELLS.values():
+        function = getattr(sys.modules[cls.__module__], name, None)
+        if isinstance(function, numba.core.registry.CPUDispatcher):
+            return function
+    raise LookupError(f"no generated module has a jitted {name!r}")
+
+
+def report() -> list[dict]:
+    """Worst errors of sigmoid and tanh, float32 (every value in range) and float64 (samples)."""
+    results = []
+    for name in ("sigmoid", "tanh"):
+        results.append(float32_sweep(name, jitted(name), odd=name == "tanh"))
+        results.append(float64_sample(name, jitted(name)))
+    return [asdict(r) for r in results]
