@@ -1,8 +1,9 @@
 """The benchmark driver: `python -m derive bench [options]` (see --help).
 
-For every grid point each side (see workloads.py) runs in its own worker process; the driver
-asks them in turn, alternating the order every round, so slow drifts of a shared machine hit
-all sides alike. Reported times are medians of all timed calls; ratios are other / derive.
+Each side (see workloads.py) runs in its own worker process. Every round visits the whole grid,
+and at each point the sides take turns, in alternating order; a burst of load on a shared
+machine then spoils one round of a point, not all of them, and hits all sides alike. Reported
+times are medians of all timed calls; ratios are other / derive.
 """
 
 from __future__ import annotations
@@ -99,25 +100,37 @@ def sides_of(point: Point, sides: list[str]) -> list[str]:
     return [s for s in sides if s != "torch" or has_builtin(point.cell)]
 
 
-def time_point(point: Point, workers: dict[str, Worker], rounds: int) -> dict:
-    """Median seconds per side and mode over `rounds` alternating rounds."""
-    sides = sides_of(point, list(workers))
+def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int) -> list[dict]:
+    """Median (and best) seconds per point, side and mode over `rounds` rounds of the grid."""
     calls = {}
-    for side in sides:
-        seconds = workers[side].call("load", point=point.as_dict())["seconds"]
-        workers[side].wait_idle()
-        calls[side] = max(1, min(MAX_CALLS, round(REQUEST_SECONDS / max(seconds, 1e-9))))
-    samples = {side: {mode: [] for mode in MODES} for side in sides}
-    for r in range(rounds):
-        for side in sides if r % 2 == 0 else reversed(sides):
-            for mode in MODES:
-                reply = workers[side].call("time", point=point.as_dict(), mode=mode, calls=calls[side])
-                samples[side][mode] += reply["times"]
+    for k, point in enumerate(points, 1):
+        for side in sides_of(point, list(workers)):
+            seconds = workers[side].call("load", point=point.as_dict())["seconds"]
             workers[side].wait_idle()
-    return {
-        side: {mode: {"median": statistics.median(t), "samples": len(t)} for mode, t in by_mode.items()}
-        for side, by_mode in samples.items()
-    }
+            calls[point, side] = max(1, min(MAX_CALLS, round(REQUEST_SECONDS / max(seconds, 1e-9))))
+        progress(f"warm-up [{k}/{len(points)}] {point.label}")
+    samples: dict = {}
+    started = time.perf_counter()
+    for r in range(rounds):
+        for k, point in enumerate(points):
+            sides = sides_of(point, list(workers))
+            for side in sides if (r + k) % 2 == 0 else reversed(sides):
+                for mode in MODES:
+                    reply = workers[side].call("time", point=point.as_dict(), mode=mode, calls=calls[point, side])
+                    samples.setdefault((point, side, mode), []).extend(reply["times"])
+                workers[side].wait_idle()
+        progress(f"round {r + 1}/{rounds} of {len(points)} points done ({(time.perf_counter() - started) / 60:.1f} min)")
+    return [
+        {
+            side: {
+                mode: {"median": statistics.median(t), "best": min(t), "samples": len(t)}
+                for mode in MODES
+                for t in [samples[point, side, mode]]
+            }
+            for side in sides_of(point, list(workers))
+        }
+        for point in points
+    ]
 
 
 def blas_ceiling(worker: Worker, dtypes: list[str]) -> dict[str, list[float]]:
@@ -150,7 +163,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--sizes", nargs="+", default=["x".join(map(str, s)) for s in SIZES], help="TxBxH, input size = H (default: %(default)s)"
     )
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES, help="derive is always run")
-    parser.add_argument("--repeats", type=int, default=7, help="alternating rounds per point (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7, help="rounds over the grid (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the activation accuracy sweep (about 30 s)")
@@ -184,11 +197,10 @@ def main(argv: list[str]) -> int:
         results["facts"] = {side: w.call("facts") for side, w in workers.items()}
         progress(f"BLAS ceiling (NumPy matmul, n={BLAS_N}) ...")
         ceiling = blas_ceiling(workers["derive"], args.dtypes)
-        for k, point in enumerate(points, 1):
-            times = time_point(point, workers, args.repeats)
+        for point, times in zip(points, time_grid(points, workers, args.repeats)):
             flops = dict(zip(MODES, matmul_flops(point)))
             results["points"].append({"point": point.as_dict(), "times": times, "flops": flops})
-            progress(f"[{k}/{len(points)}] {describe(point, times)}")
+            progress(describe(point, times))
         for dtype, rates in blas_ceiling(workers["derive"], args.dtypes).items():
             ceiling[dtype] += rates
     finally:

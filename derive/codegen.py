@@ -92,6 +92,27 @@ class JacobianRow:
     after: list[str]
 
 
+class FirstWrites:
+    """Within a step, the first write to a buffer assigns (`=`, gemm beta 0) and later writes add,
+    so no buffer is zeroed first; `never` names the buffers nothing wrote (these are zeroed)."""
+
+    def __init__(self):
+        self.written: set = set()
+
+    def op(self, key, default: str) -> str:
+        """`=` for the first write to `key` (None: not a per-step buffer), else `default`."""
+        if key is None or key in self.written:
+            return default
+        self.written.add(key)
+        return "="
+
+    def beta(self, key) -> str:
+        return "0.0" if self.op(key, "+=") == "=" else "1.0"
+
+    def never(self, key) -> bool:
+        return key not in self.written
+
+
 class CellCode:
     """All code pieces of one cell, computed once from its derivation."""
 
@@ -120,13 +141,15 @@ class CellCode:
             if leaf.kind == "param"
         }
 
-    def gate_views(self, prefix: str = "", skip=()) -> list[str]:
-        """Views with a gate axis of the gated per-unit parameters (or of their gradients)."""
-        return [
-            f"{gated(prefix + p.name, p)} = {prefix}{p.name}.reshape({gate_axes(p)})"
-            for p in self.cell.params
-            if p.kind == "vector" and p.blocks > 1 and p.name not in skip
-        ]
+    def gate_views(self, lines: list[str], prefix: str = "") -> list[str]:
+        """Views with a gate axis of the gated per-unit parameters (or, with prefix `d_`, of their
+        gradients) that `lines` use."""
+        views = []
+        for p in self.cell.params:
+            name = gated(prefix + p.name, p)
+            if p.kind == "vector" and p.blocks > 1 and any(f"{name}[" in line for line in lines):
+                views.append(f"{name} = {prefix}{p.name}.reshape({gate_axes(p)})")
+        return views
 
     def _level_of_param(self, param: Param) -> int:
         return self.d.leaves[param.symbols[0]].level
@@ -173,7 +196,7 @@ class CellCode:
                 where = "step - start, row" if leaf.param.operand == self.cell.x.name else "row"
                 inline[s] = f"{buffer}[{where}, {unit_of(leaf.param, leaf.index)}]"
         printer = KernelPrinter(inline)
-        prologue, chunk = self.gate_views(), []
+        prologue, chunk = [], []
         for p in self.matrices:
             buffer = projection_buffer(p)
             if p.operand == self.cell.x.name:
@@ -200,6 +223,7 @@ class CellCode:
                 for p in self._recurrent(level)
             ]
             stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
+        prologue = self.gate_views([line for stage in stages for line in stage.body]) + prologue
         return {"prologue": prologue, "chunk": chunk, "stages": stages}
 
     # -- backward ---------------------------------------------------------------------------
@@ -262,80 +286,29 @@ class CellCode:
 
     def backward(self) -> dict:
         accumulators = self._accumulators()
-        inline = dict(self.params_inline)
-        inline.update({acc: f"{acc.name}[row, unit]" for acc in accumulators})
         buffers = self._gradient_buffers()
-        column_sums = self._column_sums(buffers)
-        targets = dict(inline)
-        for s, leaf in self.d.leaves.items():
-            adjoint = self.d.adjoint[s]
-            if leaf.kind == "state":
-                targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
-            elif leaf.kind == "projection":
-                targets[adjoint] = f"{buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
-            else:
-                targets[adjoint] = f"{gated('d_' + leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
-        printer = KernelPrinter(inline)
-        incoming = self._incoming_loads()
-        owners: dict[str, Param] = {}
+        owners: dict[str, Param] = {}  # buffer -> the matrix it is named after
         for name, buffer in buffers.items():
             owners.setdefault(buffer, self.cell.param(name))
-        prologue = self.gate_views() + [
+        column_sums = self._column_sums(buffers)
+        writes = FirstWrites()
+        stages = [self._backward_stage(level, buffers, column_sums, accumulators, writes)
+                  for level in reversed(range(self.d.levels))]
+        body = [line for stage in stages for line in stage.body]
+        prologue = self.gate_views(body) + [
             f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
             for buffer, p in owners.items()
         ]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in accumulators]
         prologue += [f"d_{p.name}[:] = 0.0" for p in self.cell.params]  # accumulated over steps and chunks
-        prologue += self.gate_views("d_", skip=column_sums)
-        # Per step, the first write to each buffer is `=` (or beta 0), later ones accumulate.
-        written: set = set()
-
-        def first(key) -> bool:
-            new = key not in written
-            written.add(key)
-            return new
-
-        leaf_of = {self.d.adjoint[s]: leaf for s, leaf in self.d.leaves.items()}
-        stages = []
-        for level in reversed(range(self.d.levels)):
-            assignments = []
-            for a in self.d.backward[level]:
-                leaf = leaf_of.get(a.target)
-                if leaf is None:
-                    key = a.target if a.target in accumulators else None
-                elif leaf.kind == "state":
-                    key = ("state", leaf.index)
-                elif leaf.kind == "projection":
-                    if buffers[leaf.param.name] != f"d_{projection_buffer(leaf.param)}":
-                        continue  # its gradient is already in the shared buffer
-                    key = (buffers[leaf.param.name], leaf.index)
-                elif leaf.param.name in column_sums:
-                    continue  # summed from a gradient buffer per chunk
-                else:
-                    key = None  # a per-unit parameter: accumulates over rows and steps
-                op = "=" if key is not None and first(key) else a.op
-                assignments.append((a.target, op, a.expr))
-            lines, reads = block(assignments, self.shared, printer, targets)
-            reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
-            after = []
-            for p in self._recurrent(level):
-                operand = next((s for s in self.state_index if s.name == p.operand), None)
-                if operand is not None:
-                    k = self.state_index[operand]
-                    into, key = f"d_prev[{k}]", ("state", k)
-                else:
-                    key = self.d.accumulator(next(n.symbol for n in self.d.nodes if n.symbol.name == p.operand))
-                    into = key.name
-                product = f"{buffers[p.name]}[step - start].reshape(B, {p.name}.shape[0])"
-                after.append(f"gemm({product}, {p.name}, {into}, {'0.0' if first(key) else '1.0'})")
-            stages.append(Stage([], self._loads(reads, incoming) + lines, after))
-        resets = [f"d_prev[{k}] = 0.0" for k in range(len(self.cell.states)) if ("state", k) not in written]
-        resets += [f"{acc.name}[:] = 0.0" for acc in accumulators if acc not in written]
+        prologue += self.gate_views(body, "d_")
+        resets = [f"d_prev[{k}] = 0.0" for k in range(len(self.cell.states)) if writes.never(("state", k))]
+        resets += [f"{acc.name}[:] = 0.0" for acc in accumulators if writes.never(acc)]
         for buffer, p in owners.items():
             resets += [
                 f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
                 for j in range(p.blocks)
-                if (buffer, j) not in written
+                if writes.never((buffer, j))
             ]
         sums, copies = self._bias_gradients(column_sums)
         return {
@@ -345,6 +318,51 @@ class CellCode:
             "chunk": self._weight_gradients(buffers) + sums,
             "end": copies,
         }
+
+    def _backward_stage(self, level: int, buffers: dict, column_sums: dict, accumulators: list, writes) -> Stage:
+        """Pointwise adjoints of one level, then the products of its recurrent matrices."""
+        inline = dict(self.params_inline)
+        inline.update({acc: f"{acc.name}[row, unit]" for acc in accumulators})
+        targets = dict(inline)
+        leaf_of = {}
+        for s, leaf in self.d.leaves.items():
+            adjoint = self.d.adjoint[s]
+            leaf_of[adjoint] = leaf
+            if leaf.kind == "state":
+                targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
+            elif leaf.kind == "projection":
+                targets[adjoint] = f"{buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
+            else:
+                targets[adjoint] = f"{gated('d_' + leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
+        assignments = []
+        for a in self.d.backward[level]:
+            leaf = leaf_of.get(a.target)
+            if leaf is None:
+                key = a.target if a.target in accumulators else None
+            elif leaf.kind == "state":
+                key = ("state", leaf.index)
+            elif leaf.kind == "projection":
+                if buffers[leaf.param.name] != f"d_{projection_buffer(leaf.param)}":
+                    continue  # its gradient is already in the shared buffer
+                key = (buffers[leaf.param.name], leaf.index)
+            elif leaf.param.name in column_sums:
+                continue  # summed from a gradient buffer per chunk
+            else:
+                key = None  # a per-unit parameter: accumulates over rows and steps
+            assignments.append((a.target, writes.op(key, a.op), a.expr))
+        lines, reads = block(assignments, self.shared, KernelPrinter(inline), targets)
+        reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
+        products = []
+        for p in self._recurrent(level):
+            operand = next((s for s in self.state_index if s.name == p.operand), None)
+            if operand is not None:
+                into, key = f"d_prev[{self.state_index[operand]}]", ("state", self.state_index[operand])
+            else:
+                key = self.d.accumulator(next(n.symbol for n in self.d.nodes if n.symbol.name == p.operand))
+                into = key.name
+            rows = f"{buffers[p.name]}[step - start].reshape(B, {p.name}.shape[0])"
+            products.append(f"gemm({rows}, {p.name}, {into}, {writes.beta(key)})")
+        return Stage([], self._loads(reads, self._incoming_loads()) + lines, products)
 
     def _weight_gradients(self, buffers: dict[str, str]) -> list[str]:
         """Per chunk of steps: dx, and each weight's gradient accumulated over the chunks."""
@@ -393,7 +411,7 @@ class CellCode:
     def jacobian(self) -> dict:
         printer = KernelPrinter(self.params_inline)
         rows = []
-        buffers = self.gate_views()
+        buffers = []
         operand_products = {}
         for p in self.matrices:
             if p.operand not in {s.name for s in self.state_index} and p.operand != self.cell.x.name:
@@ -415,7 +433,7 @@ class CellCode:
                 title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"
             body = self._jacobian_body(terms, row, printer)
             rows.append(JacobianRow(title, before, body, after))
-        return {"buffers": buffers, "rows": rows}
+        return {"buffers": self.gate_views([line for r in rows for line in r.body]) + buffers, "rows": rows}
 
     def _jacobian_body(self, terms: list[JacobianTerm], row: str, printer: KernelPrinter) -> list[str]:
         coefficients = [sp.Symbol(f"coef{k}", real=True) for k in range(len(terms))]
