@@ -233,7 +233,7 @@ def plot(results: dict, path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
         return False
     entries = [(Point(**e["point"]), e) for e in results["points"]]
@@ -243,7 +243,7 @@ def plot(results: dict, path: Path) -> bool:
               if any(side in e["times"] for _, e in entries)]
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.4), squeeze=False)
     groups = sorted({(p.dtype, p.T, p.B, p.H) for p, _ in entries}, key=lambda g: (g[0], g[3], g[1]))
     for ax, (side, title, target) in zip(axes[0], panels):
         cells = list(dict.fromkeys(p.cell for p, e in entries if side in e["times"]))
@@ -251,18 +251,21 @@ def plot(results: dict, path: Path) -> bool:
         for k, cell in enumerate(cells):
             bars = [(g, e) for g, group in enumerate(groups) for p, e in entries
                     if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and side in e["times"]]
-            ax.bar([g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [_ratio(e, side) for _, e in bars],
-                   width, label=cell)
+            xs, ys = [g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [_ratio(e, side) for _, e in bars]
+            ax.bar(xs, ys, width, label=cell)
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=6)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(target, color="tab:red", linestyle="--", linewidth=0.8, label=f"target {target}x")
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([f"{d.replace('float', 'f')}\n{T}×{B}×{H}" for d, T, B, H in groups], fontsize=8)
         ax.set_ylabel("speedup (×, log scale)")
         ax.set_title(f"fwd+bwd speedup over {title}")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.suptitle("Generated kernels, forward+backward, T×B×(I=H): other side's median time / derive's")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -170,6 +170,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="report path (default: docs/benchmarks.md)")
     parser.add_argument("--no-report", action="store_true", help="print only; write no report")
     parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: rewrite the report (to --out) from the results of an earlier run")
     args = parser.parse_args(argv)
     try:
         args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
@@ -183,6 +185,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.render:
+        from .report import write
+
+        for path in write(json.loads(args.render.read_text()), args.out):
+            progress(f"wrote {path}")
+        return 0
     points = [Point(c, d, *s) for c in args.cells for d in args.dtypes for s in args.sizes]
     results = {
         "command": " ".join(["python -m derive bench", *argv]),
