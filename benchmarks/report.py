@@ -177,8 +177,9 @@ def _efficiency(results: dict) -> list[str]:
     return _table(
         "Efficiency and memory",
         ["GFLOP/s counts the matrix products only (forward 2·T·B·rows·cols per weight, backward twice that),",
-         "against the BLAS ceiling above. Peak memory: resident-set growth during one forward+backward",
-         "(Linux high-water mark, reset before the call; malloc mmap threshold fixed at 4 KiB)."],
+         "against the BLAS ceiling above. Peak memory: resident-set growth during one forward+backward, in a",
+         "fresh process per side and point, after a warm-up on a tiny input (Linux high-water mark, reset",
+         "before the call; malloc mmap threshold fixed at 4 KiB, so freed blocks leave the resident set)."],
         ["cell", "dtype", "T×B×I=H", "derive GFLOP/s", "of BLAS ceiling", "torch GFLOP/s", "peak MiB derive",
          "peak MiB torch"],
         rows,

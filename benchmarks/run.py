@@ -29,10 +29,10 @@ REQUEST_SECONDS = 0.05  # each timing request runs about this long (at least one
 MAX_CALLS = 20
 IDLE_FALLBACK_SECONDS = 0.2  # without /proc: pause this long between sides
 BLAS_N = 2048
-# Memory workers get a fixed, low mmap threshold: blocks above it are mapped on allocation and
+# Memory probes get a fixed, low mmap threshold: blocks above it are mapped on allocation and
 # unmapped when freed, so the resident set follows live memory (glibc otherwise keeps freed
-# blocks and raises the threshold dynamically). Smaller blocks stay unseen, which is why the
-# eager loop (thousands of small tensors) is not measured: only derive against torch built-ins.
+# blocks and raises the threshold dynamically). Only derive against torch built-ins: the
+# memory target compares with them.
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "4096", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_TOP_PAD_": "0"}
 MEMORY_SIDES = ("derive", "torch")
 
@@ -249,16 +249,15 @@ def main(argv: list[str]) -> int:
 
 
 def measure_memory(results: dict, points: list[Point], sides: list[str]) -> None:
-    """Peak memory of one forward+backward per side and point, in separate memory workers."""
-    workers = {side: Worker(side, worker_env(MEMORY_ENV)) for side in sides}
-    try:
-        for k, entry in enumerate(results["points"], 1):
-            point = Point(**entry["point"])
-            entry["memory"] = {
-                side: workers[side].call("memory", point=point.as_dict())["bytes"] for side in sides_of(point, sides)
-            }
-            text = ", ".join(f"{s} {b / 2**20:.1f} MiB" for s, b in entry["memory"].items() if b is not None)
-            progress(f"memory [{k}/{len(points)}] {point.label}: {text}")
-    finally:
-        for w in workers.values():
-            w.close()
+    """Peak memory of one forward+backward per side and point, each in a fresh process."""
+    for k, entry in enumerate(results["points"], 1):
+        point = Point(**entry["point"])
+        entry["memory"] = {}
+        for side in sides_of(point, sides):
+            command = [sys.executable, "-m", "benchmarks.worker", side, "--memory", json.dumps(point.as_dict())]
+            result = subprocess.run(command, cwd=ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"memory probe {side} {point.label} failed:\n{result.stderr}")
+            entry["memory"][side] = json.loads(result.stdout.splitlines()[-1])["bytes"]
+        text = ", ".join(f"{s} {b / 2**20:.1f} MiB" for s, b in entry["memory"].items() if b is not None)
+        progress(f"memory [{k}/{len(points)}] {point.label}: {text}")

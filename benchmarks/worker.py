@@ -8,8 +8,10 @@ Requests (op):
     facts    versions, CPU, thread counts of this process
     load     build the workload of a point and warm it up (compiles, first-touch allocations)
     time     per-call wall times of `calls` consecutive calls of a mode, after one untimed call
-    memory   peak resident memory added by one forward+backward (Linux /proc; see `peak_rss`)
     blas     GFLOP/s of NumPy's matmul of two n×n matrices (the BLAS ceiling)
+
+`python -m benchmarks.worker SIDE --memory POINT_JSON` measures peak memory instead, in a
+fresh process (see `first_call_memory`), and prints the bytes.
 """
 
 from __future__ import annotations
@@ -36,19 +38,26 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def peak_rss(run) -> int | None:
-    """Bytes by which the resident set's peak exceeds its size before `run()`.
+def first_call_memory(side: str, point: Point) -> int | None:
+    """Bytes by which the resident set's peak during one forward+backward exceeds its size before.
 
-    Resets the kernel's high-water mark (writing 5 to /proc/self/clear_refs), so it measures
-    exactly this call. Reliable only with a fixed malloc mmap threshold (the driver starts
-    memory workers with MALLOC_MMAP_THRESHOLD_), so large arrays go back to the OS when freed.
+    Run in a fresh process (started with a fixed, low malloc mmap threshold) after a warm-up on a
+    tiny input of the same cell and dtype, so that compiling and library set-up are done and no
+    freed memory of an earlier call of this size is there to be reused: the growth is the memory
+    the call holds at its peak. The kernel's high-water mark is reset first (5 > clear_refs).
     """
     if not (PROC / "clear_refs").exists():
         return None
+    tiny = Point(point.cell, point.dtype, 2, 2, 4)
+    warm = build(side, tiny)
+    for _ in range(2):
+        warm.forward_backward()
+    del warm
+    workload = build(side, point)
     gc.collect()
     (PROC / "clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    result = run()
+    result = workload.forward_backward()
     peak = _status_kib("VmHWM")
     del result
     return (peak - before) * 1024
@@ -147,14 +156,13 @@ class Server:
                 run()
                 times.append(time.perf_counter() - start)
             return {"times": times}
-        if op == "memory":
-            workload.forward_backward()
-            workload.release()
-            return {"bytes": peak_rss(workload.forward_backward)}
         raise ValueError(f"unknown op {op!r}")
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["--memory"]:
+        print(json.dumps({"bytes": first_call_memory(argv[0], Point(**json.loads(argv[2])))}))
+        return 0
     server = Server(argv[0])
     for line in sys.stdin:
         try:

@@ -41,12 +41,10 @@ class Point:
 
 @dataclass
 class Workload:
-    """The two timed operations of one side at one point, and how to drop what a call left
-    behind (torch keeps gradients in .grad until the next call clears them)."""
+    """The two timed operations of one side at one point."""
 
     forward: Callable[[], object]
     forward_backward: Callable[[], object]
-    release: Callable[[], None] = lambda: None
 
 
 def cell_class(name: str):
@@ -101,15 +99,12 @@ def _torch_run(point: Point, params: list, run: Callable):
     x = torch.tensor(x_np, requires_grad=True)
     dy = torch.tensor(dy_np)
 
-    def release():
+    def forward_backward():
         for p in params + [x]:
             p.grad = None
-
-    def forward_backward():
-        release()
         run(x).backward(dy)
 
-    return Workload(lambda: run(x), forward_backward, release)
+    return Workload(lambda: run(x), forward_backward)
 
 
 def _torch_builtin(point: Point) -> Workload:
