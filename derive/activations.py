@@ -12,6 +12,8 @@ from typing import Callable
 
 import sympy as sp
 
+from . import kernel_math
+
 
 class Activation(sp.Function):
     """An elementwise activation; subclasses are listed in ACTIVATIONS."""
@@ -64,26 +66,22 @@ class Rule:
     """How an activation differentiates and how a kernel evaluates it."""
 
     derivative: Callable[[sp.Expr], sp.Expr]  # y -> dy/dz, in terms of the output y
-    body: str  # Python expression of the scalar argument `z`, for the jitted helper
-    formula: str  # human-readable definition
+    kernel: Callable  # its code for the jitted helper of the same name (kernel_math.py)
 
 
 ACTIVATIONS: dict[type, Rule] = {
-    sigmoid: Rule(lambda y: y * (1 - y), "1.0 / (1.0 + math.exp(-z))", "σ(z) = 1/(1+e^-z)"),
-    tanh: Rule(lambda y: 1 - y**2, "math.tanh(z)", "tanh(z)"),
-    relu: Rule(lambda y: positive(y), "max(z, 0.0)", "max(z, 0)"),  # Numba's max keeps a NaN
-    hard_sigmoid: Rule(
-        lambda y: sp.Rational(1, 6) * inside_unit(y),
-        "min(max(z / 6.0 + 0.5, 0.0), 1.0)",  # keeps a NaN too
-        "clamp(z/6 + 1/2, 0, 1)",
-    ),
-    softsign: Rule(lambda y: (1 - sp.Abs(y)) ** 2, "z / (1.0 + abs(z))", "z/(1+|z|)"),
+    sigmoid: Rule(lambda y: y * (1 - y), kernel_math.sigmoid),
+    tanh: Rule(lambda y: 1 - y**2, kernel_math.tanh),
+    relu: Rule(lambda y: positive(y), kernel_math.relu),
+    hard_sigmoid: Rule(lambda y: sp.Rational(1, 6) * inside_unit(y), kernel_math.hard_sigmoid),
+    softsign: Rule(lambda y: (1 - sp.Abs(y)) ** 2, kernel_math.softsign),
 }
 
-# Kernel code of the indicator functions that appear in derivatives; `0.0 * y` keeps a NaN.
+# Kernel code of the indicator functions that appear in derivatives (`real` is the kernel's float
+# type); `real(0) * y` keeps a NaN, so a NaN forward never yields a clean-looking gradient.
 INDICATORS: dict[type, str] = {
-    positive: "1.0 if {y} > 0.0 else 0.0 * {y}",
-    inside_unit: "1.0 if 0.0 < {y} < 1.0 else 0.0 * {y}",
+    positive: "real(1) if {y} > real(0) else real(0) * {y}",
+    inside_unit: "real(1) if real(0) < {y} < real(1) else real(0) * {y}",
 }
 
 SUPPORTED = tuple(cls.__name__ for cls in ACTIVATIONS) + ("identity",)

@@ -1,4 +1,4 @@
-"""`python -m derive COMMAND`: generate, check, show, flow, gradcheck."""
+"""`python -m derive COMMAND`: generate, check, show, flow, gradcheck, bench."""
 
 from __future__ import annotations
 
@@ -139,6 +139,14 @@ def _generated_classes(names: list[str]):
     return [generated.CELLS[n] for n in names]
 
 
+def cmd_bench(args) -> int:
+    try:
+        from benchmarks.run import main as bench
+    except ImportError as error:
+        raise SystemExit(f"`bench` runs from a source checkout, with benchmarks/ beside derive/ ({error})")
+    return bench(args.options)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m derive", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,7 +193,12 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=1e-6)
     p.set_defaults(run=cmd_gradcheck)
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("bench", add_help=False, help="time generated cells against PyTorch; writes docs/benchmarks.md")
+    p.set_defaults(run=cmd_bench)  # its options are parsed by benchmarks/run.py: see `bench --help`
+
+    args, args.options = parser.parse_known_args(argv)
+    if args.options and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(args.options)}")
     try:
         return args.run(args)
     except SpecError as error:

@@ -13,19 +13,59 @@ Loops run over `step` (time), `row` (batch) and `unit` (hidden unit).
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from dataclasses import dataclass, field
 
 import sympy as sp
 
+from . import kernel_math
 from .activations import ACTIVATIONS
 from .derivation import Derivation, JacobianTerm
 from .printer import KernelPrinter, SharedTerms, block, display
 from .spec import Cell, Param
 
 
+# Numba options of the generated functions (see derive/jit.py for why these).
+KERNEL_OPTIONS = 'fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
+HELPER_OPTIONS = 'inline="always", fastmath={"contract"}, error_model="numpy"'
+# Steps are processed in chunks of about this many rows (steps x batch): input products and
+# gradient products stay large enough for BLAS, buffers stay in cache and memory stays bounded.
+CHUNK_ROWS = 256
+
+
 def offset(gate: int, index: str = "unit") -> str:
     """Index of `index` within gate block `gate` of a stacked (G*H, ...) parameter."""
     return index if gate == 0 else f"H + {index}" if gate == 1 else f"{gate} * H + {index}"
+
+
+def unit_of(param: Param, gate: int) -> str:
+    """Index of unit `unit` of gate block `gate` in an array with a gate axis (if `param` is gated).
+
+    Gate blocks get their own axis (shape (..., G, H)) so every index but `unit` is constant in
+    the loop over units: Numba's negative-index check then folds away and loads stay contiguous
+    (an index such as `2 * H + unit` would make LLVM gather)."""
+    return f"{gate}, unit" if param.blocks > 1 else "unit"
+
+
+def gated(name: str, param: Param) -> str:
+    """Name of the view with a gate axis of array `name` (shaped like `param`'s rows)."""
+    return f"{name}_gates" if param.blocks > 1 else name
+
+
+def gate_axes(param: Param) -> str:
+    """Trailing shape of an array with one value per unit of each gate of `param`."""
+    return f"{param.blocks}, H" if param.blocks > 1 else "H"
+
+
+def span(gate: int) -> str:
+    """Slice of gate block `gate` in a stacked (G*H, ...) dimension: `H:2 * H`."""
+
+    def edge(g: int) -> str:
+        return "0" if g == 0 else "H" if g == 1 else f"{g} * H"
+
+    return f"{edge(gate)}:{edge(gate + 1)}"
 
 
 def projection_buffer(param: Param) -> str:
@@ -66,6 +106,27 @@ class JacobianRow:
     after: list[str]
 
 
+class FirstWrites:
+    """Within a step, the first write to a buffer assigns (`=`, gemm beta 0) and later writes add,
+    so no buffer is zeroed first; `never` names the buffers nothing wrote (these are zeroed)."""
+
+    def __init__(self):
+        self.written: set = set()
+
+    def op(self, key, default: str) -> str:
+        """`=` for the first write to `key` (None: not a per-step buffer), else `default`."""
+        if key is None or key in self.written:
+            return default
+        self.written.add(key)
+        return "="
+
+    def beta(self, key) -> str:
+        return "0.0" if self.op(key, "+=") == "=" else "1.0"
+
+    def never(self, key) -> bool:
+        return key not in self.written
+
+
 class CellCode:
     """All code pieces of one cell, computed once from its derivation."""
 
@@ -89,10 +150,20 @@ class CellCode:
 
     def _params_inline(self) -> dict[sp.Symbol, str]:
         return {
-            s: f"{leaf.param.name}[{offset(leaf.index)}]"
+            s: f"{gated(leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
             for s, leaf in self.d.leaves.items()
             if leaf.kind == "param"
         }
+
+    def gate_views(self, lines: list[str], prefix: str = "") -> list[str]:
+        """Views with a gate axis of the gated per-unit parameters (or, with prefix `d_`, of their
+        gradients) that `lines` use."""
+        views = []
+        for p in self.cell.params:
+            name = gated(prefix + p.name, p)
+            if p.kind == "vector" and p.blocks > 1 and any(f"{name}[" in line for line in lines):
+                views.append(f"{name} = {prefix}{p.name}.reshape({gate_axes(p)})")
+        return views
 
     def _level_of_param(self, param: Param) -> int:
         return self.d.leaves[param.symbols[0]].level
@@ -124,21 +195,30 @@ class CellCode:
         return lines
 
     # -- forward ----------------------------------------------------------------------------
+    def _recurrent(self, level: int | None = None) -> list[Param]:
+        """Matrices acting on a value of the recurrence (not on x), at `level` if given."""
+        return [
+            p for p in self.matrices
+            if p.operand != self.cell.x.name and (level is None or self._level_of_param(p) == level)
+        ]
+
     def forward(self) -> dict:
         inline = dict(self.params_inline)
         for s, leaf in self.d.leaves.items():
             if leaf.kind == "projection":
                 buffer = projection_buffer(leaf.param)
-                where = "step, row" if leaf.param.operand == self.cell.x.name else "row"
-                inline[s] = f"{buffer}[{where}, {offset(leaf.index)}]"
+                where = "step - start, row" if leaf.param.operand == self.cell.x.name else "row"
+                inline[s] = f"{buffer}[{where}, {unit_of(leaf.param, leaf.index)}]"
         printer = KernelPrinter(inline)
-        prologue = []
+        prologue, chunk = [], []
         for p in self.matrices:
             buffer = projection_buffer(p)
             if p.operand == self.cell.x.name:
-                prologue.append(f"{buffer} = np.dot(x.reshape(T * B, I), {p.name}.T).reshape(T, B, {p.name}.shape[0])")
+                prologue.append(f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # {p.name} x for the steps of a chunk")
+                chunk.append(f"gemm(x[start:start + steps].reshape(steps * B, I), {p.name}.T, {buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
             else:
-                prologue.append(f"{buffer} = np.empty((B, {p.name}.shape[0]), x.dtype)")
+                prologue.append(f"{p.name}_T = np.ascontiguousarray({p.name}.T)  # v @ {p.name}_T: BLAS's fastest form for a few rows")
+                prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)")
         stages = []
         for level in range(self.d.levels):
             nodes = [n for n in self.d.nodes if n.level == level]
@@ -153,12 +233,12 @@ class CellCode:
                 if leaf is not None and leaf.level == level:
                     stores.append(f"saved[step, {k}, row, unit] = {inline[s]}")
             matmuls = [
-                f"np.dot({self.vector_at(p.operand, 'step')}, {p.name}.T, {projection_buffer(p)})"
-                for p in self.matrices
-                if p.operand != self.cell.x.name and self._level_of_param(p) == level
+                f"gemm({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
+                for p in self._recurrent(level)
             ]
             stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
-        return {"prologue": prologue, "stages": stages}
+        prologue = self.gate_views([line for stage in stages for line in stage.body]) + prologue
+        return {"prologue": prologue, "chunk": chunk, "stages": stages}
 
     # -- backward ---------------------------------------------------------------------------
     def _incoming_loads(self) -> dict[sp.Symbol, str]:
@@ -177,60 +257,169 @@ class CellCode:
             key=lambda s: s.name,
         )
 
+    def _contributions(self, adjoint: sp.Symbol) -> tuple:
+        """What flows into `adjoint` in one step: (level, expression) per assignment."""
+        return tuple((lv, str(a.expr)) for lv in range(self.d.levels) for a in self.d.backward[lv] if a.target == adjoint)
+
+    def _gradient_buffers(self) -> dict[str, str]:
+        """Matrix name -> the buffer holding the gradient of its projection, per chunk.
+
+        Matrices whose projections get the same gradient (W_ih and W_hh of an LSTM: both
+        sums enter the same gate) share the first one's buffer.
+        """
+        signatures: dict[tuple, str] = {}
+        return {
+            p.name: signatures.setdefault(
+                tuple(self._contributions(self.d.adjoint[s]) for s in p.symbols), f"d_{projection_buffer(p)}"
+            )
+            for p in self.matrices
+        }
+
+    def _column_sums(self, buffers: dict[str, str]) -> dict[str, list[tuple[str, Param, int]]]:
+        """Vector parameters whose gradient is a sum of gradient-buffer columns (biases):
+        name -> per gate (buffer, matrix owning it, gate block); one buffer for all gates if
+        one matches them all."""
+        owners = [p for p in self.matrices if buffers[p.name] == f"d_{projection_buffer(p)}"]
+
+        def flows(p: Param) -> list[tuple]:
+            return [self._contributions(self.d.adjoint[s]) for s in p.symbols]
+
+        sums = {}
+        for p in self.cell.params:
+            if p.kind != "vector":
+                continue
+            whole = next((m for m in owners if flows(m) == flows(p)), None)
+            if whole is not None:
+                sums[p.name] = [(buffers[whole.name], whole, g) for g in range(p.blocks)]
+                continue
+            blocks = {flow: (buffers[m.name], m, j) for m in reversed(owners) for j, flow in enumerate(flows(m))}
+            sources = [blocks.get(flow) for flow in flows(p)]
+            if all(sources):
+                sums[p.name] = sources
+        return sums
+
     def backward(self) -> dict:
+        accumulators = self._accumulators()
+        buffers = self._gradient_buffers()
+        owners: dict[str, Param] = {}  # buffer -> the matrix it is named after
+        for name, buffer in buffers.items():
+            owners.setdefault(buffer, self.cell.param(name))
+        column_sums = self._column_sums(buffers)
+        writes = FirstWrites()
+        stages = [self._backward_stage(level, buffers, column_sums, accumulators, writes)
+                  for level in reversed(range(self.d.levels))]
+        body = [line for stage in stages for line in stage.body]
+        prologue = self.gate_views(body) + [
+            f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
+            for buffer, p in owners.items()
+        ]
+        prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in accumulators]
+        prologue += [f"d_{p.name}[:] = 0.0" for p in self.cell.params]  # accumulated over steps and chunks
+        prologue += self.gate_views(body, "d_")
+        resets = [f"d_prev[{k}] = 0.0" for k in range(len(self.cell.states)) if writes.never(("state", k))]
+        resets += [f"{acc.name}[:] = 0.0" for acc in accumulators if writes.never(acc)]
+        for buffer, p in owners.items():
+            resets += [
+                f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
+                for j in range(p.blocks)
+                if writes.never((buffer, j))
+            ]
+        sums, copies = self._bias_gradients(column_sums)
+        return {
+            "prologue": prologue,
+            "resets": resets,
+            "stages": stages,
+            "chunk": self._weight_gradients(buffers) + sums,
+            "end": copies,
+        }
+
+    def _backward_stage(self, level: int, buffers: dict, column_sums: dict, accumulators: list, writes) -> Stage:
+        """Pointwise adjoints of one level, then the products of its recurrent matrices."""
         inline = dict(self.params_inline)
-        inline.update({acc: f"{acc.name}[row, unit]" for acc in self._accumulators()})
+        inline.update({acc: f"{acc.name}[row, unit]" for acc in accumulators})
         targets = dict(inline)
+        leaf_of = {}
         for s, leaf in self.d.leaves.items():
             adjoint = self.d.adjoint[s]
+            leaf_of[adjoint] = leaf
             if leaf.kind == "state":
                 targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
             elif leaf.kind == "projection":
-                targets[adjoint] = f"d_{projection_buffer(leaf.param)}[step, row, {offset(leaf.index)}]"
+                targets[adjoint] = f"{buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
             else:
-                targets[adjoint] = f"d_{leaf.param.name}[{offset(leaf.index)}]"
-        printer = KernelPrinter(inline)
-        incoming = self._incoming_loads()
-        prologue = [f"d_{projection_buffer(p)} = np.zeros((T, B, {p.name}.shape[0]), x.dtype)" for p in self.matrices]
-        prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self._accumulators()]
-        resets = [f"{acc.name}[:] = 0.0" for acc in self._accumulators()]
-        stages = []
-        for level in reversed(range(self.d.levels)):
-            assignments = [(a.target, a.op, a.expr) for a in self.d.backward[level]]
-            lines, reads = block(assignments, self.shared, printer, targets)
-            reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
-            after = []
-            for p in self.matrices:
-                if self._level_of_param(p) != level or p.operand == self.cell.x.name:
-                    continue
-                product = f"np.dot(d_{projection_buffer(p)}[step], {p.name})"
-                operand = next((s for s in self.state_index if s.name == p.operand), None)
-                if operand is not None:
-                    after.append(f"d_prev[{self.state_index[operand]}] += {product}")
-                else:
-                    after.append(f"d_{p.operand}_acc += {product}")
-            stages.append(Stage([], self._loads(reads, incoming) + lines, after))
-        return {"prologue": prologue, "resets": resets, "stages": stages, "epilogue": self._weight_gradients()}
+                targets[adjoint] = f"{gated('d_' + leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
+        assignments = []
+        for a in self.d.backward[level]:
+            leaf = leaf_of.get(a.target)
+            if leaf is None:
+                key = a.target if a.target in accumulators else None
+            elif leaf.kind == "state":
+                key = ("state", leaf.index)
+            elif leaf.kind == "projection":
+                if buffers[leaf.param.name] != f"d_{projection_buffer(leaf.param)}":
+                    continue  # its gradient is already in the shared buffer
+                key = (buffers[leaf.param.name], leaf.index)
+            elif leaf.param.name in column_sums:
+                continue  # summed from a gradient buffer per chunk
+            else:
+                key = None  # a per-unit parameter: accumulates over rows and steps
+            assignments.append((a.target, writes.op(key, a.op), a.expr))
+        lines, reads = block(assignments, self.shared, KernelPrinter(inline), targets)
+        reads -= {a.target for a in self.d.backward[level] if a.op == "="} | set(inline)
+        products = []
+        for p in self._recurrent(level):
+            operand = next((s for s in self.state_index if s.name == p.operand), None)
+            if operand is not None:
+                into, key = f"d_prev[{self.state_index[operand]}]", ("state", self.state_index[operand])
+            else:
+                key = self.d.accumulator(next(n.symbol for n in self.d.nodes if n.symbol.name == p.operand))
+                into = key.name
+            rows = f"{buffers[p.name]}[step - start].reshape(B, {p.name}.shape[0])"
+            products.append(f"gemm({rows}, {p.name}, {into}, {writes.beta(key)})")
+        return Stage([], self._loads(reads, self._incoming_loads()) + lines, products)
 
-    def _weight_gradients(self) -> list[str]:
+    def _weight_gradients(self, buffers: dict[str, str]) -> list[str]:
+        """Per chunk of steps: dx, and each weight's gradient accumulated over the chunks."""
         lines = []
-        x_op = "="
+        beta_x = "0.0"
         for p in self.matrices:
-            rows = f"d_{projection_buffer(p)}.reshape(T * B, {p.name}.shape[0])"
+            rows = f"{buffers[p.name]}[:steps].reshape(steps * B, {p.name}.shape[0])"
             if p.operand == self.cell.x.name:
-                lines.append(f"dx[:] {x_op} np.dot({rows}, {p.name}).reshape(T, B, I)" if x_op == "=" else
-                             f"dx += np.dot({rows}, {p.name}).reshape(T, B, I)")
-                x_op = "+="
-                operand = "x.reshape(T * B, I)"
+                lines.append(f"gemm({rows}, {p.name}, dx[start:stop].reshape(steps * B, I), {beta_x})")
+                beta_x = "1.0"
+                operand = "x[start:stop].reshape(steps * B, I)"
             else:
-                operand = f"np.ascontiguousarray({self._sequence_of(p.operand)}).reshape(T * B, H)"
-            lines.append(f"d_{p.name}[:] = np.dot({rows}.T, {operand})")
+                operand = f"{self._sequence_of(p.operand)}.reshape(steps * B, H)"
+            lines.append(f"gemm({rows}.T, {operand}, d_{p.name}, 1.0)")
         return lines
 
+    def _bias_gradients(self, column_sums: dict) -> tuple[list[str], list[str]]:
+        """Vector parameters whose gradient is a column sum of gradient buffers: per chunk, the
+        sums; after the loop, copies for parameters with the same gradient as an earlier one."""
+        sums, copies, done = [], [], {}
+        for name, sources in column_sums.items():
+            key = tuple((buffer, j) for buffer, _, j in sources)
+            if key in done:
+                copies.append(f"d_{name}[:] = d_{done[key]}")
+                continue
+            done[key] = name
+            buffer, p, _ = sources[0]
+            rows = f"{buffer}[:steps].reshape(steps * B, {p.name}.shape[0])"
+            if key == tuple((buffer, g) for g in range(p.blocks)):
+                sums.append(f"add_column_sums({rows}, d_{name})")
+            else:
+                sums += [
+                    f"add_column_sums({b}[:steps].reshape(steps * B, {q.name}.shape[0])[:, {span(j)}], d_{name}[{span(g)}])"
+                    for g, (b, q, j) in enumerate(sources)
+                ]
+        return sums, copies
+
     def _sequence_of(self, name: str) -> str:
-        """Code for the (T, B, H) sequence of vector `name` over all steps."""
+        """Code for the (steps, B, H) values of vector `name` over the steps of a chunk."""
         at = self.vector_at(name, "STEP")
-        return at.replace("STEP + 1", "1:").replace("STEP", ":T") if "states" in at else at.replace("STEP", ":")
+        if at.startswith("states"):
+            return at.replace("STEP + 1", "start + 1:stop + 1").replace("STEP", "start:stop")
+        return f"np.ascontiguousarray({at.replace('STEP', 'start:stop')})"
 
     # -- Jacobian ---------------------------------------------------------------------------
     def jacobian(self) -> dict:
@@ -258,7 +447,7 @@ class CellCode:
                 title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"
             body = self._jacobian_body(terms, row, printer)
             rows.append(JacobianRow(title, before, body, after))
-        return {"buffers": buffers, "rows": rows}
+        return {"buffers": self.gate_views([line for r in rows for line in r.body]) + buffers, "rows": rows}
 
     def _jacobian_body(self, terms: list[JacobianTerm], row: str, printer: KernelPrinter) -> list[str]:
         coefficients = [sp.Symbol(f"coef{k}", real=True) for k in range(len(terms))]
@@ -282,11 +471,10 @@ class CellCode:
         return lines
 
     # -- module-level facts -----------------------------------------------------------------
-    def activations(self) -> list[dict]:
+    def helpers(self) -> list[str]:
+        """Source of the jitted helpers: the activations used, after the functions they call."""
         used = sorted({n.activation for n in self.d.nodes if n.activation}, key=lambda a: a.__name__)
-        return [
-            {"name": a.__name__, "body": ACTIVATIONS[a].body, "formula": ACTIVATIONS[a].formula} for a in used
-        ]
+        return [inspect.getsource(f).rstrip("\n") for f in with_callees([ACTIVATIONS[a].kernel for a in used])]
 
     def parameters(self) -> list[dict]:
         result = []
@@ -310,6 +498,26 @@ class CellCode:
 
     def equations(self) -> list[str]:
         return [f"{n.symbol.name} = {display(n.expr)}" for n in self.d.nodes]
+
+
+def with_callees(functions: list) -> list:
+    """`functions` and the kernel_math functions they call, each after its callees."""
+    order: list = []
+
+    def visit(function):
+        if function in order:
+            return
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                callee = getattr(kernel_math, node.func.id, None)
+                if inspect.isfunction(callee) and callee.__module__ == kernel_math.__name__:
+                    visit(callee)
+        order.append(function)
+
+    for function in functions:
+        visit(function)
+    return order
 
 
 def module_context(d: Derivation) -> dict:
@@ -343,7 +551,10 @@ def module_context(d: Derivation) -> dict:
         "param_shapes": "; ".join(f"{p['name']} {p['shape']}" for p in params),
         "grad_shapes": "; ".join(f"d_{p['name']} like {p['name']}" for p in params),
         "parameters": params,
-        "activations": code.activations(),
+        "helpers": code.helpers(),
+        "helper_options": HELPER_OPTIONS,
+        "kernel_options": KERNEL_OPTIONS,
+        "chunk_rows": CHUNK_ROWS,
         "forward": code.forward(),
         "backward": code.backward(),
         "jacobian": code.jacobian(),

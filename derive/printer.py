@@ -4,6 +4,10 @@ Each kernel has its own map from symbols to code: a local variable name, or an a
 such as `b_ih[H + unit]`. Common subexpressions are eliminated once over every expression of
 a cell (forward, backward and Jacobian together); each block then defines only the shared
 terms it uses.
+
+Numbers print as `real(1)`, `real(1/6)`: `real` is the kernel's float type (`x.dtype.type`), so
+a float32 kernel computes in float32 (Numba would promote `1 - o` with float32 `o` to float64).
+Small integer powers print as products.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 from .activations import ACTIVATIONS, INDICATORS
@@ -33,8 +38,27 @@ class KernelPrinter(PythonCodePrinter):
             return "(" + INDICATORS[type(expr)].format(y=self._print(expr.args[0])) + ")"
         raise TypeError(f"no kernel code for function {expr.func}")
 
+    def _typed(self, text: str, negative: bool) -> str:
+        return f"-real({text})" if negative else f"real({text})"
+
+    def _print_Integer(self, expr):
+        return self._typed(str(abs(expr.p)), expr.p < 0)
+
     def _print_Rational(self, expr):
-        return f"({expr.p}/{expr.q})"
+        return self._typed(f"{abs(expr.p)}/{expr.q}", expr.p < 0)
+
+    def _print_Float(self, expr):
+        return self._typed(repr(abs(float(expr))), expr < 0)
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.args
+        if exponent.is_Integer and 1 <= abs(exponent) <= 4:
+            factor = self.parenthesize(base, PRECEDENCE["Mul"], strict=False)
+            if exponent == -1:
+                return f"(real(1)/{factor})"
+            product = "*".join([factor] * abs(int(exponent)))
+            return f"({product})" if exponent > 0 else f"(real(1)/({product}))"
+        return super()._print_Pow(expr, rational)
 
 
 def display(expr: sp.Expr) -> str:

@@ -269,8 +269,8 @@ def kernel_identifiers(source: str) -> set[str]:
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.FunctionDef):
             names.add(node.name)
-            if node.name in RESERVED and node.name not in ("forward", "backward", "jacobian"):
-                continue  # an activation helper
+            if node.name not in ("forward", "backward", "jacobian"):
+                continue  # a helper (activation, exp, ...): its locals live in its own scope
             names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             names |= {a.arg for a in node.args.args}
     return names

@@ -1,0 +1,263 @@
+"""The benchmark driver: `python -m derive bench [options]` (see --help).
+
+Each side (see workloads.py) runs in its own worker process. Every round visits the whole grid,
+and at each point the sides take turns, in alternating order; a burst of load on a shared
+machine then spoils one round of a point, not all of them, and hits all sides alike. Reported
+times are medians of all timed calls; ratios are other / derive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import compile as compile_probe
+from .workloads import MODES, SIDES, Point, has_builtin, matmul_flops
+
+ROOT = Path(__file__).resolve().parent.parent
+CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
+DTYPES = ("float32", "float64")
+SIZES = ((64, 32, 32), (64, 32, 128), (32, 32, 512), (256, 8, 64))
+REQUEST_SECONDS = 0.05  # each timing request runs about this long (at least one call)
+MAX_CALLS = 20
+IDLE_FALLBACK_SECONDS = 0.2  # without /proc: pause this long between sides
+BLAS_N = 2048
+# Memory probes get a fixed, low mmap threshold: blocks above it are mapped on allocation and
+# unmapped when freed, so the resident set follows live memory (glibc otherwise keeps freed
+# blocks and raises the threshold dynamically). Only derive against torch built-ins: the
+# memory target compares with them.
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "4096", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_TOP_PAD_": "0"}
+MEMORY_SIDES = ("derive", "torch")
+
+
+def worker_env(extra: dict | None = None) -> dict:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **(extra or {}))
+
+
+class Worker:
+    """One side's process; `call(op, ...)` sends a request and returns the reply."""
+
+    def __init__(self, side: str, env: dict):
+        self.side = side
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", side],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def call(self, op: str, **request) -> dict:
+        self.process.stdin.write(json.dumps({"op": op, **request}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.side} worker exited (exit code {self.process.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"{self.side} worker, {op} {request.get('point', '')}: {reply['error']}")
+        return reply
+
+    def cpu_ticks(self) -> int | None:
+        """CPU time used so far by all threads of the process (clock ticks; Linux only)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        except OSError:
+            return None
+
+    def wait_idle(self, timeout: float = 1.0) -> None:
+        """Return once the process stopped using CPU: thread pools spin a while after their
+        last job (OpenBLAS about 0.1 s), which would slow down the next side."""
+        deadline = time.perf_counter() + timeout
+        last = self.cpu_ticks()
+        if last is None:
+            time.sleep(IDLE_FALLBACK_SECONDS)
+            return
+        quiet = 0
+        while quiet < 2 and time.perf_counter() < deadline:
+            time.sleep(0.02)
+            now = self.cpu_ticks()
+            quiet = quiet + 1 if now == last else 0
+            last = now
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def sides_of(point: Point, sides: list[str]) -> list[str]:
+    return [s for s in sides if s != "torch" or has_builtin(point.cell)]
+
+
+def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int) -> list[dict]:
+    """Median (and best) seconds per point, side and mode over `rounds` rounds of the grid."""
+    calls = {}
+    for k, point in enumerate(points, 1):
+        for side in sides_of(point, list(workers)):
+            seconds = workers[side].call("load", point=point.as_dict())["seconds"]
+            workers[side].wait_idle()
+            calls[point, side] = max(1, min(MAX_CALLS, round(REQUEST_SECONDS / max(seconds, 1e-9))))
+        progress(f"warm-up [{k}/{len(points)}] {point.label}")
+    samples: dict = {}
+    started = time.perf_counter()
+    for r in range(rounds):
+        for k, point in enumerate(points):
+            sides = sides_of(point, list(workers))
+            for side in sides if (r + k) % 2 == 0 else reversed(sides):
+                for mode in MODES:
+                    reply = workers[side].call("time", point=point.as_dict(), mode=mode, calls=calls[point, side])
+                    samples.setdefault((point, side, mode), []).extend(reply["times"])
+                workers[side].wait_idle()
+        progress(f"round {r + 1}/{rounds} of {len(points)} points done ({(time.perf_counter() - started) / 60:.1f} min)")
+    return [
+        {
+            side: {
+                mode: {"median": statistics.median(t), "best": min(t), "samples": len(t)}
+                for mode in MODES
+                for t in [samples[point, side, mode]]
+            }
+            for side in sides_of(point, list(workers))
+        }
+        for point in points
+    ]
+
+
+def blas_ceiling(worker: Worker, dtypes: list[str]) -> dict[str, list[float]]:
+    return {dtype: worker.call("blas", dtype=dtype, n=BLAS_N, calls=5)["gflops"] for dtype in dtypes}
+
+
+def progress(text: str) -> None:
+    print(text, flush=True)
+
+
+def describe(point: Point, times: dict) -> str:
+    derive = times["derive"]
+    parts = [f"derive {derive['forward']['median'] * 1e3:.2f} / {derive['forward_backward']['median'] * 1e3:.2f} ms"]
+    for side in ("torch", "eager"):
+        if side in times:
+            other = times[side]["forward_backward"]["median"]
+            ratio = other / derive["forward_backward"]["median"]
+            parts.append(f"{side} {times[side]['forward']['median'] * 1e3:.2f} / {other * 1e3:.2f} ms ({ratio:.2f}x)")
+    return f"{point.label}: " + " | ".join(parts) + "  [fwd / fwd+bwd]"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m derive bench",
+        description="Time generated cells against torch.nn built-ins and eager torch loops; write a report.",
+    )
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), help="cells (default: %(default)s)")
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
+    parser.add_argument(
+        "--sizes", nargs="+", default=["x".join(map(str, s)) for s in SIZES], help="TxBxH, input size = H (default: %(default)s)"
+    )
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES, help="derive is always run")
+    parser.add_argument("--repeats", type=int, default=7, help="rounds over the grid (default: %(default)s)")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
+    parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the activation accuracy sweep (about 30 s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="report path (default: docs/benchmarks.md)")
+    parser.add_argument("--no-report", action="store_true", help="print only; write no report")
+    parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: rewrite the report (to --out) from the results of an earlier run")
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    except ValueError:
+        parser.error(f"--sizes must look like 64x32x128 (T x B x H), got {args.sizes}")
+    if any(len(s) != 3 or min(s) < 1 for s in args.sizes):
+        parser.error(f"--sizes must be three positive integers TxBxH, got {args.sizes}")
+    args.sides = ["derive"] + [s for s in args.sides if s != "derive"]
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.render:
+        from .report import write
+
+        for path in write(json.loads(args.render.read_text()), args.out):
+            progress(f"wrote {path}")
+        return 0
+    points = [Point(c, d, *s) for c in args.cells for d in args.dtypes for s in args.sizes]
+    results = {
+        "command": " ".join(["python -m derive bench", *argv]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "note": args.note,
+        "load_average": {"start": os.getloadavg()},
+        "points": [],
+    }
+    started = time.perf_counter()
+    workers = {side: Worker(side, worker_env()) for side in args.sides}
+    try:
+        results["facts"] = {side: w.call("facts") for side, w in workers.items()}
+        progress(f"BLAS ceiling (NumPy matmul, n={BLAS_N}) ...")
+        ceiling = blas_ceiling(workers["derive"], args.dtypes)
+        for point, times in zip(points, time_grid(points, workers, args.repeats)):
+            flops = dict(zip(MODES, matmul_flops(point)))
+            results["points"].append({"point": point.as_dict(), "times": times, "flops": flops})
+            progress(describe(point, times))
+        for dtype, rates in blas_ceiling(workers["derive"], args.dtypes).items():
+            ceiling[dtype] += rates
+    finally:
+        for w in workers.values():
+            w.close()
+    results["blas_gflops"] = {d: statistics.median(r) for d, r in ceiling.items()}
+    progress("BLAS ceiling GFLOP/s: " + ", ".join(f"{d} {g:.0f}" for d, g in results["blas_gflops"].items()))
+    if not args.no_memory:
+        measure_memory(results, points, [s for s in args.sides if s in MEMORY_SIDES])
+    if not args.no_compile:
+        results["numba_floor"] = compile_probe.numba_floor(worker_env())
+        progress(f"numba floor (import numba + first call of a cached one-line function): {results['numba_floor']:.2f} s")
+        results["compile"] = {}
+        for cell in args.cells:
+            progress(f"compile {cell}: cold (empty Numba cache) and warm ...")
+            results["compile"][cell] = compile_probe.measure(cell, worker_env())
+            c = results["compile"][cell]
+            progress(
+                f"  cold float32 {c['cold_compile']['float32']:.1f} s, float64 {c['cold_compile']['float64']:.1f} s; "
+                f"warm import + first call {c['warm_total']:.2f} s"
+            )
+    if not args.no_accuracy:
+        from derive import accuracy
+
+        progress("accuracy of sigmoid and tanh (every float32 in range, dense float64 samples) ...")
+        results["accuracy"] = accuracy.report()
+        for a in results["accuracy"]:
+            progress(f"  {a['function']} {a['dtype']}: max {a['max_ulp']:.2f} ulp over {a['count']:,} arguments")
+    results["load_average"]["end"] = os.getloadavg()
+    results["seconds"] = time.perf_counter() - started
+    progress(f"done in {results['seconds'] / 60:.1f} min")
+    if not args.no_report:
+        from .report import write
+
+        for path in write(results, args.out):
+            progress(f"wrote {path}")
+    return 0
+
+
+def measure_memory(results: dict, points: list[Point], sides: list[str]) -> None:
+    """Peak memory of one forward+backward per side and point, each in a fresh process."""
+    for k, entry in enumerate(results["points"], 1):
+        point = Point(**entry["point"])
+        entry["memory"] = {}
+        for side in sides_of(point, sides):
+            command = [sys.executable, "-m", "benchmarks.worker", side, "--memory", json.dumps(point.as_dict())]
+            result = subprocess.run(command, cwd=ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"memory probe {side} {point.label} failed:\n{result.stderr}")
+            entry["memory"][side] = json.loads(result.stdout.splitlines()[-1])["bytes"]
+        text = ", ".join(f"{s} {b / 2**20:.1f} MiB" for s, b in entry["memory"].items() if b is not None)
+        progress(f"memory [{k}/{len(points)}] {point.label}: {text}")

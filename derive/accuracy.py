@@ -1,0 +1,136 @@
+"""Accuracy of the kernels' activation functions (kernel_math.py), in ulps.
+
+float32: every float32 of the range where the result is not trivially rounded (checked
+exhaustively), against the correctly rounded result (float64 math rounded to float32).
+float64: dense samples against extended precision (np.longdouble, 64-bit mantissa on x86-64).
+The functions measured are the jitted helpers of a generated module, as the kernels use them.
+Used by tests/test_kernel_math.py (which asserts bounds) and by `python -m derive bench`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+
+import numba
+import numpy as np
+
+# Positive float32 magnitudes swept exhaustively, per function (both signs where not odd):
+# below them the result rounds to the value at 0 (sigmoid 1/2) or to z itself (tanh, with
+# margin); above them to the limit (sigmoid 1 or 0, tanh ±1).
+FLOAT32_RANGES = {"sigmoid": (2.0**-27, 105.0), "tanh": (2.0**-20, 9.5)}
+
+
+@numba.njit(cache=True)
+def _reference_sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@numba.njit(cache=True)
+def _reference_tanh(x):
+    return math.tanh(x)
+
+
+REFERENCES = {"sigmoid": _reference_sigmoid, "tanh": _reference_tanh}
+
+
+@numba.njit(cache=True)
+def _ulps32(a, b):
+    """Number of float32 values from a to b (NaN equal to NaN only)."""
+    if a != a or b != b:
+        return 0 if (a != a and b != b) else 2**32
+    ia, ib = np.int64(np.float32(a).view(np.int32)), np.int64(np.float32(b).view(np.int32))
+    ia = ia if ia >= 0 else -(ia & 0x7FFFFFFF)
+    ib = ib if ib >= 0 else -(ib & 0x7FFFFFFF)
+    return abs(ia - ib)
+
+
+@numba.njit(cache=True)
+def _sweep32(function, reference, first, last, step, sign):
+    """Worst ulp distance over float32 bit patterns first..last (inclusive) by `step`, times sign."""
+    worst, at, count = 0, np.float32(0), 0
+    for bits in range(first, last + 1, step):
+        x = np.float32(sign) * np.int32(bits).view(np.float32)
+        error = _ulps32(function(x), np.float32(reference(np.float64(x))))
+        count += 1
+        if error > worst:
+            worst, at = error, x
+    return worst, at, count
+
+
+@dataclass
+class Accuracy:
+    """Worst error in ulps, where it occurred, and how many arguments were checked."""
+
+    function: str
+    dtype: str
+    max_ulp: float
+    at: float
+    count: int
+
+
+def _bits32(value: float) -> int:
+    return int(np.float32(value).view(np.int32))
+
+
+def float32_sweep(name: str, function, odd: bool = False) -> Accuracy:
+    """Every float32 with magnitude in FLOAT32_RANGES[name] (both signs unless `odd`), plus
+    every 97th float32 elsewhere (tiny magnitudes, subnormals, saturation, inf and NaN)."""
+    low, high = (_bits32(v) for v in FLOAT32_RANGES[name])
+    reference = REFERENCES[name]
+    results = []
+    for sign in (1.0,) if odd else (1.0, -1.0):
+        results.append(_sweep32(function, reference, low, high, 1, sign))
+        results.append(_sweep32(function, reference, 0, low, 97, sign))
+        results.append(_sweep32(function, reference, high, 0x7FC00000, 97, sign))
+    worst, at, _ = max(results, key=lambda r: r[0])
+    return Accuracy(name, "float32", float(worst), float(at), sum(r[2] for r in results))
+
+
+@numba.njit(cache=True)
+def _apply(function, x, out):
+    for k in range(x.size):
+        out[k] = function(x[k])
+
+
+def _reference64(name: str, x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.longdouble)
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x)) if name == "sigmoid" else np.tanh(x)
+
+
+def float64_sample(name: str, function, n: int = 1_000_000, seed: int = 0) -> Accuracy:
+    """n log-uniform magnitudes from 1e-300 to 750 and n uniform values in [-40, 40], both signs,
+    against np.longdouble (subnormal results count in units of the subnormal spacing)."""
+    rng = np.random.default_rng(seed)
+    magnitudes = 10.0 ** rng.uniform(-300, math.log10(750), n)
+    x = np.concatenate([magnitudes * rng.choice([-1.0, 1.0], n), rng.uniform(-40, 40, n)])
+    ours = np.empty_like(x)
+    _apply(function, x, ours)
+    exact = _reference64(name, x)
+    nearest = exact.astype(np.float64)
+    ulp = np.spacing(np.maximum(np.abs(nearest), np.finfo(np.float64).tiny)).astype(np.longdouble)
+    errors = np.abs(ours.astype(np.longdouble) - exact) / ulp
+    k = int(np.argmax(errors))
+    return Accuracy(name, "float64", float(errors[k]), float(x[k]), x.size)
+
+
+def jitted(name: str):
+    """The kernel_math function `name` as the first generated module that has it compiled it."""
+    import generated
+
+    for cls in generated.CELLS.values():
+        function = getattr(sys.modules[cls.__module__], name, None)
+        if isinstance(function, numba.core.registry.CPUDispatcher):
+            return function
+    raise LookupError(f"no generated module has a jitted {name!r}")
+
+
+def report() -> list[dict]:
+    """Worst errors of sigmoid and tanh, float32 (every value in range) and float64 (samples)."""
+    results = []
+    for name in ("sigmoid", "tanh"):
+        results.append(float32_sweep(name, jitted(name), odd=name == "tanh"))
+        results.append(float64_sample(name, jitted(name)))
+    return [asdict(r) for r in results]

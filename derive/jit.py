@@ -1,0 +1,28 @@
+"""How Numba compiles the generated kernels: options and the `noalias` pipeline.
+
+Generated modules spell their options out in each decorator (see `codegen.KERNEL_OPTIONS`):
+
+- ``fastmath={"contract"}``: fused multiply-add only. No loop in the kernels needs reassociation
+  to vectorize (they are elementwise over units), and the flags left out would break promises:
+  ``nnan``/``ninf`` (in "fast") would let LLVM drop NaN and inf propagation, ``reassoc`` could
+  undo the Cody-Waite range reduction and the Horner order of `kernel_math.exp`, ``arcp``/``afn``
+  would allow approximate division and functions.
+- ``error_model="numpy"``: division by zero gives inf/NaN as in NumPy instead of raising, so
+  divisions do not branch and loops vectorize.
+- ``pipeline_class=NoAliasPipeline``: LLVM may assume the array arguments do not overlap, so it
+  vectorizes the pointwise loops without run-time overlap checks (with more than a few arrays it
+  gives up on them, and the loops stay scalar). This holds because kernels are only called by
+  `runtime.RecurrentCell`, which passes freshly allocated outputs; inputs are only read.
+"""
+
+from __future__ import annotations
+
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+
+
+class NoAliasPipeline(CompilerBase):
+    """Numba's nopython pipeline, compiling with `noalias` on every pointer argument."""
+
+    def define_pipelines(self):
+        self.state.flags.noalias = True
+        return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
