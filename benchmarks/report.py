@@ -106,6 +106,13 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _ceiling(results: dict) -> str:
+    medians = results.get("blas_gflops_median", {})
+    return ", ".join(
+        f"{d} {g:.0f} GFLOP/s" + (f" ({medians[d]:.0f})" if d in medians else "") for d, g in results["blas_gflops"].items()
+    )
+
+
 def _header(results: dict, plot_name: str | None) -> list[str]:
     facts = results["facts"]
     derive = facts["derive"]
@@ -132,8 +139,7 @@ def _header(results: dict, plot_name: str | None) -> list[str]:
         *(f"| {side} process: {pool} | {text} |" for side, f in facts.items() for pool, text in f["threads"].items()),
         f"| load average (1, 5, 15 min) | start {', '.join(f'{v:.2f}' for v in load['start'])}; "
         f"end {', '.join(f'{v:.2f}' for v in load['end'])} |",
-        f"| BLAS ceiling (NumPy matmul, n=2048, median) | "
-        f"{', '.join(f'{d} {g:.0f} GFLOP/s' for d, g in results['blas_gflops'].items())} |",
+        f"| BLAS ceiling (NumPy matmul, n=2048, after each round: best, and median) | {_ceiling(results)} |",
         f"| run time | {results['seconds'] / 60:.1f} min |",
         *([f"| note | {results['note']} |"] if results.get("note") else []),
         "",

@@ -101,8 +101,9 @@ def sides_of(point: Point, sides: list[str]) -> list[str]:
     return [s for s in sides if s != "torch" or has_builtin(point.cell)]
 
 
-def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int) -> list[dict]:
-    """Median (and best) seconds per point, side and mode over `rounds` rounds of the grid."""
+def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int, ceiling: dict[str, list]) -> list[dict]:
+    """Median (and best) seconds per point, side and mode over `rounds` rounds of the grid; after
+    each round, a BLAS ceiling sample per dtype is added to `ceiling`."""
     calls = {}
     for k, point in enumerate(points, 1):
         for side in sides_of(point, list(workers)):
@@ -120,6 +121,9 @@ def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int) -> l
                     reply = workers[side].call("time", point=point.as_dict(), mode=mode, calls=calls[point, side])
                     samples.setdefault((point, side, mode), []).extend(reply["times"])
                 workers[side].wait_idle()
+        for dtype, rates in blas_ceiling(workers["derive"], list(ceiling)).items():
+            ceiling[dtype] += rates
+        workers["derive"].wait_idle()
         progress(f"round {r + 1}/{rounds} of {len(points)} points done ({(time.perf_counter() - started) / 60:.1f} min)")
     return [
         {
@@ -135,7 +139,7 @@ def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int) -> l
 
 
 def blas_ceiling(worker: Worker, dtypes: list[str]) -> dict[str, list[float]]:
-    return {dtype: worker.call("blas", dtype=dtype, n=BLAS_N, calls=5)["gflops"] for dtype in dict.fromkeys(dtypes)}
+    return {dtype: worker.call("blas", dtype=dtype, n=BLAS_N, calls=3)["gflops"] for dtype in dtypes}
 
 
 def progress(text: str) -> None:
@@ -226,18 +230,17 @@ def measure_times(results: dict, points: list[Point], sides: list[str], rounds: 
     workers = {side: Worker(side, worker_env()) for side in sides}
     try:
         results["facts"] = {side: w.call("facts") for side, w in workers.items()}
-        progress(f"BLAS ceiling (NumPy matmul, n={BLAS_N}) ...")
-        ceiling = blas_ceiling(workers["derive"], [p.dtype for p in points])
-        for point, times in zip(points, time_grid(points, workers, rounds)):
+        ceiling = {p.dtype: [] for p in points}
+        for point, times in zip(points, time_grid(points, workers, rounds, ceiling)):
             flops = dict(zip(MODES, matmul_flops(point)))
             results["points"].append({"point": point.as_dict(), "times": times, "flops": flops})
             progress(describe(point, times))
-        for dtype, rates in blas_ceiling(workers["derive"], list(ceiling)).items():
-            ceiling[dtype] += rates
     finally:
         for w in workers.values():
             w.close()
-    results["blas_gflops"] = {d: statistics.median(r) for d, r in ceiling.items()}
+    # Load from elsewhere only ever slows a matmul down: the ceiling is the best rate seen.
+    results["blas_gflops"] = {d: max(r) for d, r in ceiling.items()}
+    results["blas_gflops_median"] = {d: statistics.median(r) for d, r in ceiling.items()}
     progress("BLAS ceiling GFLOP/s: " + ", ".join(f"{d} {g:.0f}" for d, g in results["blas_gflops"].items()))
 
 
