@@ -4,13 +4,15 @@
 forward+backward in float32, then in float64, on a tiny input; it prints the times as JSON.
 The driver runs the probe twice with NUMBA_CACHE_DIR pointing to a new empty directory:
 cold (nothing cached: the first calls compile) and warm (the cache the cold run wrote).
-`numba_floor` measures the same for a one-line cached function: what any Numba code pays.
+Warm probes alternate with the same measurement for a one-line cached function: Numba's floor,
+what any Numba code pays on this machine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,27 +45,6 @@ def probe(cell: str) -> dict:
     }
 
 
-def measure(cell: str, env: dict) -> dict:
-    """Cold and warm probes of `cell` in fresh processes sharing a new, empty Numba cache."""
-    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
-        env = dict(env, NUMBA_CACHE_DIR=cache)
-        runs = {}
-        for kind in ("cold", "warm"):
-            result = subprocess.run(
-                [sys.executable, "-m", "benchmarks.compile", cell], env=env, capture_output=True, text=True
-            )
-            if result.returncode:
-                raise RuntimeError(f"compile probe of {cell} failed:\n{result.stderr}")
-            runs[kind] = json.loads(result.stdout.splitlines()[-1])
-    cold, warm = runs["cold"], runs["warm"]
-    return {
-        "cold_compile": cold["first_call"],
-        "warm_first_call": warm["first_call"]["float32"],
-        "warm_import": warm["import_numba"] + warm["import_cell"],
-        "warm_total": warm["import_numba"] + warm["import_cell"] + warm["first_call"]["float32"],
-    }
-
-
 TRIVIAL = "import numba\n\n\n@numba.njit(cache=True)\ndef one(x):\n    return x + 1\n"
 TIME_TRIVIAL = (
     "import time; start = time.perf_counter(); import numba, numpy, trivial; trivial.one(1); "
@@ -71,17 +52,38 @@ TIME_TRIVIAL = (
 )
 
 
-def numba_floor(env: dict) -> float:
-    """Seconds to import numba and call a one-line cached function whose cache exists."""
-    with tempfile.TemporaryDirectory(prefix="numba-floor-") as folder:
-        with open(os.path.join(folder, "trivial.py"), "w") as module:
+def _run(command: list[str], env: dict) -> str:
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
+    return result.stdout.splitlines()[-1]
+
+
+def measure(cell: str, env: dict, warm_runs: int = 3) -> dict:
+    """Cold and warm probes of `cell` in fresh processes sharing a new, empty Numba cache; the
+    warm probe alternates with Numba's floor (a one-line cached function), medians of `warm_runs`."""
+    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+        with open(os.path.join(cache, "trivial.py"), "w") as module:
             module.write(TRIVIAL)
-        env = dict(env, NUMBA_CACHE_DIR=folder, PYTHONPATH=folder)
-        for _ in range(2):  # the first run writes the cache
-            result = subprocess.run([sys.executable, "-c", TIME_TRIVIAL], env=env, capture_output=True, text=True)
-            if result.returncode:
-                raise RuntimeError(f"numba floor probe failed:\n{result.stderr}")
-    return float(result.stdout.split()[-1])
+        probe = [sys.executable, "-m", "benchmarks.compile", cell]
+        floor = [sys.executable, "-c", TIME_TRIVIAL]
+        env = dict(env, NUMBA_CACHE_DIR=cache)
+        floor_env = dict(env, PYTHONPATH=cache)
+        cold = json.loads(_run(probe, env))
+        _run(floor, floor_env)  # writes the one-line function's cache
+        warm, floors = [], []
+        for _ in range(warm_runs):
+            floors.append(float(_run(floor, floor_env)))
+            run = json.loads(_run(probe, env))
+            warm.append((run["import_numba"] + run["import_cell"] + run["first_call"]["float32"], run))
+    total, run = sorted(warm, key=lambda w: w[0])[len(warm) // 2]
+    return {
+        "cold_compile": cold["first_call"],
+        "warm_import": run["import_numba"] + run["import_cell"],
+        "warm_first_call": run["first_call"]["float32"],
+        "warm_total": total,
+        "numba_floor": statistics.median(floors),
+    }
 
 
 if __name__ == "__main__":

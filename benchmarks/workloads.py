@@ -47,6 +47,12 @@ class Workload:
     forward_backward: Callable[[], object]
 
 
+def available_cells() -> list[str]:
+    import generated
+
+    return list(generated.CELLS)
+
+
 def cell_class(name: str):
     import generated
 
