@@ -160,7 +160,10 @@ def _smoke_test(staging: Path, package: str) -> None:
     """Import the staged package and run each cell once, in a fresh interpreter."""
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", PYTHONDONTWRITEBYTECODE="1")
     env["PYTHONPATH"] = os.pathsep.join([str(staging), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    result = subprocess.run([sys.executable, "-c", SMOKE_TEST, package], env=env, capture_output=True, text=True)
+    # cwd: `python -c` puts the working directory first on sys.path, where an old copy may live
+    result = subprocess.run(
+        [sys.executable, "-c", SMOKE_TEST, package], env=env, cwd=staging, capture_output=True, text=True
+    )
     if result.returncode:
         raise GenerateError(
             f"the new modules fail to import or to run:\n{result.stderr.strip()}"

@@ -95,6 +95,20 @@ def test_modules_that_fail_to_run_are_not_swapped_in(tmp_path, variants):
     assert snapshot(out) == {k: old[k] for k in sorted(old)}
 
 
+def test_the_new_modules_are_tested_even_from_the_directory_of_the_old(tmp_path, variants, monkeypatch):
+    """`python -c` puts the working directory first on sys.path: run from the package's parent
+    (as `python -m derive generate` from the repository root), the smoke test must still import
+    the staged modules, not the old ones beside it."""
+    old, _ = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    monkeypatch.chdir(tmp_path)
+    broken = dict(old, **{"rnn.py": old["rnn.py"].replace("h_new = tanh(W_hh_h[row", "h_new = undefined_name + tanh(W_hh_h[row", 1)})
+    with pytest.raises(gen.GenerateError, match="NameError: name 'undefined_name'"):
+        gen.write_package(broken, out, **QUIET)
+    assert snapshot(out) == {k: old[k] for k in sorted(old)}
+
+
 def test_nothing_to_do_when_the_package_is_current(tmp_path, variants):
     old, _ = variants
     out = tmp_path / "cells"
