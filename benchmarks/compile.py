@@ -1,7 +1,9 @@
 """Cold compile time and warm import + first call, each in a fresh process.
 
-`python -m benchmarks.compile CELL` (the probe) imports the generated cells and times its first
-forward+backward in float32, then in float64, on a tiny input; it prints the times as JSON.
+`python -m benchmarks.compile CELL [--without-scipy]` (the probe) imports the generated cells and
+times its first forward+backward in float32, then in float64, on a tiny input; it prints the times
+as JSON. The toolkit does not need SciPy, but Numba imports it when it is installed (to look for
+BLAS, about 0.2 s); `--without-scipy` measures an installation without it.
 The driver runs the probe twice with NUMBA_CACHE_DIR pointing to a new empty directory:
 cold (nothing cached: the first calls compile) and warm (the cache the cold run wrote).
 Warm probes alternate with the same measurement for a one-line cached function: Numba's floor,
@@ -21,7 +23,9 @@ import time
 START = time.perf_counter()
 
 
-def probe(cell: str) -> dict:
+def probe(cell: str, without_scipy: bool = False) -> dict:
+    if without_scipy:
+        sys.modules["scipy"] = None  # import scipy raises ImportError, as where it is not installed
     import numba  # noqa: F401
     import numpy as np
 
@@ -71,21 +75,24 @@ def measure(cell: str, env: dict, warm_runs: int = 3) -> dict:
         floor_env = dict(env, PYTHONPATH=cache)
         cold = json.loads(_run(probe, env))
         _run(floor, floor_env)  # writes the one-line function's cache
-        warm, floors = [], []
+        warm, floors, without_scipy = [], [], []
         for _ in range(warm_runs):
             floors.append(float(_run(floor, floor_env)))
             run = json.loads(_run(probe, env))
             warm.append((run["import_numba"] + run["import_cell"] + run["first_call"]["float32"], run))
+            run = json.loads(_run(probe + ["--without-scipy"], env))
+            without_scipy.append(run["import_numba"] + run["import_cell"] + run["first_call"]["float32"])
     total, run = sorted(warm, key=lambda w: w[0])[len(warm) // 2]
     return {
         "cold_compile": cold["first_call"],
         "warm_import": run["import_numba"] + run["import_cell"],
         "warm_first_call": run["first_call"]["float32"],
         "warm_total": total,
+        "warm_total_without_scipy": statistics.median(without_scipy),
         "numba_floor": statistics.median(floors),
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(probe(sys.argv[1])))
+    print(json.dumps(probe(sys.argv[1], "--without-scipy" in sys.argv)))
     os._exit(0)  # skip interpreter teardown: not part of what is measured

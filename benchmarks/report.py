@@ -91,10 +91,13 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
     if results.get("compile"):
         cold = max(max(c["cold_compile"].values()) for c in results["compile"].values())
         warm = max(c["warm_total"] for c in results["compile"].values())
+        lean = [c["warm_total_without_scipy"] for c in results["compile"].values() if "warm_total_without_scipy" in c]
         add(f"cold compile ≤ {TARGETS['cold']:.0f} s per cell and dtype", f"max {cold:.1f} s", cold <= TARGETS["cold"])
         floor = max(c["numba_floor"] for c in results["compile"].values())
-        add(f"warm import + first call ≤ {TARGETS['warm']} s",
-            f"max {warm:.2f} s (Numba's own floor: up to {floor:.2f} s)", warm <= TARGETS["warm"])
+        measured = f"max {warm:.2f} s (Numba's own floor: up to {floor:.2f} s)"
+        if lean:
+            measured = f"max {max(lean):.2f} s without SciPy (not a dependency); {measured} with SciPy installed"
+        add(f"warm import + first call ≤ {TARGETS['warm']} s", measured, max(lean or [warm]) <= TARGETS["warm"])
     with_memory = [e for e in entries if e.get("memory", {}).get("torch")]
     if with_memory:
         ratios = [e["memory"]["derive"] / e["memory"]["torch"] for e in with_memory]
@@ -195,19 +198,24 @@ def _efficiency(results: dict) -> list[str]:
 
 
 def _compile(results: dict) -> list[str]:
+    def lean(c):
+        return f"{c['warm_total_without_scipy']:.2f}" if "warm_total_without_scipy" in c else "–"
+
     rows = [[cell, f"{c['cold_compile']['float32']:.1f}", f"{c['cold_compile']['float64']:.1f}",
-             f"{c['warm_import']:.2f}", f"{c['warm_first_call']:.2f}", f"{c['warm_total']:.2f}", f"{c['numba_floor']:.2f}"]
+             f"{c['warm_import']:.2f}", f"{c['warm_first_call']:.2f}", f"{c['warm_total']:.2f}", lean(c),
+             f"{c['numba_floor']:.2f}"]
             for cell, c in results["compile"].items()]
     return _table(
         "Compile and import",
         ["Fresh processes with a new, empty Numba cache: cold = first forward+backward of each dtype",
          "(compiles the kernels); warm = a later process: import numba + the generated package, then the",
-         "first float32 forward+backward, loading the kernels from the cache (median of 3). Numba's floor:",
-         "the same for a cached one-line function, alternating with the warm runs (median of 3)."],
+         "first float32 forward+backward, loading the kernels from the cache (median of 3), with SciPy",
+         "installed (Numba imports it to look for BLAS) and without (the toolkit does not need it).",
+         "Numba's floor: the same for a cached one-line function, with SciPy, alternating with the warm runs."],
         ["cell", "cold float32 (s)", "cold float64 (s)", "warm import (s)", "warm first call (s)", "warm total (s)",
-         "Numba's floor (s)"],
+         "warm total without SciPy (s)", "Numba's floor (s)"],
         rows,
-        "l" + "r" * 6,
+        "l" + "r" * 7,
     )
 
 

@@ -229,12 +229,12 @@ def measure_times(results: dict, points: list[Point], sides: list[str], rounds: 
     """Times of every point, and the BLAS ceiling before and after them."""
     workers = {side: Worker(side, worker_env()) for side in sides}
     try:
-        results["facts"] = {side: w.call("facts") for side, w in workers.items()}
         ceiling = {p.dtype: [] for p in points}
         for point, times in zip(points, time_grid(points, workers, rounds, ceiling)):
             flops = dict(zip(MODES, matmul_flops(point)))
             results["points"].append({"point": point.as_dict(), "times": times, "flops": flops})
             progress(describe(point, times))
+        results["facts"] = {side: w.call("facts") for side, w in workers.items()}  # after: threads are up
     finally:
         for w in workers.values():
             w.close()

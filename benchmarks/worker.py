@@ -76,24 +76,28 @@ def cpu_model() -> str:
     return f"{name} (family {family}, model {model}; {', '.join(simd)})"
 
 
+def _ran_parallel() -> bool:
+    """Whether Numba's threading layer is up (it starts with the first parallel kernel)."""
+    import numba
+
+    try:
+        numba.threading_layer()
+        return True
+    except ValueError:
+        return False
+
+
 def facts(side: str) -> dict:
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     threads = {}
     if side == "derive":
         import numba
-        import scipy
 
-        versions |= {"numba": numba.__version__, "scipy": scipy.__version__}
-        try:
-            import threadpoolctl
-            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+        from derive.matrix import VECTOR_BITS
 
-            for pool in threadpoolctl.threadpool_info():
-                threads[f"{pool['internal_api']} {pool.get('version') or ''} ({Path(pool['filepath']).name})"] = (
-                    f"{pool['num_threads']} threads, {pool.get('architecture', '')}".rstrip(", ")
-                )
-        except ImportError:
-            threads["BLAS"] = "install threadpoolctl to list BLAS thread pools"
+        versions["numba"] = numba.__version__
+        threads["Numba"] = f"{numba.get_num_threads()} threads, {numba.threading_layer() if _ran_parallel() else 'layer chosen on first use'}"
+        threads["matrix tiles"] = f"{VECTOR_BITS}-bit vectors"
     else:
         import torch
 

@@ -29,6 +29,7 @@ from .spec import Cell, Param
 
 # Numba options of the generated functions (see derive/jit.py for why these).
 KERNEL_OPTIONS = 'fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
+PARALLEL_KERNEL_OPTIONS = "parallel=PRANGE_ONLY, " + KERNEL_OPTIONS  # kernels with matrix products
 HELPER_OPTIONS = 'inline="always", fastmath={"contract"}, error_model="numpy"'
 # Steps are processed in chunks of about this many rows (steps x batch): input products and
 # gradient products stay large enough for BLAS, buffers stay in cache and memory stays bounded.
@@ -215,10 +216,10 @@ class CellCode:
             buffer = projection_buffer(p)
             if p.operand == self.cell.x.name:
                 prologue.append(f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # {p.name} x for the steps of a chunk")
-                chunk.append(f"gemm(x[start:start + steps].reshape(steps * B, I), {p.name}.T, {buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
+                chunk.append(f"matmul(x[start:start + steps].reshape(steps * B, I), {p.name}_T, {buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
             else:
-                prologue.append(f"{p.name}_T = np.ascontiguousarray({p.name}.T)  # v @ {p.name}_T: BLAS's fastest form for a few rows")
                 prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)")
+            prologue.append(f"{p.name}_T = pack({p.name}.T)  # {p.name}.T in column panels (see derive.matrix)")
         stages = []
         for level in range(self.d.levels):
             nodes = [n for n in self.d.nodes if n.level == level]
@@ -233,7 +234,7 @@ class CellCode:
                 if leaf is not None and leaf.level == level:
                     stores.append(f"saved[step, {k}, row, unit] = {inline[s]}")
             matmuls = [
-                f"gemm({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
+                f"matmul({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
                 for p in self._recurrent(level)
             ]
             stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
@@ -313,6 +314,7 @@ class CellCode:
             f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
             for buffer, p in owners.items()
         ]
+        prologue += [f"{p.name}_panels = pack({p.name})  # in column panels (see derive.matrix)" for p in self.matrices]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in accumulators]
         prologue += [f"d_{p.name}[:] = 0.0" for p in self.cell.params]  # accumulated over steps and chunks
         prologue += self.gate_views(body, "d_")
@@ -375,22 +377,26 @@ class CellCode:
                 key = self.d.accumulator(next(n.symbol for n in self.d.nodes if n.symbol.name == p.operand))
                 into = key.name
             rows = f"{buffers[p.name]}[step - start].reshape(B, {p.name}.shape[0])"
-            products.append(f"gemm({rows}, {p.name}, {into}, {writes.beta(key)})")
+            products.append(f"matmul({rows}, {p.name}_panels, {into}, {writes.beta(key)})")
         return Stage([], self._loads(reads, self._incoming_loads()) + lines, products)
 
     def _weight_gradients(self, buffers: dict[str, str]) -> list[str]:
         """Per chunk of steps: dx, and each weight's gradient accumulated over the chunks."""
         lines = []
         beta_x = "0.0"
+        packed = set()
         for p in self.matrices:
             rows = f"{buffers[p.name]}[:steps].reshape(steps * B, {p.name}.shape[0])"
             if p.operand == self.cell.x.name:
-                lines.append(f"gemm({rows}, {p.name}, dx[start:stop].reshape(steps * B, I), {beta_x})")
+                lines.append(f"matmul({rows}, {p.name}_panels, dx[start:stop].reshape(steps * B, I), {beta_x})")
                 beta_x = "1.0"
                 operand = "x[start:stop].reshape(steps * B, I)"
             else:
                 operand = f"{self._sequence_of(p.operand)}.reshape(steps * B, H)"
-            lines.append(f"gemm({rows}.T, {operand}, d_{p.name}, 1.0)")
+            if p.operand not in packed:
+                lines.append(f"{p.operand}_panels = pack({operand})")
+                packed.add(p.operand)
+            lines.append(f"matmul({rows}.T, {p.operand}_panels, d_{p.name}, 1.0)")
         return lines
 
     def _bias_gradients(self, column_sums: dict) -> tuple[list[str], list[str]]:
@@ -554,6 +560,7 @@ def module_context(d: Derivation) -> dict:
         "helpers": code.helpers(),
         "helper_options": HELPER_OPTIONS,
         "kernel_options": KERNEL_OPTIONS,
+        "parallel_kernel_options": PARALLEL_KERNEL_OPTIONS,
         "chunk_rows": CHUNK_ROWS,
         "forward": code.forward(),
         "backward": code.backward(),

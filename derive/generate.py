@@ -81,6 +81,12 @@ def _template_bytes(*names: str) -> list[bytes]:
     return [(TEMPLATES / name).read_bytes() for name in names]
 
 
+# Compiled into every kernel. Numba keys a cached kernel on its own file only, so these files'
+# bytes enter the header hash: a change to them changes the generated text (`check` fails until
+# regenerated), and regenerating refreshes the kernels' caches.
+KERNEL_SUPPORT = [Path(__file__).parent / name for name in ("matrix.py", "jit.py")]
+
+
 def _spec_bytes(cell: Cell) -> bytes:
     """The spec file's bytes, or for a cell built in a session, a canonical dump of its declarations."""
     if cell.source_path:
@@ -103,7 +109,7 @@ def render_cell(cell: Cell, spec_bytes: bytes | None = None) -> str:
     """The full text of `<cell.name>.py`."""
     body = _env.get_template(CELL_TEMPLATE).render(**module_context(derive(cell)))
     spec_bytes = _spec_bytes(cell) if spec_bytes is None else spec_bytes
-    inputs = _sha256(spec_bytes, *_template_bytes(CELL_TEMPLATE, HEADER_TEMPLATE))
+    inputs = _sha256(spec_bytes, *_template_bytes(CELL_TEMPLATE, HEADER_TEMPLATE), *(p.read_bytes() for p in KERNEL_SUPPORT))
     return _with_header(body, CELL_TEMPLATE, cell.source or "<interactive>", inputs)
 
 

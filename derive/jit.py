@@ -9,6 +9,12 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
   would allow approximate division and functions.
 - ``error_model="numpy"``: division by zero gives inf/NaN as in NumPy instead of raising, so
   divisions do not branch and loops vectorize.
+- ``parallel=PRANGE_ONLY`` (forward and backward): the `prange` loops of `derive.matrix.matmul`,
+  inlined into the kernel, share a product's tiles among Numba's threads. Nothing else becomes
+  parallel: array statements such as ``d_prev[0] = 0.0`` inside the step loop would otherwise
+  each start the threads, at every step. (The products cannot live in a separately compiled
+  parallel function: a cached kernel calling one crashes when loaded from the cache, numba
+  issue #8578.)
 - ``pipeline_class=NoAliasPipeline``: LLVM may assume the array arguments do not overlap, so it
   vectorizes the pointwise loops without run-time overlap checks (with more than a few arrays it
   gives up on them, and the loops stay scalar). This holds because kernels are only called by
@@ -18,6 +24,15 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
 from __future__ import annotations
 
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.cpu import ParallelOptions
+
+
+# An options object, not a dict: Numba empties a dict of parallel options as it reads them (at
+# each compilation), after which `{}` would mean every parallel transformation.
+PRANGE_ONLY = ParallelOptions({
+    "prange": True, "comprehension": False, "reduction": False, "inplace_binop": False,
+    "setitem": False, "numpy": False, "stencil": False, "fusion": False,
+})
 
 
 class NoAliasPipeline(CompilerBase):

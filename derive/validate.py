@@ -34,12 +34,12 @@ MODULE_NAMES = frozenset(
 RESERVED = MODULE_NAMES | {
     "x", "states", "saved", "dy", "d_state", "dx", "d_state0", "J", "T", "B", "I", "H", "S",
     "step", "row", "unit", "col", "d_in", "d_prev", "range", "abs", "min", "max",
-    "chunk", "start", "stop", "steps", "real", "gemm", "add_column_sums", "NoAliasPipeline", "exp", "pow2",
+    "chunk", "start", "stop", "steps", "real", "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY", "exp", "pow2",
 }
 # Families of generated names: adjoints and gradient arrays (d_*), shared terms (cse0, ...),
-# Jacobian coefficients (coef0, ...), Jacobian buffers (J_v, W_J), transposed weights (W_T) and
+# Jacobian coefficients (coef0, ...), Jacobian buffers (J_v, W_J), packed weights (W_T, W_panels) and
 # gate views of stacked vectors (b_gates).
-RESERVED_PATTERN = re.compile(r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_gates")
+RESERVED_PATTERN = re.compile(r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_panels|.*_gates")
 
 
 class SpecError(ValueError):

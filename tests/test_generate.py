@@ -54,12 +54,25 @@ def test_header_has_hashes_and_no_timestamp():
     text = (ROOT / "generated" / "lstm.py").read_text()
     header = text.splitlines()[:4]
     assert "template cell.py.jinja" in header[0] and "derive/cells/lstm.py" in header[0]
-    assert header[2].startswith("# spec+templates sha256: ")
+    assert header[2].startswith("# spec+templates+kernel support sha256: ")
     assert header[3].startswith("# content sha256: ")
     import hashlib
 
     body = "\n".join(text.splitlines(keepends=False)[4:]) + "\n"
     assert header[3].split()[-1] == hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_a_change_to_the_kernel_support_code_makes_the_cells_stale(tmp_path, monkeypatch):
+    """Kernels compile derive/matrix.py in, and Numba's cache only watches the kernel's own file:
+    a change there must change the generated text, so that `check` fails and regeneration
+    refreshes the caches."""
+    cell = next(c for c in gen.builtin_cells() if c.name == "rnn")
+    before = gen.render_cell(cell)
+    changed = tmp_path / "matrix.py"
+    changed.write_bytes(gen.KERNEL_SUPPORT[0].read_bytes() + b"\n# tuned\n")
+    monkeypatch.setattr(gen, "KERNEL_SUPPORT", [changed, *gen.KERNEL_SUPPORT[1:]])
+    after = gen.render_cell(cell)
+    assert before != after and before.splitlines()[3:] == after.splitlines()[3:]  # only the inputs hash
 
 
 def test_failed_generation_leaves_output_untouched(tmp_path):

@@ -1,4 +1,4 @@
-"""How the generated kernels compute: chunks of steps, float32 arithmetic, BLAS helpers."""
+"""How the generated kernels compute: chunks of steps, float32 arithmetic, matrix helpers."""
 
 import re
 
@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from derive.blas import add_column_sums, gemm
+from derive.matrix import add_column_sums, matmul, pack
 from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 
@@ -61,27 +61,47 @@ def test_float32_kernels_never_compute_in_float64(name):
 
 
 @numba.njit
-def _gemm_variants(a, b, c0, beta):
-    """c = a b + beta c0 computed with a and b as given, transposed views of copies, or both."""
-    out = np.empty((4,) + c0.shape, c0.dtype)
+def _matmul_layouts(a, b, c0, beta):
+    """c = a b + beta c0 with a as given, as a transposed view of a copy and reversed; b packed
+    as given and from a transposed view of a copy."""
+    out = np.empty((6,) + c0.shape, c0.dtype)
     at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
-    for k in range(4):
-        out[k] = c0
-    gemm(a, b, out[0], beta)
-    gemm(at.T, b, out[1], beta)
-    gemm(a, bt.T, out[2], beta)
-    gemm(at.T, bt.T, out[3], beta)
+    for k, (left, right) in enumerate([(a, b), (at.T, b), (a[::-1], b), (a, bt.T), (at.T, bt.T), (a[::-1], bt.T)]):
+        reversed_rows = k % 3 == 2  # rows of a reversed: so are those of c
+        out[k] = c0[::-1] if reversed_rows else c0
+        matmul(left, pack(right), out[k], beta)
+        if reversed_rows:
+            out[k] = out[k][::-1].copy()
     return out
 
 
+# Shapes around the tiles: rows (M) around multiples of MR, columns (N) around multiples of NR
+# (64 and 32 with AVX-512), depths (K) of 0 and 1, and products large enough for threads.
+SHAPES = [(1, 1, 1), (5, 7, 3), (4, 0, 9), (0, 3, 4), (5, 3, 0), (7, 33, 65), (9, 64, 200), (130, 20, 70),
+          (300, 7, 3), (32, 128, 512), (66, 70, 129)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemm_accumulates_with_any_operand_layout(dtype):
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_matmul_with_any_layout_shape_and_beta(dtype, m, k, n):
     rng = np.random.default_rng(0)
-    a, b, c0 = (rng.standard_normal(s).astype(dtype) for s in ((5, 7), (7, 3), (5, 3)))
-    tol = 1e-5 if dtype == np.float32 else 1e-13
+    a, b, c0 = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n), (m, n)))
+    tol = 1e-5 * max(1, k) if dtype == np.float32 else 1e-13 * max(1, k)
     for beta in (0.0, 1.0, 0.5):
-        for c in _gemm_variants(a, b, c0, beta):
-            np.testing.assert_allclose(c, a @ b + beta * c0, rtol=tol, atol=tol)
+        expected = a.astype(np.float64) @ b.astype(np.float64) + beta * c0
+        for c in _matmul_layouts(a, b, c0, beta):
+            np.testing.assert_allclose(c, expected, rtol=tol, atol=tol)
+        if m * n:  # beta = 0 ignores what c held, even NaN, as BLAS does; matmul writes every element
+            c = np.full((6, m, n), np.nan, dtype)
+            assert not np.isnan(_matmul_layouts(a, b, c[0], 0.0)).any()
+    np.testing.assert_allclose(_pure_matmul(a, b, c0, 0.5), a @ b + 0.5 * c0, rtol=tol, atol=tol)
+
+
+def _pure_matmul(a, b, c0, beta):
+    """The plain-Python bodies (run under NUMBA_DISABLE_JIT by the regeneration smoke test)."""
+    c = c0.copy()
+    matmul(a, pack(b), c, beta)  # called from Python: the plain bodies, the overloads are for kernels
+    return c
 
 
 def test_add_column_sums():

@@ -1,0 +1,315 @@
+"""Matrix products of the generated kernels: `pack(b)` once, then `matmul(a, panels, c, beta)`.
+
+    c = a @ b + beta * c        a (M, K) any strides; c (M, N) C-contiguous; panels = pack(b)
+
+The kernels' right operands are weights (the same at every step of a call) or a chunk of
+inputs, so each is laid out once in panels of NR columns,
+
+    panels[j, k, :] = b[k, j*NR : (j+1)*NR]      (zero-padded at the right edge)
+
+and every MR x NR tile of c is one register-blocked loop over k, emitted as LLVM IR with explicit
+vectors: MR x NV accumulators, per k NV vector loads of the panel, MR broadcasts of a, and MR*NV
+fused multiply-adds. Tiles are shared among Numba's threads: BLAS would repack the weight at every
+step, and its own thread pool would spin against Numba's on the same cores. Tile sizes follow the
+host's vector registers (`Tiling.for_host`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils, config
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
+
+OPTIONS = dict(cache=True, error_model="numpy")
+
+
+def _vector_bits() -> int:
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
+    return 512 if "+avx512f" in features.split(",") else 256
+
+
+VECTOR_BITS = _vector_bits()  # of the host (or NUMBA_CPU_FEATURES), as Numba compiles for it
+
+
+@dataclass(frozen=True)
+class Tile:
+    """MR rows x NV vectors of c: MR*NV accumulators, NV + 1 more registers per k."""
+
+    rows: int  # MR
+    vectors: int  # NV
+
+    @staticmethod
+    def lanes(dtype) -> int:
+        return VECTOR_BITS // (8 * np.dtype(dtype).itemsize)
+
+    def width(self, dtype) -> int:
+        """NR: columns per panel."""
+        return self.vectors * self.lanes(dtype)
+
+
+# 16 accumulators of AVX-512's 32 registers, 8 of AVX2's 16. Narrow panels serve products with
+# fewer columns than a wide panel, which would otherwise compute mostly padding.
+WIDE = Tile(4, 4) if VECTOR_BITS == 512 else Tile(4, 2)
+NARROW = Tile(8, 2) if VECTOR_BITS == 512 else Tile(8, 1)
+ALIGN = 64  # bytes, of the panels: a cache line
+GROUP_ROWS = 64  # rows of c per task: a task reuses its panel from cache over these rows
+PARALLEL_WORK = 1 << 18  # products of at least this many multiply-adds (M*K*N) use all threads
+
+
+def panel_width(n: int, dtype) -> int:
+    """NR for a right operand of n columns."""
+    return WIDE.width(dtype) if n >= WIDE.width(dtype) else NARROW.width(dtype)
+
+
+def pack(b):
+    """b (K, N) in panels for `matmul`: shape (ceil(N / NR), K, NR), zero-padded."""
+    k, n = b.shape
+    width = panel_width(n, b.dtype)
+    panels = np.zeros((math.ceil(n / width), k, width), b.dtype)
+    for j in range(panels.shape[0]):
+        columns = b[:, j * width:(j + 1) * width]
+        panels[j, :, :columns.shape[1]] = columns
+    return panels
+
+
+@overload(pack)
+def _pack_in_kernels(b):
+    wide, narrow = WIDE.width(as_dtype(b.dtype)), NARROW.width(as_dtype(b.dtype))
+    by_rows = b.layout == "C"
+
+    def impl(b):
+        k, n = b.shape
+        width = wide if n >= wide else narrow
+        count = (n + width - 1) // width
+        # Aligned to 64 bytes: a vector load that straddles two cache lines costs two
+        flat = np.zeros(count * k * width + ALIGN, b.dtype)
+        skip = (-flat.ctypes.data % ALIGN) // flat.itemsize
+        panels = flat[skip:skip + count * k * width].reshape(count, k, width)
+        if by_rows:
+            for row in range(k):
+                for column in range(n):
+                    panels[column // width, row, column % width] = b[row, column]
+        else:  # e.g. W.T: read W row by row
+            for column in range(n):
+                for row in range(k):
+                    panels[column // width, row, column % width] = b[row, column]
+        return panels
+
+    return impl
+
+
+def matmul(a, panels, c, beta):
+    """c = a @ b + beta * c in place, `panels = pack(b)`. This body runs only as plain Python
+    (NUMBA_DISABLE_JIT, e.g. the smoke test of a regeneration); kernels use the tiles below."""
+    count, depth, width = panels.shape
+    b = panels.transpose(1, 0, 2).reshape(depth, count * width)[:, :c.shape[1]]
+    product = a @ b
+    c[...] = product if beta == 0 else product + beta * c  # beta = 0 ignores what c held, as BLAS does
+
+
+@overload(matmul, inline="always")
+def _matmul_in_kernels(a, panels, c, beta):
+    arrays = (a, panels, c)
+    if not all(isinstance(t, types.Array) for t in arrays) or (a.ndim, panels.ndim, c.ndim) != (2, 3, 2):
+        raise TypingError(f"matmul needs 2-D a and c and 3-D panels, got {a}, {panels}, {c}")
+    if len({t.dtype for t in arrays}) != 1 or a.dtype not in (types.float32, types.float64):
+        raise TypingError(f"matmul needs float32 or float64 arrays of one dtype, got {a}, {panels}, {c}")
+    if panels.layout != "C" or c.layout != "C":
+        raise TypingError(f"matmul needs C-contiguous panels and c, got {panels}, {c}")
+
+    # Inlined into the kernel, so that its prange runs on the kernel's threads (parallel=True):
+    # a cached kernel that calls a separately compiled parallel function crashes when loaded
+    # from the cache (numba issue #8578). Elsewhere prange is a plain range.
+    def impl(a, panels, c, beta):
+        m, n = c.shape
+        groups = (m + GROUP_ROWS - 1) // GROUP_ROWS
+        tasks = panels.shape[0] * groups
+        strided = _any_layout(a)  # one compiled _task per dtype, whatever a's layout
+        if m * a.shape[1] * n >= PARALLEL_WORK and tasks > 1:
+            for task in numba.prange(tasks):  # each thread gets a contiguous run of tasks
+                _task(strided, panels, c, beta, groups, task)
+        else:
+            for task in range(tasks):
+                _task(strided, panels, c, beta, groups, task)
+
+    return impl
+
+
+@intrinsic
+def _any_layout(typingctx, a):
+    """The same array, typed as strided ('A'): every layout has the same data model."""
+
+    def codegen(context, builder, signature, args):
+        context.nrt.incref(builder, signature.args[0], args[0])  # the result is a new reference
+        return args[0]
+
+    return types.Array(a.dtype, a.ndim, "A")(a), codegen
+
+
+@numba.njit(**OPTIONS)
+def _task(a, panels, c, beta, groups, task):
+    """Rows of group `task % groups` times panel `task // groups`."""
+    j, group = divmod(np.intp(task), groups)  # a prange index is unsigned: uint64 with int64 gives float64
+    col = j * panels.shape[2]
+    valid = min(panels.shape[2], c.shape[1] - col)
+    stop = min(c.shape[0], (group + 1) * GROUP_ROWS)
+    if 8 * panels.itemsize * panels.shape[2] == WIDE_BITS:
+        for top in range(group * GROUP_ROWS, stop, WIDE_ROWS):
+            _wide_tile(a, panels, j, top, min(WIDE_ROWS, stop - top), c, col, valid, beta)
+    else:
+        for top in range(group * GROUP_ROWS, stop, NARROW_ROWS):
+            _narrow_tile(a, panels, j, top, min(NARROW_ROWS, stop - top), c, col, valid, beta)
+
+
+# Global ints: compile-time constants in kernels.
+WIDE_ROWS, NARROW_ROWS, WIDE_BITS = WIDE.rows, NARROW.rows, WIDE.vectors * VECTOR_BITS
+
+
+def _tile_intrinsic(tile_rows: int, vectors: int):
+    """c[m0:m0+rows, c0:c0+valid] = a[m0:m0+rows] @ panels[j][:, :valid] + beta * c[...], for
+    rows <= `tile_rows` (the rows past them load row m0+rows-1 again and store nothing),
+    panels of `vectors` vectors, and valid <= NR."""
+
+    @intrinsic
+    def tile(typingctx, a, panels, j, m0, rows, c, c0, valid, beta):
+        def codegen(context, builder, signature, args):
+            a_arr, p_arr, c_arr = (
+                context.make_array(t)(context, builder, v) for t, v in zip((a, panels, c), (args[0], args[1], args[5]))
+            )
+            j_val, m0_val, rows_val, c0_val, valid_val = args[2], args[3], args[4], args[6], args[7]
+            dtype = as_dtype(a.dtype)
+            real = context.get_value_type(a.dtype)
+            lanes = Tile.lanes(dtype)
+            vec = ir.VectorType(real, lanes)
+            intp = cgutils.intp_t
+            i32 = ir.IntType(32)
+            const = lambda value: ir.Constant(intp, value)  # noqa: E731
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}f{8 * dtype.itemsize}"
+            )
+            zero = ir.Constant(vec, [ir.Constant(real, 0.0)] * lanes)
+            undef = ir.Constant(vec, ir.Undefined)
+            broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+            def splat(value):
+                return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef, broadcast)
+
+            def vector_at(data, offset):
+                return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
+
+            itemsize = const(dtype.itemsize)
+            a_row_step, a_col_step = (builder.sdiv(s, itemsize) for s in cgutils.unpack_tuple(builder, a_arr.strides, 2))
+            _, depth, width = cgutils.unpack_tuple(builder, p_arr.shape, 3)
+            ldc = cgutils.unpack_tuple(builder, c_arr.shape, 2)[1]
+            panel_start = builder.mul(builder.mul(j_val, depth), width)
+            last = builder.sub(rows_val, const(1))
+            a_rows = [  # rows past `rows` read the last one again: loads stay inside a
+                builder.mul(builder.add(m0_val, builder.select(builder.icmp_signed("<", const(r), rows_val), const(r), last)), a_row_step)
+                for r in range(tile_rows)
+            ]
+            count = range(tile_rows * vectors)
+
+            # for k in range(depth): acc[r, v] += a[m0 + r, k] * panels[j, k, v*lanes : (v+1)*lanes]
+            entry = builder.block
+            loop = builder.append_basic_block("tile.loop")
+            after = builder.append_basic_block("tile.after")
+            builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop, after)
+            builder.position_at_end(loop)
+            k = builder.phi(intp)
+            acc = [builder.phi(vec) for _ in count]
+            b_row = builder.add(panel_start, builder.mul(k, width))
+            b = [builder.load(vector_at(p_arr.data, builder.add(b_row, const(v * lanes))), align=1) for v in range(vectors)]
+            a_col = builder.mul(k, a_col_step)
+            a_k = [splat(builder.load(builder.gep(a_arr.data, [builder.add(start, a_col)]))) for start in a_rows]
+            summed = [builder.call(fma, [a_k[i // vectors], b[i % vectors], acc[i]]) for i in count]
+            k_next = builder.add(k, const(1))
+            body_end = builder.block
+            k.add_incoming(const(0), entry)
+            k.add_incoming(k_next, body_end)
+            for phi, value in zip(acc, summed):
+                phi.add_incoming(zero, entry)
+                phi.add_incoming(value, body_end)
+            builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, after)
+
+            builder.position_at_end(after)
+            result = []
+            for value in summed:
+                phi = builder.phi(vec)
+                phi.add_incoming(zero, entry)
+                phi.add_incoming(value, body_end)
+                result.append(phi)
+            beta_val = context.cast(builder, args[8], signature.args[8], a.dtype)
+            beta_vec = splat(beta_val)
+            keep = builder.fcmp_unordered("!=", beta_val, ir.Constant(real, 0.0))  # beta 0 ignores c, as BLAS does
+            pointers = [
+                vector_at(c_arr.data, builder.add(
+                    builder.mul(builder.add(m0_val, const(i // vectors)), ldc), builder.add(c0_val, const(i % vectors * lanes))
+                ))
+                for i in count
+            ]
+            lane_index = ir.Constant(ir.VectorType(intp, lanes), list(range(lanes)))
+            masks = [  # lanes of vector v inside the valid columns
+                builder.icmp_signed("<", builder.add(lane_index, splat_int(builder, const(v * lanes), lanes)),
+                                    splat_int(builder, valid_val, lanes))
+                for v in range(vectors)
+            ]
+            mask_type = masks[0].type
+            store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mask_type]),
+                f"llvm.masked.store.v{lanes}f{8 * dtype.itemsize}.p0",
+            )
+            load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mask_type, vec]),
+                f"llvm.masked.load.v{lanes}f{8 * dtype.itemsize}.p0",
+            )
+            whole = builder.icmp_signed(">=", valid_val, width)
+            align = ir.Constant(i32, dtype.itemsize)
+            for r in range(tile_rows):  # each row of c: whole vectors, or masked at the right edge
+                row = range(r * vectors, (r + 1) * vectors)
+                with builder.if_then(builder.icmp_signed("<", const(r), rows_val), likely=True):
+                    with builder.if_else(whole) as (full, edge):
+                        with full:
+                            for i in row:
+                                old = builder.load(pointers[i], align=1)
+                                new = builder.select(keep, builder.call(fma, [beta_vec, old, result[i]]), result[i])
+                                builder.store(new, pointers[i], align=1)
+                        with edge:
+                            for i in row:
+                                mask = masks[i % vectors]
+                                old = builder.call(load, [pointers[i], align, mask, zero])
+                                new = builder.select(keep, builder.call(fma, [beta_vec, old, result[i]]), result[i])
+                                builder.call(store, [new, pointers[i], align, mask])
+            return context.get_dummy_value()
+
+        intp = types.intp
+        return types.none(a, panels, intp, intp, intp, c, intp, intp, beta), codegen
+
+    return tile
+
+
+def splat_int(builder, value, lanes):
+    vector = ir.VectorType(value.type, lanes)
+    undef = ir.Constant(vector, ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)), undef, zeros)
+
+
+_wide_tile = _tile_intrinsic(WIDE.rows, WIDE.vectors)
+_narrow_tile = _tile_intrinsic(NARROW.rows, NARROW.vectors)
+
+
+@numba.njit(fastmath={"contract"}, **OPTIONS)
+def add_column_sums(a, out):
+    """out += a.sum(axis=0) for a (rows, n) and out (n,): one streaming pass over a."""
+    for row in range(a.shape[0]):
+        for column in range(a.shape[1]):
+            out[column] += a[row, column]
