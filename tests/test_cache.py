@@ -77,6 +77,39 @@ def test_a_regenerated_module_of_equal_size_and_mtime_never_runs_stale_code(tmp_
     assert scale_used(tmp_path) == 0.75, "expected the stale bytecode to be used: the test would not see staleness"
 
 
+RUN_THREADED = """
+import json, sys
+import numpy as np
+import threadedpkg
+cell = threadedpkg.CELLS[sys.argv[1]](128, 128, dtype=np.float32, seed=0)  # products of 32x128x128: threaded
+x = np.random.default_rng(0).standard_normal((3, 32, 128)).astype(np.float32)
+y, _, tape = cell.forward(x)
+grads = cell.backward(tape, np.ones_like(y))
+print(json.dumps([float(y.sum()), float(grads.x.sum()), float(grads.params["W"].sum())]))
+"""
+
+
+def test_kernels_loaded_from_the_cache_run_their_threaded_products(tmp_path):
+    """The pattern that crashes Numba (issue #8578) when a cached kernel links a separately
+    compiled parallel function: cell b compiles while the matrix helpers load from the cache, then
+    both load from the cache. Every run must succeed and agree."""
+    cells = []
+    for name in ("a", "b"):
+        cell = Cell(name, class_name=name.upper())
+        x, h = cell.input(), cell.state("h")
+        cell.update(h, tanh(cell.weight("W", x) + cell.weight("U", h) + cell.bias("b")))
+        cell.source = name
+        cells.append(cell)
+    gen.write_package(gen.render_all(cells), tmp_path / "threadedpkg", **QUIET)
+    cache = dict(NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    outputs = []
+    for name in ("a", "b", "b", "a"):
+        result = run(tmp_path, RUN_THREADED.replace("sys.argv[1]", repr(name)), **cache)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append((name, result.stdout))
+    assert outputs[1] == outputs[2] and outputs[0] == outputs[3]
+
+
 def test_a_read_only_install_works_without_the_cache_and_warns(tmp_path):
     """generated/ copied where no cache directory is writable. As root, permission bits do not
     stop writes, so the cache locations are made unusable: __pycache__ is a file, and the user
