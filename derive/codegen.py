@@ -32,7 +32,7 @@ KERNEL_OPTIONS = 'fastmath={"contract"}, error_model="numpy", pipeline_class=NoA
 PARALLEL_KERNEL_OPTIONS = "parallel=PRANGE_ONLY, " + KERNEL_OPTIONS  # kernels with matrix products
 HELPER_OPTIONS = 'inline="always", fastmath={"contract"}, error_model="numpy"'
 # Steps are processed in chunks of about this many rows (steps x batch): input products and
-# gradient products stay large enough for BLAS, buffers stay in cache and memory stays bounded.
+# gradient products stay large enough for the matrix tiles, buffers stay in cache and memory stays bounded.
 CHUNK_ROWS = 256
 
 

@@ -11,7 +11,7 @@ and every MR x NR tile of c is one register-blocked loop over k, emitted as LLVM
 vectors: MR x NV accumulators, per k NV vector loads of the panel, MR broadcasts of a, and MR*NV
 fused multiply-adds. Tiles are shared among Numba's threads: BLAS would repack the weight at every
 step, and its own thread pool would spin against Numba's on the same cores. Tile sizes follow the
-host's vector registers (`Tiling.for_host`).
+host's vector registers (`VECTOR_BITS`, `WIDE`, `NARROW`).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ NARROW = Tile(8, 2) if VECTOR_BITS == 512 else Tile(8, 1)
 ALIGN = 64  # bytes, of the panels: a cache line
 GROUP_ROWS = 64  # rows of c per task: a task reuses its panel from cache over these rows
 PARALLEL_WORK = 1 << 18  # products of at least this many multiply-adds (M*K*N) use all threads
+# Global ints: compile-time constants in kernels.
+WIDE_ROWS, NARROW_ROWS, WIDE_BITS = WIDE.rows, NARROW.rows, WIDE.vectors * VECTOR_BITS
 
 
 def panel_width(n: int, dtype) -> int:
@@ -126,7 +128,7 @@ def _matmul_in_kernels(a, panels, c, beta):
     if panels.layout != "C" or c.layout != "C":
         raise TypingError(f"matmul needs C-contiguous panels and c, got {panels}, {c}")
 
-    # Inlined into the kernel, so that its prange runs on the kernel's threads (parallel=True):
+    # Inlined into the kernel, so that its prange runs on the kernel's threads (PRANGE_ONLY):
     # a cached kernel that calls a separately compiled parallel function crashes when loaded
     # from the cache (numba issue #8578). Elsewhere prange is a plain range.
     def impl(a, panels, c, beta):
@@ -170,10 +172,6 @@ def _task(a, panels, c, beta, groups, task):
             _narrow_tile(a, panels, j, top, min(NARROW_ROWS, stop - top), c, col, valid, beta)
 
 
-# Global ints: compile-time constants in kernels.
-WIDE_ROWS, NARROW_ROWS, WIDE_BITS = WIDE.rows, NARROW.rows, WIDE.vectors * VECTOR_BITS
-
-
 def _tile_intrinsic(tile_rows: int, vectors: int):
     """c[m0:m0+rows, c0:c0+valid] = a[m0:m0+rows] @ panels[j][:, :valid] + beta * c[...], for
     rows <= `tile_rows` (the rows past them load row m0+rows-1 again and store nothing),
@@ -197,11 +195,9 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}f{8 * dtype.itemsize}"
             )
             zero = ir.Constant(vec, [ir.Constant(real, 0.0)] * lanes)
-            undef = ir.Constant(vec, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             def splat(value):
-                return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef, broadcast)
+                return _splat(builder, value, lanes)
 
             def vector_at(data, offset):
                 return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
@@ -250,6 +246,10 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
             beta_val = context.cast(builder, args[8], signature.args[8], a.dtype)
             beta_vec = splat(beta_val)
             keep = builder.fcmp_unordered("!=", beta_val, ir.Constant(real, 0.0))  # beta 0 ignores c, as BLAS does
+
+            def blend(old, value):
+                return builder.select(keep, builder.call(fma, [beta_vec, old, value]), value)
+
             pointers = [
                 vector_at(c_arr.data, builder.add(
                     builder.mul(builder.add(m0_val, const(i // vectors)), ldc), builder.add(c0_val, const(i % vectors * lanes))
@@ -258,8 +258,7 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
             ]
             lane_index = ir.Constant(ir.VectorType(intp, lanes), list(range(lanes)))
             masks = [  # lanes of vector v inside the valid columns
-                builder.icmp_signed("<", builder.add(lane_index, splat_int(builder, const(v * lanes), lanes)),
-                                    splat_int(builder, valid_val, lanes))
+                builder.icmp_signed("<", builder.add(lane_index, splat(const(v * lanes))), splat(valid_val))
                 for v in range(vectors)
             ]
             mask_type = masks[0].type
@@ -279,15 +278,12 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
                     with builder.if_else(whole) as (full, edge):
                         with full:
                             for i in row:
-                                old = builder.load(pointers[i], align=1)
-                                new = builder.select(keep, builder.call(fma, [beta_vec, old, result[i]]), result[i])
-                                builder.store(new, pointers[i], align=1)
+                                builder.store(blend(builder.load(pointers[i], align=1), result[i]), pointers[i], align=1)
                         with edge:
                             for i in row:
                                 mask = masks[i % vectors]
                                 old = builder.call(load, [pointers[i], align, mask, zero])
-                                new = builder.select(keep, builder.call(fma, [beta_vec, old, result[i]]), result[i])
-                                builder.call(store, [new, pointers[i], align, mask])
+                                builder.call(store, [blend(old, result[i]), pointers[i], align, mask])
             return context.get_dummy_value()
 
         intp = types.intp
@@ -296,11 +292,12 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
     return tile
 
 
-def splat_int(builder, value, lanes):
-    vector = ir.VectorType(value.type, lanes)
-    undef = ir.Constant(vector, ir.Undefined)
-    zeros = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-    return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0)), undef, zeros)
+def _splat(builder, value, lanes):
+    """A vector of `lanes` copies of the scalar `value`."""
+    i32 = ir.IntType(32)
+    undef = ir.Constant(ir.VectorType(value.type, lanes), ir.Undefined)
+    first = builder.insert_element(undef, value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(first, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
 
 
 _wide_tile = _tile_intrinsic(WIDE.rows, WIDE.vectors)
