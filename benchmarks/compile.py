@@ -63,6 +63,11 @@ def _run(command: list[str], env: dict) -> str:
     return result.stdout.splitlines()[-1]
 
 
+def _warm_total(run: dict) -> float:
+    """Import of numba and the cells, then the first float32 forward+backward."""
+    return run["import_numba"] + run["import_cell"] + run["first_call"]["float32"]
+
+
 def measure(cell: str, env: dict, warm_runs: int = 3) -> dict:
     """Cold and warm probes of `cell` in fresh processes sharing a new, empty Numba cache; the
     warm probe alternates with Numba's floor (a one-line cached function), medians of `warm_runs`."""
@@ -78,11 +83,10 @@ def measure(cell: str, env: dict, warm_runs: int = 3) -> dict:
         warm, floors, without_scipy = [], [], []
         for _ in range(warm_runs):
             floors.append(float(_run(floor, floor_env)))
-            run = json.loads(_run(probe, env))
-            warm.append((run["import_numba"] + run["import_cell"] + run["first_call"]["float32"], run))
-            run = json.loads(_run(probe + ["--without-scipy"], env))
-            without_scipy.append(run["import_numba"] + run["import_cell"] + run["first_call"]["float32"])
-    total, run = sorted(warm, key=lambda w: w[0])[len(warm) // 2]
+            warm.append(json.loads(_run(probe, env)))
+            without_scipy.append(_warm_total(json.loads(_run(probe + ["--without-scipy"], env))))
+    run = sorted(warm, key=_warm_total)[len(warm) // 2]
+    total = _warm_total(run)
     return {
         "cold_compile": cold["first_call"],
         "warm_import": run["import_numba"] + run["import_cell"],

@@ -76,15 +76,14 @@ def cpu_model() -> str:
     return f"{name} (family {family}, model {model}; {', '.join(simd)})"
 
 
-def _ran_parallel() -> bool:
-    """Whether Numba's threading layer is up (it starts with the first parallel kernel)."""
+def _threading_layer() -> str:
+    """Numba's threading layer, once the first parallel kernel has started it."""
     import numba
 
     try:
-        numba.threading_layer()
-        return True
+        return numba.threading_layer()
     except ValueError:
-        return False
+        return "layer chosen on first use"
 
 
 def facts(side: str) -> dict:
@@ -96,7 +95,7 @@ def facts(side: str) -> dict:
         from derive.matrix import VECTOR_BITS
 
         versions["numba"] = numba.__version__
-        threads["Numba"] = f"{numba.get_num_threads()} threads, {numba.threading_layer() if _ran_parallel() else 'layer chosen on first use'}"
+        threads["Numba"] = f"{numba.get_num_threads()} threads, {_threading_layer()}"
         threads["matrix tiles"] = f"{VECTOR_BITS}-bit vectors"
     else:
         import torch

@@ -78,10 +78,10 @@ def test_a_regenerated_module_of_equal_size_and_mtime_never_runs_stale_code(tmp_
 
 
 RUN_THREADED = """
-import json, sys
+import json
 import numpy as np
 import threadedpkg
-cell = threadedpkg.CELLS[sys.argv[1]](128, 128, dtype=np.float32, seed=0)  # products of 32x128x128: threaded
+cell = threadedpkg.CELLS[{name!r}](128, 128, dtype=np.float32, seed=0)  # products of 32x128x128: threaded
 x = np.random.default_rng(0).standard_normal((3, 32, 128)).astype(np.float32)
 y, _, tape = cell.forward(x)
 grads = cell.backward(tape, np.ones_like(y))
@@ -104,7 +104,7 @@ def test_kernels_loaded_from_the_cache_run_their_threaded_products(tmp_path):
     cache = dict(NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     outputs = []
     for name in ("a", "b", "b", "a"):
-        result = run(tmp_path, RUN_THREADED.replace("sys.argv[1]", repr(name)), **cache)
+        result = run(tmp_path, RUN_THREADED.format(name=name), **cache)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append((name, result.stdout))
     assert outputs[1] == outputs[2] and outputs[0] == outputs[3]

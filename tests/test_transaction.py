@@ -37,6 +37,13 @@ def snapshot(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(out.glob("*.py"))}
 
 
+def with_a_name_error(files: dict[str, str]) -> dict[str, str]:
+    """The package with rnn.py broken at run time (NameError: undefined_name), still importable."""
+    rnn = files["rnn.py"].replace("h_new = tanh(W_hh_h[row", "h_new = undefined_name + tanh(W_hh_h[row", 1)
+    assert rnn != files["rnn.py"]
+    return dict(files, **{"rnn.py": rnn})
+
+
 def importable(parent: Path, package: str) -> subprocess.CompletedProcess:
     """Import the package and run each cell once, in a fresh interpreter."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(parent), str(ROOT)]), NUMBA_DISABLE_JIT="1")
@@ -89,7 +96,7 @@ def test_modules_that_fail_to_run_are_not_swapped_in(tmp_path, variants):
     old, _ = variants
     out = tmp_path / "cells"
     gen.write_package(old, out, **QUIET)
-    broken = dict(old, **{"rnn.py": old["rnn.py"].replace("h_new = tanh(W_hh_h[row", "h_new = undefined_name + tanh(W_hh_h[row", 1)})
+    broken = with_a_name_error(old)
     with pytest.raises(gen.GenerateError, match=r"(?s)testing the new package failed.*fail to import or to run.*NameError: name 'undefined_name'"):
         gen.write_package(broken, out, **QUIET)
     assert snapshot(out) == {k: old[k] for k in sorted(old)}
@@ -103,7 +110,7 @@ def test_the_new_modules_are_tested_even_from_the_directory_of_the_old(tmp_path,
     out = tmp_path / "cells"
     gen.write_package(old, out, **QUIET)
     monkeypatch.chdir(tmp_path)
-    broken = dict(old, **{"rnn.py": old["rnn.py"].replace("h_new = tanh(W_hh_h[row", "h_new = undefined_name + tanh(W_hh_h[row", 1)})
+    broken = with_a_name_error(old)
     with pytest.raises(gen.GenerateError, match="NameError: name 'undefined_name'"):
         gen.write_package(broken, out, **QUIET)
     assert snapshot(out) == {k: old[k] for k in sorted(old)}
