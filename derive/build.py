@@ -4,8 +4,9 @@
     cells = build("my_cell.py", "mycells")      # or build([cell_object], "mycells")
     cell = cells["my_cell"](input_size=8, hidden_size=16)
 
-Same files as `python -m derive generate my_cell.py --out mycells`. Calling it again after editing
-the spec regenerates and re-imports, so a notebook always runs the current kernels.
+Same files as `python -m derive generate my_cell.py --out mycells`, with the same refusals: `out`
+must be new, or a folder holding a generated package or nothing (`NotAPackageError`). Calling it
+again after editing the spec regenerates and re-imports, so a notebook always runs the current kernels.
 """
 
 from __future__ import annotations

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from . import generate as gen
+from .generate import SpecFileError
 from .transaction import GenerateError
 from .validate import SpecError
+
+
+class UsageError(Exception):
+    """A command line that cannot run: reported in one line, exit status 2."""
 
 
 def _cells(targets: list[str]):
@@ -17,50 +23,59 @@ def _cells(targets: list[str]):
     builtin = {c.name: c for c in gen.builtin_cells()}
     cells = []
     for target in targets:
-        if target.endswith(".py") or Path(target).is_file():
+        if _is_spec_file(target):
+            if not Path(target).is_file():
+                raise UsageError(f"spec file {Path(target).resolve()} does not exist")
             cells += gen.load_spec_file(target)
         elif target in builtin:
             cells.append(builtin[target])
         else:
-            raise SystemExit(f"unknown cell {target!r}: built-in cells are {', '.join(builtin)}, or give a spec file")
+            raise UsageError(f"unknown cell {target!r}: built-in cells are {', '.join(builtin)}, or give a spec file")
     return cells
+
+
+def _is_spec_file(target: str) -> bool:
+    return target.endswith(".py") or Path(target).is_file()
 
 
 def cmd_generate(args) -> int:
     if args.out is None:
-        requested = {c.name for c in _cells(args.cells)} if args.cells else None
-        cells = gen.builtin_cells()
-        files = gen.render_all(cells)
-        if requested is not None:
-            files = {k: v for k, v in files.items() if k == "__init__.py" or k[:-3] in requested}
-        out = gen.GENERATED
+        spec = next((t for t in args.cells if _is_spec_file(t)), None)
+        if spec is not None:
+            raise UsageError(f"{spec} is a spec file: give --out DIR, the package folder for its cells "
+                             "(without --out, generate writes the built-in cells into generated/)")
+        written = gen.write_builtin({c.name for c in _cells(args.cells)} if args.cells else None, force=args.force)
+        current = f"{gen.GENERATED} and {gen.DOCS} are"
     else:
         if not args.cells:
-            raise SystemExit("generate --out DIR needs the cells or spec files to generate")
-        files, out = gen.render_all(_cells(args.cells)), Path(args.out)
-    written = gen.write_package(files, out, force=args.force)
+            raise UsageError("generate --out DIR needs the cells or spec files to generate")
+        out = Path(args.out)
+        written = gen.write_package(gen.render_all(_cells(args.cells)), out, force=args.force)
+        current = f"{out} is"
     if not written:
-        print(f"{out} is already current")
-    if args.out is None:
-        gen.write_docs(gen.render_docs([c for c in cells if requested is None or c.name in requested]), gen.DOCS)
+        print(f"{current} already current")
     return 0
 
 
 def cmd_check(args) -> int:
     cells = gen.builtin_cells()
-    files = gen.render_all(cells)
-    edited = gen.hand_edits(files, gen.GENERATED)
-    stale = [f"generated/{name}" for name in gen.stale_files(files, gen.GENERATED)]
-    stale += [f"docs/cells/{name}" for name in gen.stale_files(gen.render_docs(cells), gen.DOCS)]
+    edited, stale = [], []  # a file edited by hand is reported as such, not also as stale
+    for folder, label, files in ((gen.GENERATED, "generated", gen.render_all(cells)), (gen.DOCS, "docs/cells", gen.render_docs(cells))):
+        edited += gen.hand_edits(files, folder)
+        by_hand = gen.hand_edited(files, folder)
+        stale += [f"{label}/{name}" for name in gen.stale_files(files, folder) if name not in by_hand]
     if edited:
-        print("generated/ has files that were not produced by `generate` as they are:")
+        print("generated/ or docs/cells/ has files that were not produced by `generate` as they are:")
         for line in edited:
             print(f"  {line}")
-        print("move the change into the spec or the template; `generate --force` discards it")
     if stale:
         print("generated/ or docs/cells/ is stale; these files differ from what the specs and templates produce:")
         for name in stale:
             print(f"  {name}")
+    if edited:
+        print("move each change into the spec or the template, then run `python -m derive generate --force` "
+              "(it discards the edits) and commit the result")
+    elif stale:
         print("run `python -m derive generate` and commit the result")
     if edited or stale:
         return 1
@@ -99,6 +114,11 @@ def cmd_gradcheck(args) -> int:
 def cmd_flow(args) -> int:
     from . import flow, flow_report
 
+    out = Path(args.out)
+    try:  # before the measurement, which can take minutes
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot write into {out}: {error.strerror}")
     try:
         base = flow.Settings(args.steps, args.hidden_size, args.input_size, args.batch, args.seed,
                              args.input_scale, gate=args.gate)
@@ -112,7 +132,6 @@ def cmd_flow(args) -> int:
                 print(f"measured {flows[-1].label}: {settings.steps} steps in {time.perf_counter() - start:.1f}s", flush=True)
     except ValueError as error:
         raise SystemExit(f"flow: {error}")
-    out = Path(args.out)
     paths = flow_report.write_csv(flows, out)
     print()
     print(flow_report.table(flows))
@@ -147,6 +166,13 @@ def cmd_bench(args) -> int:
     return bench(args.options)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m derive", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,18 +205,18 @@ def main(argv=None) -> int:
     p.add_argument("--input-size", type=int, help="I (default: H)")
     p.add_argument("--batch", type=int, default=1, help="batch rows, each its own trajectory; means are reported (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights (PyTorch's default init) and the input")
-    p.add_argument("--input-scale", type=float, default=1.0, help="x ~ scale · N(0, 1) (default 1)")
-    p.add_argument("--gate-bias", type=float, nargs="+", metavar="B",
+    p.add_argument("--input-scale", type=_finite, default=1.0, help="x ~ scale · N(0, 1) (default 1)")
+    p.add_argument("--gate-bias", type=_finite, nargs="+", metavar="B",
                    help="total bias of the forget/update gate (f, else z); several values: one run each")
     p.add_argument("--gate", help="the gate --gate-bias sets (default: f, else z)")
-    p.add_argument("--weight-scale", type=float, nargs="+", metavar="RHO",
+    p.add_argument("--weight-scale", type=_finite, nargs="+", metavar="RHO",
                    help="spectral radius of every H×H gate block of the recurrent matrices; several values: one run each")
     p.add_argument("--title", help="title of the figure (default: the cells and settings)")
     p.set_defaults(run=cmd_flow)
 
     p = sub.add_parser("gradcheck", help="check generated cells against finite differences")
     p.add_argument("cells", nargs="*", help="generated cell names (default: all)")
-    p.add_argument("--tolerance", type=float, default=1e-6)
+    p.add_argument("--tolerance", type=_finite, default=1e-6)
     p.set_defaults(run=cmd_gradcheck)
 
     p = sub.add_parser("bench", add_help=False, help="time generated cells against PyTorch; writes docs/benchmarks.md")
@@ -201,8 +227,11 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(args.options)}")
     try:
         return args.run(args)
-    except SpecError as error:
-        unchanged = "\nnothing was written" if args.command == "generate" else ""
+    except UsageError as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return 2
+    except (SpecError, SpecFileError) as error:
+        unchanged = "\nnothing was written" if args.command == "generate" and isinstance(error, SpecError) else ""
         print(f"{args.command}: {error}{unchanged}", file=sys.stderr)
         return 1
     except GenerateError as error:

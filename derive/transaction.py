@@ -1,8 +1,8 @@
 """Replace a package directory all at once, or not at all.
 
-`locked(out)` serializes the runs that write `out` (an fcntl lock on `.<out>.lock` beside it: a
-second `generate` waits for the first). Under the lock, `recover(out)` removes the staging
-directories that killed runs left beside `out`, then `replace(files, out)`:
+`locked(out)` serializes the runs that write `out` (an fcntl lock on the folder that holds it:
+a second `generate` into that folder waits for the first; no lock file is left anywhere). Under
+the lock, `recover(out)` removes what killed runs left, then `replace(files, out)`:
 
 1. builds the complete new package in a fresh staging directory beside `out`: the files of `out`
    that stay, the new files, and the compiled caches in `__pycache__` (bytecode, numba's
@@ -18,6 +18,14 @@ An exception or Ctrl-C before the swap leaves the old one and says which step fa
 (SIGKILL) at any instant leaves one of the two, plus a hidden staging directory that the next run
 removes. Where RENAME_EXCHANGE is missing (not Linux, or a filesystem without it) the swap is two
 renames; a kill between them leaves `out` missing until the next run restores the old package.
+
+Where `out` cannot be renamed at all (EXDEV: a folder in an overlayfs lower layer, as in a Docker
+image; EBUSY: a mount point, as a Docker volume), the changed files are replaced one by one: all
+new files are first written beside the old ones (`.<name>.generate-partial`), then the caches of
+the replaced modules are deleted and each file is renamed over its old one. Each file is always
+complete, but the package is not replaced at once: a failure while writing the new files leaves
+the old package; a kill during the renames (a few milliseconds) can leave some modules new and
+some old, which the next run completes.
 """
 
 from __future__ import annotations
@@ -51,33 +59,36 @@ for name, cls in package.CELLS.items():
 """
 
 
+PARTIAL = ".generate-partial"  # suffix of a new file written beside the old one (file-by-file replacement)
+
+
 class GenerateError(RuntimeError):
-    """A step of the replacement failed; `out` was not changed."""
+    """`generate` refused or failed; unless it is a PartlyReplacedError, `out` was not changed."""
+
+
+class PartlyReplacedError(GenerateError):
+    """Replacing the files one by one failed after some of them were replaced."""
 
 
 @contextlib.contextmanager
 def locked(out: Path, log=print):
-    """Hold the lock of `out` for the duration of the block (waiting for another holder)."""
+    """Hold the lock of `out`'s folder for the duration of the block (waiting for another holder)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f".{out.name}.lock"
-    with open(path, "a+") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                log(f"waiting for {holder} to finish writing {out}")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.truncate(0)
-            handle.write(f"`generate` (pid {os.getpid()})")
-            handle.flush()
+    if fcntl is None:
+        yield
+        return
+    folder = os.open(out.parent, os.O_RDONLY)
+    try:
         try:
-            yield
-        finally:
-            if fcntl is not None:
-                handle.truncate(0)
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another `generate` to finish writing into {out.parent}")
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        except OSError as error:  # e.g. NFS, where a folder cannot be locked
+            log(f"cannot lock {out.parent} ({error.strerror}): runs writing into it at the same time are not serialized")
+        yield
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def replace(files: dict[str, str], out: Path, log=print) -> list[str]:
@@ -89,15 +100,20 @@ def replace(files: dict[str, str], out: Path, log=print) -> list[str]:
     changed = [name for name, text in files.items() if old.get(name) != text]
     if not changed:
         return []
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
+    except PermissionError as error:
+        raise GenerateError(f"{out} was not changed: its folder {out.parent} is not writable ({error.strerror}); "
+                            "`generate` stages the new package there") from error
     try:
         package = staging / out.name
         _step("staging the new files", out, lambda: _stage(files, changed, out, package))
         _step("testing the new package", out, lambda: _smoke_test(staging, out.name))
-        _step("swapping it in", out, lambda: _swap(package, out, staging))
+        _step("swapping it in", out, lambda: _swap(package, out, staging, changed))
     except KeyboardInterrupt:
-        replaced = (out / changed[0]).is_file() and (out / changed[0]).read_text(encoding="utf-8") == files[changed[0]]
-        state = "it holds the complete new package" if replaced else "it was not changed"
+        new = [name for name in changed if (out / name).is_file() and (out / name).read_text(encoding="utf-8") == files[name]]
+        state = ("it holds the complete new package" if len(new) == len(changed) else "it was not changed" if not new
+                 else f"{len(new)} of its {len(changed)} changed files were replaced: run `generate` again")
         log(f"interrupted while writing {out}: {state}")
         raise
     finally:
@@ -110,25 +126,32 @@ def replace(files: dict[str, str], out: Path, log=print) -> list[str]:
 def _step(what: str, out: Path, action) -> None:
     try:
         action()
+    except PartlyReplacedError:
+        raise
     except Exception as error:
         detail = str(error) if isinstance(error, GenerateError) else f"{type(error).__name__}: {error}"
         raise GenerateError(f"{what} failed, {out} was not changed: {detail}") from error
 
 
 def recover(out: Path) -> None:
-    """Remove staging directories of killed runs; restore `out` if a fallback swap was cut."""
+    """Remove staging directories and partial files of killed runs; restore `out` if a fallback
+    swap was cut."""
     for leftover in sorted(out.parent.glob(f".{out.name}-staging-*")):
         previous = leftover / "previous"
         if not out.exists() and previous.is_dir():
             os.rename(previous, out)
         shutil.rmtree(leftover, ignore_errors=True)
+    if out.is_dir():
+        for partial in out.glob(f".*{PARTIAL}"):
+            partial.unlink()
 
 
 def _stage(files: dict[str, str], changed: list[str], out: Path, package: Path) -> None:
     """The complete new package in `package`, with the caches that are still valid."""
-    stale = tuple(f"{Path(name).stem}." for name in changed)
     if out.is_dir():
-        shutil.copytree(out, package, symlinks=True, ignore=lambda d, names: _stale(d, names, out, stale))
+        caches = out / "__pycache__"
+        shutil.copytree(out, package, symlinks=True,
+                        ignore=lambda d, names: _stale(names, changed) if Path(d) == caches else [])
     else:
         package.mkdir()
     for name in changed:
@@ -138,11 +161,10 @@ def _stage(files: dict[str, str], changed: list[str], out: Path, package: Path) 
         _distinct_stamp(target, before)
 
 
-def _stale(directory: str, names: list[str], out: Path, stale: tuple[str, ...]) -> list[str]:
-    """Cache files of replaced modules: `__pycache__/<module>.*`."""
-    if Path(directory) != out / "__pycache__":
-        return []
-    return [n for n in names if n.startswith(stale)]
+def _stale(caches: list[str], changed: list[str]) -> list[str]:
+    """The entries of `__pycache__` that belong to the changed modules: `<module>.*`."""
+    modules = tuple(f"{Path(name).stem}." for name in changed)
+    return [name for name in caches if name.startswith(modules)]
 
 
 def _distinct_stamp(path: Path, before: os.stat_result | None) -> None:
@@ -170,17 +192,47 @@ def _smoke_test(staging: Path, package: str) -> None:
         )
 
 
-def _swap(package: Path, out: Path, staging: Path) -> None:
+def _swap(package: Path, out: Path, staging: Path, changed: list[str]) -> None:
     if not out.exists():
         os.rename(package, out)
         return
-    if _exchange(package, out):
-        return
-    os.rename(out, staging / "previous")  # fallback: a window where `out` is missing
+    try:
+        if not _exchange(package, out):
+            _rename_twice(package, out, staging)
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EBUSY):
+            raise
+        _replace_files(package, out, changed)
+
+
+def _rename_twice(package: Path, out: Path, staging: Path) -> None:
+    os.rename(out, staging / "previous")  # a window where `out` is missing
     try:
         os.rename(package, out)
     except BaseException:
         os.rename(staging / "previous", out)
+        raise
+
+
+def _replace_files(package: Path, out: Path, changed: list[str]) -> None:
+    """Replace the `changed` files of `out` by those of `package`, each by an atomic rename."""
+    partial = {name: out / f".{name}{PARTIAL}" for name in changed}
+    replaced = 0
+    try:
+        for name, path in partial.items():
+            shutil.copy2(package / name, path)  # copy2: keeps the distinct stamp of `_stage`
+        caches = out / "__pycache__"
+        for name in _stale(os.listdir(caches) if caches.is_dir() else [], changed):
+            (caches / name).unlink()
+        for name, path in partial.items():
+            os.replace(path, out / name)
+            replaced += 1
+    except BaseException as error:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+        if replaced and isinstance(error, OSError):
+            raise PartlyReplacedError(f"replacing the files of {out} one by one failed after {replaced} of {len(changed)}: "
+                                      f"{type(error).__name__}: {error}; run `generate` again") from error
         raise
 
 

@@ -1,6 +1,8 @@
 """Regeneration is all or nothing: failures, Ctrl-C, kills and concurrent runs never break the
 package, and no hand edit is overwritten silently."""
 
+import copy
+import errno
 import json
 import os
 import random
@@ -22,7 +24,7 @@ QUIET = dict(log=lambda message: None)
 
 def variant(k: int) -> dict[str, str]:
     """A package of the rnn and gru cells whose texts differ from variant to variant."""
-    cells = [c for c in gen.builtin_cells() if c.name in ("rnn", "gru")]
+    cells = [copy.copy(c) for c in gen.builtin_cells() if c.name in ("rnn", "gru")]  # the built-ins stay as they are
     for cell in cells:
         cell.doc = f"{cell.name}, variant {k}."
     return gen.render_all(cells)
@@ -127,14 +129,13 @@ def test_files_not_regenerated_and_their_caches_stay(tmp_path, variants):
     old, new = variants
     out = tmp_path / "cells"
     gen.write_package(old, out, **QUIET)
-    (out / "notes.txt").write_text("mine")
     cache = out / "__pycache__"
     cache.mkdir()
     for name in ("gru.forward-40.py311.nbi", "rnn.forward-40.py311.nbi", "rnn.cpython-311.pyc", "__init__.cpython-311.pyc"):
         (cache / name).write_text("cached")
     changed = gen.write_package({"__init__.py": old["__init__.py"], "rnn.py": new["rnn.py"]}, out, **QUIET)
     assert changed == ["rnn.py"]
-    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "gru.py").read_text() == old["gru.py"]
     assert sorted(p.name for p in cache.iterdir()) == ["__init__.cpython-311.pyc", "gru.forward-40.py311.nbi"]
 
 
@@ -146,13 +147,11 @@ def test_a_hand_edit_is_detected_and_never_overwritten_without_force(tmp_path, v
     assert gen.edited_by_hand(old["rnn.py"]) is None
     edited = old["rnn.py"].replace("h_new = tanh(", "h_new = 0.5 * tanh(", 1)
     (out / "rnn.py").write_text(edited)
-    (out / "gru.py").write_text("# my own module\n")
     assert "edited by hand" in gen.edited_by_hand(edited)
     with pytest.raises(gen.HandEditedError) as error:
         gen.write_package(new, out, **QUIET)
     message = str(error.value)
     assert f"{out / 'rnn.py'}: edited by hand (its content no longer matches the content sha256 in its header)" in message
-    assert f"{out / 'gru.py'}: not a generated file (no generated header)" in message
     assert "--force" in message
     assert (out / "rnn.py").read_text() == edited
     gen.write_package(new, out, force=True, **QUIET)
@@ -160,23 +159,178 @@ def test_a_hand_edit_is_detected_and_never_overwritten_without_force(tmp_path, v
 
 
 def test_check_and_generate_on_a_copy_of_the_repository(tmp_path):
-    """`check` names a hand-edited file; `generate` refuses, `generate --force` restores it."""
-    for part in ("derive", "templates", "generated"):
+    """`check` names a hand-edited module and a hand-edited docs page, with one piece of advice;
+    `generate` refuses to overwrite either, `generate --force` restores both."""
+    for part in ("derive", "templates", "generated", "docs/cells"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     run = lambda *args: subprocess.run([sys.executable, "-m", "derive", *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
-    lstm = tmp_path / "generated" / "lstm.py"
-    original = lstm.read_text()
+    lstm, page = tmp_path / "generated" / "lstm.py", tmp_path / "docs" / "cells" / "gru.md"
+    original, original_page = lstm.read_text(), page.read_text()
     lstm.write_text(original.replace("c_new = c*f", "c_new = 2*c*f", 1))
+    page.write_text(original_page + "MY IMPORTANT NOTE\n")
     result = run("check")
     assert result.returncode == 1
     assert f"{lstm}: edited by hand (its content no longer matches the content sha256 in its header)" in result.stdout
+    assert f"{page}: edited by hand (its content no longer matches the content sha256 in its header)" in result.stdout
+    assert "stale" not in result.stdout and "run `python -m derive generate` and" not in result.stdout
+    assert "`python -m derive generate --force`" in result.stdout
     result = run("generate")
     assert result.returncode == 1 and "generate: " in result.stderr and "--force" in result.stderr
-    assert lstm.read_text() != original
+    assert str(lstm) in result.stderr and str(page) in result.stderr
+    assert lstm.read_text() != original and page.read_text().endswith("MY IMPORTANT NOTE\n")
     assert run("generate", "--force").returncode == 0
-    assert lstm.read_text() == original
+    assert lstm.read_text() == original and page.read_text() == original_page
     assert run("check").returncode == 0
+    result = run("generate")  # nothing changed: nothing is written, not even the docs pages
+    assert result.returncode == 0 and "wrote" not in result.stdout, result.stdout
+
+
+# -- what may be replaced -------------------------------------------------------------------
+def test_an_existing_file_is_never_replaced(tmp_path, variants):
+    """--out LICENSE (a file named like a package) or a symlink to a file: refused, file kept."""
+    license_ = tmp_path / "LICENSE"
+    license_.write_text("MIT License\n")
+    (tmp_path / "link").symlink_to(license_)
+    for out in (license_, tmp_path / "link"):
+        with pytest.raises(gen.NotAPackageError, match=f"{license_} was not changed: it is a file, not a folder"):
+            gen.write_package(variants[0], out, force=True, **QUIET)
+    assert license_.read_text() == "MIT License\n" and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LICENSE", "link"]
+
+
+@pytest.mark.parametrize("foreign", ["train.log", "__init__.py", "notes/"])
+def test_a_folder_with_files_generate_did_not_write_is_never_replaced(tmp_path, variants, foreign):
+    """Not even with force: the folder keeps its inode (no copy swapped in) and every file."""
+    out = tmp_path / "work"
+    gen.write_package(variants[0], out, **QUIET)
+    mine = out / foreign.rstrip("/")
+    mine.mkdir() if foreign.endswith("/") else mine.write_text("# mine\n")
+    before, inode = {p.name: p.stat().st_ino for p in out.iterdir()}, out.stat().st_ino
+    with pytest.raises(gen.NotAPackageError) as error:
+        gen.write_package(variants[1], out, force=True, **QUIET)
+    message = str(error.value)
+    assert message.startswith(f"{out} was not changed: it holds files that `generate` did not write:\n  {mine}\n")
+    assert "--force does not change that" in message and "rerun with --force" not in message
+    assert out.stat().st_ino == inode and {p.name: p.stat().st_ino for p in out.iterdir()} == before
+
+
+def test_an_empty_folder_or_one_with_caches_only_is_replaced(tmp_path, variants):
+    for out in (tmp_path / "empty", tmp_path / "caches"):
+        out.mkdir()
+    (tmp_path / "caches" / "__pycache__").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "caches"):
+        assert gen.write_package(variants[0], out, **QUIET) == list(variants[0])
+
+
+def test_no_lock_file_is_left_beside_the_package(tmp_path, variants):
+    gen.write_package(variants[0], tmp_path / "cells", **QUIET)
+    gen.write_package(variants[1], tmp_path / "cells", **QUIET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells"]
+
+
+def test_a_read_only_parent_gives_a_clear_message(tmp_path, variants, monkeypatch):
+    """Simulated: the tests run as root, for whom permission bits do not stop writes."""
+    out = tmp_path / "cells"
+    gen.write_package(variants[0], out, **QUIET)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".cells-staging-x"))
+
+    monkeypatch.setattr(transaction.tempfile, "mkdtemp", refuse)
+    with pytest.raises(gen.GenerateError, match=f"{out} was not changed: its folder {tmp_path} is not writable"):
+        gen.write_package(variants[1], out, **QUIET)
+    assert snapshot(out) == {k: variants[0][k] for k in sorted(variants[0])}
+
+
+# -- where the folder cannot be swapped (overlayfs lower layer, mount point) ----------------
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.EBUSY])
+@pytest.mark.parametrize("exchange", ["fails", "unsupported"])
+def test_an_unswappable_folder_is_replaced_file_by_file(tmp_path, variants, monkeypatch, code, exchange):
+    """renameat2 fails with EXDEV or EBUSY, or is missing and the two renames fail so."""
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    cache = out / "__pycache__"
+    cache.mkdir()
+    for name in ("gru.forward-40.py311.nbi", "rnn.forward-40.py311.nbi"):
+        (cache / name).write_text("cached")
+    inode = out.stat().st_ino
+
+    def unswappable(a, b):
+        raise OSError(code, os.strerror(code))
+
+    if exchange == "fails":
+        monkeypatch.setattr(transaction, "_exchange", unswappable)
+    else:
+        monkeypatch.setattr(transaction, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(transaction.os, "rename", unswappable)
+    files = {"__init__.py": old["__init__.py"], "rnn.py": new["rnn.py"], "gru.py": old["gru.py"]}
+    assert gen.write_package(files, out, **QUIET) == ["rnn.py"]
+    assert out.stat().st_ino == inode
+    assert snapshot(out) == {k: files[k] for k in sorted(files)}
+    assert sorted(p.name for p in cache.iterdir()) == ["gru.forward-40.py311.nbi"]
+    assert sorted(p.name for p in out.iterdir()) == ["__init__.py", "__pycache__", "gru.py", "rnn.py"]
+
+
+def test_a_failure_while_replacing_file_by_file_leaves_the_old_package(tmp_path, variants, monkeypatch):
+    """The new files are all written beside the old ones first; a failure there changes nothing."""
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    monkeypatch.setattr(transaction, "_exchange", lambda a, b: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+    copies, copyfile, smoke_test = [], shutil.copyfile, transaction._smoke_test
+
+    def copy_then_fail(source, target, **kwargs):
+        copies.append(target)
+        if len(copies) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copyfile(source, target, **kwargs)
+
+    def the_disk_fills_after_the_test(*args):
+        smoke_test(*args)
+        monkeypatch.setattr(transaction.shutil, "copyfile", copy_then_fail)
+
+    monkeypatch.setattr(transaction, "_smoke_test", the_disk_fills_after_the_test)
+    with pytest.raises(gen.GenerateError, match=f"swapping it in failed, {out} was not changed: .*No space left"):
+        gen.write_package(new, out, **QUIET)
+    assert len(copies) == 2
+    assert snapshot(out) == {k: old[k] for k in sorted(old)}
+    assert sorted(p.name for p in out.iterdir()) == sorted(old)
+
+
+def test_a_failure_after_some_files_were_replaced_says_so(tmp_path, variants, monkeypatch):
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    monkeypatch.setattr(transaction, "_exchange", lambda a, b: (_ for _ in ()).throw(OSError(errno.EBUSY, "busy")))
+    renames, replace = [], os.replace
+
+    def replace_then_fail(source, target):
+        renames.append(target)
+        if len(renames) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        replace(source, target)
+
+    monkeypatch.setattr(transaction.os, "replace", replace_then_fail)
+    with pytest.raises(transaction.PartlyReplacedError,
+                       match=f"^replacing the files of {out} one by one failed after 1 of 2: OSError: .*run `generate` again$"):
+        gen.write_package(new, out, **QUIET)
+    first, second = [name for name in new if new[name] != old[name]]
+    assert (out / first).read_text() == new[first] and (out / second).read_text() == old[second]
+    assert sorted(p.name for p in out.iterdir()) == sorted(old)  # no partial file left
+    monkeypatch.undo()
+    gen.write_package(new, out, **QUIET)
+    assert snapshot(out) == {k: new[k] for k in sorted(new)}
+
+
+def test_files_left_by_a_killed_file_by_file_replacement_are_removed(tmp_path, variants):
+    old, new = variants
+    out = tmp_path / "cells"
+    gen.write_package(old, out, **QUIET)
+    (out / f".rnn.py.killed{transaction.PARTIAL}").write_text(new["rnn.py"])
+    gen.write_package(new, out, **QUIET)
+    assert sorted(p.name for p in out.iterdir()) == sorted(new)
 
 
 # -- concurrent runs ------------------------------------------------------------------------
@@ -191,7 +345,7 @@ def test_a_second_run_waits_for_the_lock(tmp_path, variants):
         assert snapshot(out) == {k: old[k] for k in sorted(old)}
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
-    assert f"waiting for `generate` (pid {os.getpid()}) to finish writing {out}" in stdout
+    assert f"waiting for another `generate` to finish writing into {tmp_path}" in stdout
     assert snapshot(out) == {k: new[k] for k in sorted(new)}
 
 
