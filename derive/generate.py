@@ -204,15 +204,7 @@ def write_package(files: dict[str, str], out: Path, log=print, force: bool = Fal
     out = Path(out).resolve()
     with locked(out, log):
         recover(out)
-        if out.exists() and not out.is_dir():
-            raise NotAPackageError(f"{out} was not changed: it is a file, not a folder; `generate` writes a package "
-                                   "folder and never replaces a file (--force does not change that): choose another output folder")
-        foreign = not_generated(out)
-        if foreign:
-            listed = foreign[:MAX_LISTED] + ([f"... and {len(foreign) - MAX_LISTED} more"] if len(foreign) > MAX_LISTED else [])
-            raise NotAPackageError(f"{out} was not changed: it holds files that `generate` did not write:\n  " + "\n  ".join(listed)
-                                   + "\n`generate` replaces only a folder that holds a generated package or nothing "
-                                   "(--force does not change that): choose a new output folder")
+        _refuse_a_non_package(out)
         if not force:
             _refuse_hand_edits(f"{out} was not changed", hand_edits(files, out))
         return replace(files, out, log)
@@ -226,12 +218,25 @@ def write_builtin(names: set[str] | None = None, force: bool = False, log=print)
     """
     cells = builtin_cells()
     chosen = [c for c in cells if names is None or c.name in names]
-    files = {k: v for k, v in render_all(cells).items() if k == "__init__.py" or k[:-3] in {c.name for c in chosen}}
+    modules = {"__init__.py", *(f"{c.name}.py" for c in chosen)}
+    files = {name: text for name, text in render_all(cells).items() if name in modules}
     pages = render_docs(chosen)
     if not force:
         _refuse_hand_edits("nothing was written", hand_edits(files, GENERATED) + hand_edits(pages, DOCS))
     written = [str(GENERATED / n) for n in write_package(files, GENERATED, log, force)]
     return written + [str(DOCS / n) for n in write_docs(pages, DOCS, log, force)]
+
+
+def _refuse_a_non_package(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotAPackageError(f"{out} was not changed: it is a file, not a folder; `generate` writes a package "
+                               "folder and never replaces a file (--force does not change that): choose another output folder")
+    foreign = not_generated(out)
+    if foreign:
+        listed = foreign[:MAX_LISTED] + ([f"... and {len(foreign) - MAX_LISTED} more"] if len(foreign) > MAX_LISTED else [])
+        raise NotAPackageError(f"{out} was not changed: it holds files that `generate` did not write:\n  " + "\n  ".join(listed)
+                               + "\n`generate` replaces only a folder that holds a generated package or nothing "
+                               "(--force does not change that): choose a new output folder")
 
 
 def _refuse_hand_edits(outcome: str, edited: list[str]) -> None:
