@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -60,7 +61,7 @@ def writer(files: dict[str, str], out: Path, tmp_path: Path, name: str) -> subpr
         "import json, sys; from derive import generate as g; "
         "g.write_package(json.load(open(sys.argv[1])), sys.argv[2])"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-c", script, str(spec), str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -340,12 +341,14 @@ def test_a_second_run_waits_for_the_lock(tmp_path, variants):
     gen.write_package(old, out, **QUIET)
     with transaction.locked(out, **QUIET):
         process = writer(new, out, tmp_path, "new")
-        time.sleep(2)
+        # its first line, however long its start takes on a loaded machine
+        assert select.select([process.stdout], [], [], 120)[0], "the second run neither waits nor ends"
+        assert process.stdout.readline() == f"waiting for another `generate` to finish writing into {tmp_path}\n"
+        time.sleep(1)
         assert process.poll() is None, process.communicate()
         assert snapshot(out) == {k: old[k] for k in sorted(old)}
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
-    assert f"waiting for another `generate` to finish writing into {tmp_path}" in stdout
     assert snapshot(out) == {k: new[k] for k in sorted(new)}
 
 
