@@ -73,7 +73,10 @@ class PartlyReplacedError(GenerateError):
 @contextlib.contextmanager
 def locked(out: Path, log=print):
     """Hold the lock of `out`'s folder for the duration of the block (waiting for another holder)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GenerateError(f"{out} was not changed: cannot create its folder {out.parent} ({error.strerror})") from error
     if fcntl is None:
         yield
         return
@@ -102,9 +105,9 @@ def replace(files: dict[str, str], out: Path, log=print) -> list[str]:
         return []
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
-    except PermissionError as error:
-        raise GenerateError(f"{out} was not changed: its folder {out.parent} is not writable ({error.strerror}); "
-                            "`generate` stages the new package there") from error
+    except OSError as error:  # a read-only folder or file system
+        raise GenerateError(f"{out} was not changed: cannot write into its folder {out.parent} ({error.strerror}), "
+                            "where `generate` stages the new package") from error
     try:
         package = staging / out.name
         _step("staging the new files", out, lambda: _stage(files, changed, out, package))

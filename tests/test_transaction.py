@@ -239,9 +239,17 @@ def test_a_read_only_parent_gives_a_clear_message(tmp_path, variants, monkeypatc
         raise PermissionError(13, "Permission denied", str(tmp_path / ".cells-staging-x"))
 
     monkeypatch.setattr(transaction.tempfile, "mkdtemp", refuse)
-    with pytest.raises(gen.GenerateError, match=f"{out} was not changed: its folder {tmp_path} is not writable"):
+    with pytest.raises(gen.GenerateError, match=f"{out} was not changed: cannot write into its folder {tmp_path} "
+                                               r"\(Permission denied\), where `generate` stages the new package"):
         gen.write_package(variants[1], out, **QUIET)
     assert snapshot(out) == {k: variants[0][k] for k in sorted(variants[0])}
+
+
+def test_an_output_folder_below_a_file_gives_a_clear_message(tmp_path, variants):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "sub" / "cells"
+    with pytest.raises(gen.GenerateError, match=f"{out} was not changed: cannot create its folder {out.parent} "):
+        gen.write_package(variants[0], out, **QUIET)
 
 
 # -- where the folder cannot be swapped (overlayfs lower layer, mount point) ----------------
