@@ -10,7 +10,7 @@ and, for runs with Lyapunov exponents:
 
     lyapunov.csv             one row per run and step t past the warmup: lambda_1 … lambda_K, the
                              estimate of each exponent from the steps so far (mean over batch rows)
-    lyapunov.png             that estimate against t, and the final spectrum λ_i against i
+    lyapunov.png             that estimate against t for λ_1 … λ_4, and the final spectrum λ_i against i
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .flow import Flow
 
 CSV_NAME, STEPS_CSV_NAME, PNG_NAME = "gradient_flow.csv", "gradient_flow_steps.csv", "gradient_flow.png"
 LYAPUNOV_CSV_NAME, LYAPUNOV_PNG_NAME = "lyapunov.csv", "lyapunov.png"
+CONVERGENCE_SHOWN = 4  # exponents whose convergence lyapunov.png draws (lyapunov.csv has them all)
 NO_MATPLOTLIB = "matplotlib is not installed, so no plot was drawn: pip install matplotlib (or pip install -e '.[plot]')"
 
 
@@ -173,8 +174,8 @@ def plot_lyapunov(flows: list[Flow], out: Path, title: str = "") -> Path | None:
     fig, (running, final) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
     for f in spectra:
         s = f.spectrum
-        (line,) = running.plot(s.steps, s.running[:, 0], lw=1.8, label=f"{f.label}: λ1")
-        for i in range(1, s.running.shape[1]):
+        (line,) = running.plot(s.steps, s.running[:, 0], lw=1.8)
+        for i in range(1, min(s.running.shape[1], CONVERGENCE_SHOWN)):
             running.plot(s.steps, s.running[:, i], color=line.get_color(), lw=0.8, alpha=0.5)
         mean = s.exponents.mean(axis=0)
         final.plot(np.arange(1, len(mean) + 1), mean, "o-", ms=3, color=line.get_color(), label=f.label)
@@ -183,11 +184,13 @@ def plot_lyapunov(flows: list[Flow], out: Path, title: str = "") -> Path | None:
         ax.grid(True, alpha=0.3)
     running.set_xlabel("step t")
     running.set_ylabel(r"estimate of $\lambda_i$ from the steps so far")
-    running.set_title("Convergence (thick: λ1, thin: λ2 … λK)")
-    running.legend(fontsize="small")
+    shown = min(CONVERGENCE_SHOWN, max(f.spectrum.running.shape[1] for f in spectra))
+    running.set_title("Convergence (thick: λ1" + (f", thin: λ2 … λ{shown})" if shown > 1 else ")"))
     final.set_xlabel("i")
+    final.xaxis.get_major_locator().set_params(integer=True)
     final.set_ylabel(r"Lyapunov exponent $\lambda_i$ per step (natural log)")
     final.set_title("Spectrum at the last step")
+    final.legend(fontsize="small")
     return _save(plt, fig, Path(out) / LYAPUNOV_PNG_NAME, title)
 
 
