@@ -61,8 +61,11 @@ def lyapunov(cell: RecurrentCell, x, k: int, state0=None, warmup: int = 0) -> np
 def spectrum(cell: RecurrentCell, x, k: int, state0=None, warmup: int = 0) -> Spectrum:
     """`lyapunov`, and how the estimate converged: its mean over rows after every step."""
     x = check_arguments(cell, x, k, warmup)
-    running = [descending(e) for e in running_exponents(jacobian_chunks(cell, x, state0), k, warmup)]
-    return Spectrum(running[-1], np.array([e.mean(axis=0) for e in running]), warmup)
+    means = []
+    for exponents in running_exponents(jacobian_chunks(cell, x, state0), k, warmup):
+        exponents = descending(exponents)
+        means.append(exponents.mean(axis=0))
+    return Spectrum(exponents, np.array(means), warmup)
 
 
 def check_arguments(cell, x, k, warmup) -> np.ndarray:
