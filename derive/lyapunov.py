@@ -74,7 +74,7 @@ def check_arguments(cell, x, k, warmup) -> np.ndarray:
         hint = f"; build one: {cell.__name__}(input_size, hidden_size)" if isinstance(cell, type) and issubclass(cell, RecurrentCell) else ""
         raise TypeError(f"cell must be an instance of a generated cell, got {cell!r}{hint}")
     x = to_numpy("x", x)
-    if x.ndim != 3:
+    if x.ndim != 3 or x.shape[2] != cell.input_size:  # checked whole: forward sees it in chunks
         raise ValueError(f"x must have shape (T, B, input_size={cell.input_size}), got {x.shape}")
     S = cell.hidden_size * len(cell.state_names)
     if not _is_integer(k) or not 1 <= k <= S:

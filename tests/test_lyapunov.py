@@ -166,7 +166,7 @@ def test_a_dead_direction_gives_minus_infinity():
 
 
 # -- arguments ------------------------------------------------------------------------------------
-def test_arguments_are_checked():
+def test_arguments_are_checked(monkeypatch):
     cell = LSTM(3, 4, dtype=np.float64)
     x = np.zeros((10, 2, 3))
     with pytest.raises(TypeError, match=r"cell must be an instance of a generated cell, got .*LSTM.*; build one: LSTM\(input_size"):
@@ -184,8 +184,11 @@ def test_arguments_are_checked():
         flow.lyapunov(cell, np.zeros((0, 2, 3)), 1)
     with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size=3\), got \(10, 3\)"):
         flow.lyapunov(cell, np.zeros((10, 3)), 1)
-    with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size=3\) = \(10, 2, 3\), got \(10, 2, 5\)"):
+    monkeypatch.setattr(lyap, "CHUNK_BYTES", 1)  # forward sees one step at a time: the error must name the whole x
+    with pytest.raises(ValueError, match=r"x must have shape \(T, B, input_size=3\), got \(10, 2, 5\)"):
         flow.lyapunov(cell, np.zeros((10, 2, 5)), 1)
+    with pytest.raises(TypeError, match="x has dtype float64 but the cell is float32"):
+        flow.lyapunov(LSTM(3, 4), x, 1)
     with pytest.raises(ValueError, match=r"state0\[1\] \(c\) must have shape"):
         flow.lyapunov(cell, x, 1, state0=(np.zeros((2, 4)), np.zeros((3, 4))))
     assert flow.lyapunov(cell, np.zeros((3, 0, 3)), 2).shape == (0, 2)  # no batch rows: no exponents
