@@ -121,7 +121,7 @@ def cmd_flow(args) -> int:
         raise UsageError(f"cannot write into {out}: {error.strerror}")
     try:
         base = flow.Settings(args.steps, args.hidden_size, args.input_size, args.batch, args.seed,
-                             args.input_scale, gate=args.gate)
+                             args.input_scale, gate=args.gate, lyapunov=args.lyapunov, warmup=args.warmup)
         classes = flow.resolve(args.cells)
         runs = flow.sweep(base, args.gate_bias or [None], args.weight_scale or [None])
         flows = []
@@ -136,13 +136,16 @@ def cmd_flow(args) -> int:
     print()
     print(flow_report.table(flows))
     print()
+    if args.lyapunov:
+        print(flow_report.lyapunov_table(flows))
+        print()
     varying = tuple(name for name, values in (("gate_bias", args.gate_bias), ("weight_scale", args.weight_scale))
                     if values and len(values) > 1)
     title = args.title or ", ".join(sorted({c.name for c in classes}, key=args.cells.index)) + ": " + flow_report.describe(runs[0][0], varying)
-    png = flow_report.plot(flows, out, title)
-    for path in paths + ((png,) if png else ()):
+    pngs = [png for png in (flow_report.plot(flows, out, title), flow_report.plot_lyapunov(flows, out, title)) if png]
+    for path in paths + tuple(pngs):
         print(f"wrote {path}")
-    if png is None:
+    if not pngs:
         print(flow_report.NO_MATPLOTLIB)
     return 0
 
@@ -211,7 +214,11 @@ def main(argv=None) -> int:
     p.add_argument("--gate", help="the gate --gate-bias sets (default: f, else z)")
     p.add_argument("--weight-scale", type=_finite, nargs="+", metavar="RHO",
                    help="spectral radius of every H×H gate block of the recurrent matrices; several values: one run each")
-    p.add_argument("--title", help="title of the figure (default: the cells and settings)")
+    p.add_argument("--lyapunov", type=int, default=0, metavar="K",
+                   help="also compute the top K Lyapunov exponents of the Jacobian product (lyapunov.csv, lyapunov.png)")
+    p.add_argument("--warmup", type=int, default=0, metavar="W",
+                   help="steps run but not averaged into the Lyapunov exponents (default 0)")
+    p.add_argument("--title", help="title of the figures (default: the cells and settings)")
     p.set_defaults(run=cmd_flow)
 
     p = sub.add_parser("gradcheck", help="check generated cells against finite differences")

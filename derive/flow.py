@@ -8,7 +8,8 @@ If the product shrinks geometrically with k, the gradient reaching k steps back 
 grows, it explodes. `measure` runs a cell on an input, takes J_t from `cell.jacobian(tape)` and
 returns, for every lag k = 0…T, the spectral norm of that product (of the whole stacked state,
 and of each state's own diagonal block, e.g. ∂c_T/∂c_{T−k}); and for every step the spectral
-radius and the largest singular value of J_t and the mean value of every gate.
+radius and the largest singular value of J_t and the mean value of every gate; on request the
+top Lyapunov exponents of the product and how their estimate converged (`derive/lyapunov.py`).
 
 Batches: each batch row is its own trajectory. Every quantity is computed per row and reported
 as the mean over rows; `norm_min` and `norm_max` give the spread of the lag norms over rows.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .lyapunov import Spectrum, lyapunov, spectrum  # noqa: F401 (derive.flow.lyapunov is the public name)
 from .runtime import RecurrentCell
 
 KEEP_GATES = ("f", "z")  # gates that keep the state when near 1: LSTM forget gate, GRU update gate
@@ -30,7 +32,7 @@ KEEP_GATES = ("f", "z")  # gates that keep the state when near 1: LSTM forget ga
 
 @dataclass(frozen=True)
 class Settings:
-    """How `analyze` builds each cell and its input."""
+    """How `analyze` builds each cell and its input, and what it measures besides the lag norms."""
 
     steps: int = 100
     hidden_size: int = 32
@@ -41,12 +43,22 @@ class Settings:
     gate_bias: float | None = None  # total bias of the forget/update gate
     gate: str | None = None  # which gate gate_bias sets; default: the first of KEEP_GATES the cell has
     weight_scale: float | None = None  # spectral radius of every H×H gate block of the recurrent matrices
+    lyapunov: int = 0  # how many Lyapunov exponents to compute (0: none)
+    warmup: int = 0  # steps not averaged into the Lyapunov exponents
 
     def __post_init__(self):
         for name in ("steps", "hidden_size", "batch"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lyapunov", "warmup"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.warmup and not self.lyapunov:
+            raise ValueError(f"warmup = {self.warmup} applies to Lyapunov exponents only: set lyapunov too")
+        if self.warmup >= self.steps:
+            raise ValueError(f"warmup must be less than steps = {self.steps}, got {self.warmup}")
         if self.input_size is not None and self.input_size < 1:
             raise ValueError(f"input_size must be a positive integer, got {self.input_size!r}")
         if self.weight_scale is not None and not self.weight_scale > 0:
@@ -67,6 +79,7 @@ class Flow:
     spectral_radius: np.ndarray  # (T,) max |eigenvalue| of J_t, t = 1..T
     max_singular: np.ndarray  # (T,) ‖J_t‖₂
     gates: dict[str, np.ndarray]  # gate name -> (T,) mean activation over rows and units
+    spectrum: Spectrum | None = None  # Lyapunov exponents, if asked for
     settings: Settings | None = field(default=None, repr=False)
 
     @property
@@ -114,8 +127,11 @@ def gate_names(cls: type[RecurrentCell]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def measure(cell: RecurrentCell, x: np.ndarray, state0=None, label: str | None = None) -> Flow:
-    """Run `cell` on x (T, B, I) from state0 and measure the gradient flow along the trajectory."""
+def measure(cell: RecurrentCell, x: np.ndarray, state0=None, label: str | None = None,
+            lyapunov_exponents: int = 0, warmup: int = 0) -> Flow:
+    """Run `cell` on x (T, B, I) from state0 and measure the gradient flow along the trajectory;
+    with lyapunov_exponents = k > 0 also the top k Lyapunov exponents, the first `warmup` steps
+    not averaged."""
     _, _, tape = cell.forward(x, state0)
     J = cell.jacobian(tape).astype(np.float64)
     T, B, S, _ = J.shape
@@ -135,6 +151,7 @@ def measure(cell: RecurrentCell, x: np.ndarray, state0=None, label: str | None =
         spectral_radius=np.abs(np.linalg.eigvals(J)).max(axis=-1).mean(axis=1),
         max_singular=np.linalg.norm(J, 2, axis=(2, 3)).mean(axis=1),
         gates=gates,
+        spectrum=spectrum(cell, x, lyapunov_exponents, state0, warmup) if lyapunov_exponents else None,
     )
 
 
@@ -200,7 +217,8 @@ def analyze(cells, settings: Settings = Settings(), suffix: str = "") -> list[Fl
     flows = []
     for cls in resolve(cells):
         cell, x = build(cls, settings)
-        flow = measure(cell, x, label=f"{cls.name} ({suffix})" if suffix else cls.name)
+        label = f"{cls.name} ({suffix})" if suffix else cls.name
+        flow = measure(cell, x, label=label, lyapunov_exponents=settings.lyapunov, warmup=settings.warmup)
         flow.settings = settings
         flows.append(flow)
     return flows

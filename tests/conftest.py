@@ -8,6 +8,7 @@ import pytest
 
 import generated
 from derive.build import build
+from tests import extra_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,12 @@ CELL_NAMES = list(ALL_CELLS)
 TORCH_CELLS = [name for name, cls in generated.CELLS.items() if cls.torch_reference]
 
 
+def orthogonal(n: int, seed: int = 0) -> np.ndarray:
+    """A random n×n orthogonal matrix (Haar-distributed)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
 @pytest.fixture(scope="session")
 def torch():
     """PyTorch, or a visible skip; under CI (CI=true) a missing torch is a failure."""
@@ -37,6 +44,12 @@ def torch():
             pytest.fail("torch is missing under CI=true; install torch==2.13.0 (CPU build)")
         pytest.skip("torch is not installed: PyTorch comparisons skipped (pip install torch==2.13.0)")
     return torch
+
+
+@pytest.fixture(scope="session")
+def extra(tmp_path_factory):
+    """The test-only cells of tests/extra_cells.py (identity RNN, multi-level GRU), generated and imported."""
+    return extra_cells.generate_into(tmp_path_factory.mktemp("extra"))
 
 
 @pytest.fixture

@@ -10,20 +10,9 @@ import pytest
 
 from derive import cli, flow
 from generated import GRU, LSTM, RNN
-from tests import extra_cells
+from tests.conftest import orthogonal
 
 H, I = 8, 3
-
-
-@pytest.fixture(scope="module")
-def extra(tmp_path_factory):
-    """The test-only cells (identity RNN, multi-level GRU), generated and imported."""
-    return extra_cells.generate_into(tmp_path_factory.mktemp("extra"))
-
-
-def orthogonal(n: int, seed: int = 0) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    return q * np.sign(np.diag(r))
 
 
 def with_recurrent(cls, W_hh, seed=0, zero_bias=False):
@@ -236,6 +225,7 @@ def test_flow_command_writes_csv_table_and_plot(tmp_path):
                               "gate_i", "gate_f", "gate_g", "gate_o", "gate_r", "gate_z", "gate_n"]
     assert len(steps) == 4 * 12 and steps[0]["gate_r"] == "" and steps[-1]["gate_i"] == ""
     assert (tmp_path / "gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "lyapunov.csv").exists() and not (tmp_path / "lyapunov.png").exists()
     assert "lstm (gate bias 2)" in out and "k=10" in out and "k=12" in out
     assert f"wrote {tmp_path / 'gradient_flow.png'}" in out
 
@@ -253,3 +243,34 @@ def test_flow_command_sweeps_the_weight_scale_and_works_without_matplotlib(tmp_p
 def test_flow_command_refuses_a_gate_bias_the_cell_cannot_take(tmp_path):
     with pytest.raises(SystemExit, match="cell 'rnn' has no forget or update gate"):
         run_flow("rnn", "--steps", "3", "--gate-bias", "1", "--out", str(tmp_path))
+
+
+def test_flow_command_writes_the_lyapunov_exponents_and_their_convergence(tmp_path):
+    pytest.importorskip("matplotlib")
+    code, out = run_flow("rnn", "lstm", "--steps", "12", "--hidden-size", "4", "--batch", "2",
+                         "--lyapunov", "3", "--warmup", "2", "--out", str(tmp_path))
+    assert code == 0
+    rows = read_csv(tmp_path / "lyapunov.csv")
+    assert list(rows[0]) == ["cell", "run", "step", "lambda_1", "lambda_2", "lambda_3"]
+    assert [(r["run"], int(r["step"])) for r in rows] == [(run, t) for run in ("rnn", "lstm") for t in range(3, 13)]
+    settings = flow.Settings(steps=12, hidden_size=4, batch=2, lyapunov=3, warmup=2)
+    for cls in (RNN, LSTM):
+        cell, x = flow.build(cls, settings)
+        expected = flow.lyapunov(cell, x, 3, warmup=2).mean(axis=0)
+        last = [float(r[f"lambda_{i}"]) for r in rows if r["cell"] == cls.name for i in (1, 2, 3)][-3:]
+        np.testing.assert_allclose(last, expected, rtol=1e-12)
+        assert f"{expected[0]:.4f}" in out.split(cls.name + " ")[-1].splitlines()[0]  # the table's row
+    assert "Lyapunov exponents per step" in out and "e^λ1" in out
+    assert (tmp_path / "lyapunov.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {tmp_path / 'lyapunov.csv'}" in out and f"wrote {tmp_path / 'lyapunov.png'}" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lyapunov", "5"], r"k \(the number of Lyapunov exponents\) must be an integer from 1 to the state size 4 of this rnn"),
+    (["--lyapunov", "-1"], "lyapunov must be a non-negative integer, got -1"),
+    (["--warmup", "2"], "warmup = 2 applies to Lyapunov exponents only: set lyapunov too"),
+    (["--lyapunov", "1", "--warmup", "6"], "warmup must be less than steps = 6, got 6"),
+])
+def test_flow_command_refuses_lyapunov_options_that_do_not_fit(tmp_path, args, message):
+    with pytest.raises(SystemExit, match=message):
+        run_flow("rnn", "--steps", "6", "--hidden-size", "4", *args, "--out", str(tmp_path))
