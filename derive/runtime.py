@@ -18,6 +18,7 @@ import numpy as np
 
 from . import finite
 from .arguments import as_array, same_bits, to_numpy
+from .kernel_cache import enable_caching
 from .torch_weights import cell_weights
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -196,7 +197,8 @@ class RecurrentCell:
 
         Returns (y, state, tape): y (T, B, H) holds every h_t, state is the tuple of final
         states (one (B, H) array per name in `state_names`), tape feeds `backward`/`jacobian`.
-        state0 is such a tuple (an array for single-state cells); zeros if None.
+        state0 is such a tuple (for single-state cells also the state itself: an array, a tensor
+        or a nested list of (B, H)); zeros if None.
         y, state and the tape are new arrays: changing x, y or state later cannot alter the
         tape. check_finite=True raises FloatingPointError naming where the first NaN or Inf
         appears (argument, time step, batch row, quantity); by default they just propagate.
@@ -294,30 +296,27 @@ def jit(function=None, **options):
     """`numba.njit(cache=True, error_model="numpy")` for generated kernels.
 
     error_model="numpy": division by zero gives Inf/NaN as IEEE says instead of raising.
-    Where numba finds no writable cache directory (a read-only install), the kernel is compiled
-    without the cache, on first use in every process, and a warning says so once per module.
+    The cache repairs itself: a damaged cache file is removed, with a warning, and the kernel
+    compiled again (`derive.kernel_cache`). Where numba finds no writable cache directory (next
+    to the module, NUMBA_CACHE_DIR or the user cache), kernels compile on first use in every
+    process, and one warning per process says so.
     """
     if function is None:
         return lambda f: jit(f, **options)
     import numba
 
-    options = {"error_model": "numpy", **options}
-    try:
-        return numba.njit(cache=True, **options)(function)
-    except RuntimeError as error:  # numba: "cannot cache function ...: no locator available ..."
-        if "cannot cache" not in str(error):
-            raise
-    module = function.__module__
-    if module not in _UNCACHED:
-        _UNCACHED.add(module)
-        warnings.warn(
-            f"{module}: no writable cache directory for its compiled kernels (next to {function.__code__.co_filename}, "
-            "NUMBA_CACHE_DIR or the user cache); they compile on first use in every process. Set NUMBA_CACHE_DIR "
-            "to a writable directory to cache them.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return numba.njit(cache=False, **options)(function)
+    dispatcher = numba.njit(**{"error_model": "numpy", **options})(function)
+    if not enable_caching(dispatcher):
+        if not _UNCACHED:
+            warnings.warn(
+                f"no writable cache directory for compiled kernels (next to {function.__code__.co_filename}, "
+                "NUMBA_CACHE_DIR or the user cache): they compile on first use in every process. Set NUMBA_CACHE_DIR "
+                "to a writable directory to cache them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        _UNCACHED.add(function.__module__)
+    return dispatcher
 
 
-_UNCACHED: set[str] = set()
+_UNCACHED: set[str] = set()  # modules whose kernels run without a cache; one warning for all
