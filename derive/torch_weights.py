@@ -51,7 +51,7 @@ def cell_weights(cell, source, layer: int | None = None, direction: str | None =
     if unknown:
         raise ValueError(
             f"state_dict has {unknown}, which {_cell_text(cell)} has no parameter for (it takes {list(keys.values())}): "
-            "it comes from a module computing another cell"
+            "a module with them computes another cell (leave them out of the dict to load the rest anyway)"
         )
     if other_layers and not chosen:
         raise ValueError(

@@ -65,14 +65,15 @@ def test_matches_torch(torch, name, shape, dtype):
     assert not bad, f"{name} {np.dtype(dtype).name}: errors above {tol}: {bad}"
 
 
+@pytest.mark.parametrize("form", ["state_dict", "module"])
 @pytest.mark.parametrize("name", TORCH_CELLS)
-def test_load_torch_copies_a_state_dict(torch, name):
+def test_load_torch_copies_a_module_or_its_state_dict(torch, name, form):
     cls = CELLS[name]
     torch_name, options = cls.torch_reference
     module = getattr(torch.nn, torch_name)(3, 4, **options)
     cell = cls(3, 4, seed=0)
     before = {k: id(v) for k, v in cell.params.items()}
-    cell.load_torch(module.state_dict())
+    cell.load_torch(module.state_dict() if form == "state_dict" else module)
     for p in cls.parameters:
         np.testing.assert_array_equal(cell.params[p.name], module.state_dict()[p.torch].numpy())
     assert {k: id(v) for k, v in cell.params.items()} == before, "load_torch must update the live arrays"
@@ -113,17 +114,6 @@ def test_load_torch_into_read_only_parameters_names_them_and_changes_nothing(tor
     with pytest.raises(ValueError, match=r"parameter 'W_hh' is a read-only array"):
         cell.load_torch(torch.nn.LSTM(3, 4))
     assert_unchanged(cell, before)
-
-
-@pytest.mark.parametrize("name", TORCH_CELLS)
-def test_load_torch_takes_the_module_itself(torch, name):
-    cls = CELLS[name]
-    torch_name, options = cls.torch_reference
-    module = getattr(torch.nn, torch_name)(3, 4, **options)
-    cell = cls(3, 4, seed=0)
-    cell.load_torch(module)
-    for p in cls.parameters:
-        np.testing.assert_array_equal(cell.params[p.name], getattr(module, p.torch).detach().numpy())
 
 
 @pytest.mark.parametrize("name, make_module, message", [
