@@ -8,6 +8,7 @@ Imports only NumPy (and Numba through the generated modules): no SymPy at run ti
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy as np
 
 from . import finite
 from .arguments import as_array, same_bits, to_numpy
+from .kernel_cache import enable_caching
+from .torch_weights import cell_weights
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -37,6 +40,10 @@ class Parameter:
         if self.columns is None:
             return (rows,)
         return (rows, input_size if self.columns == "I" else hidden_size)
+
+    def shape_text(self) -> str:
+        rows = "hidden_size" if self.blocks == 1 else f"{self.blocks}*hidden_size"
+        return f"({rows},)" if self.columns is None else f"({rows}, {'input_size' if self.columns == 'I' else 'hidden_size'})"
 
 
 @dataclass(frozen=True)
@@ -93,41 +100,54 @@ class RecurrentCell:
 
     # -- parameters -------------------------------------------------------------------------
     def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """PyTorch's default: every parameter uniform in (-1/sqrt(H), 1/sqrt(H))."""
+        """PyTorch's default: every parameter uniform in (-1/sqrt(H), 1/sqrt(H)), drawn in the
+        cell's dtype straight into the parameter arrays (no float64 temporaries)."""
         bound = 1.0 / np.sqrt(self.hidden_size)
-        params = {}
+        params = self._allocate_params()
         for p in self.parameters:
-            shape = p.shape(self.input_size, self.hidden_size)
-            if p.init == "zeros":
-                value = np.zeros(shape)
-            elif p.init == "ones":
-                value = np.ones(shape)
-            elif p.init == "uniform":
-                value = rng.uniform(-bound, bound, shape)
-            else:
-                low, high = p.init
-                value = rng.uniform(low, high, shape)
-            params[p.name] = np.ascontiguousarray(value, dtype=self.dtype)
+            value = params[p.name]
+            if p.init in ("zeros", "ones"):
+                value[...] = 0 if p.init == "zeros" else 1
+                continue
+            low, high = (-bound, bound) if p.init == "uniform" else p.init
+            rng.random(dtype=self.dtype, out=value)  # uniform in [0, 1); float64 draws are those of rng.uniform
+            value *= high - low
+            value += low
         return params
+
+    def _allocate_params(self) -> dict[str, np.ndarray]:
+        shapes = self.param_shapes()
+        try:
+            return {name: np.empty(shape, self.dtype) for name, shape in shapes.items()}
+        except (MemoryError, ValueError) as error:  # ValueError: larger than any array can be
+            needed = sum(math.prod(shape) for shape in shapes.values()) * self.dtype.itemsize
+            raise MemoryError(
+                f"{self!r}: its parameters {shapes} need {needed / 2**30:,.1f} GiB, which cannot be allocated "
+                f"({error}); reduce hidden_size={self.hidden_size} or input_size={self.input_size}"
+            ) from None
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {p.name: p.shape(self.input_size, self.hidden_size) for p in self.parameters}
 
-    def load_torch(self, state_dict: Mapping[str, Any]) -> None:
-        """Copy weights from a torch.nn.RNN/LSTM/GRU state_dict (layer 0); tensors or arrays."""
-        for p in self.parameters:
-            if p.torch is None:
-                raise ValueError(f"{type(self).__name__} has no PyTorch counterpart for parameter {p.name!r}")
-            if p.torch not in state_dict:
-                raise ValueError(f"state_dict has no {p.torch!r} (for parameter {p.name!r}); keys: {sorted(state_dict)}")
-            value = state_dict[p.torch]
-            if hasattr(value, "detach"):
-                value = value.detach().cpu().numpy()
-            value = np.asarray(value)
-            expected = self.params[p.name].shape
-            if value.shape != expected:
-                raise ValueError(f"{p.torch!r} (parameter {p.name!r}) must have shape {expected}, got {value.shape}")
-            self.params[p.name][...] = value
+    def load_torch(self, source, *, layer: int | None = None, direction: str | None = None) -> None:
+        """Copy weights from a torch.nn RNN/LSTM/GRU module or its state_dict (tensors or arrays).
+
+        A module is checked to compute this cell (see `derive.torch_weights`); a state_dict only
+        for its keys and shapes. A multi-layer or bidirectional source needs `layer` (0, 1, ...)
+        and/or `direction` ("forward" or "reverse") to say which part to take. Everything is
+        checked before anything is copied: on an error the cell is unchanged. The live arrays in
+        `params` are updated in place.
+        """
+        targets = self._live_params()
+        values = cell_weights(self, source, layer, direction)
+        for name, target in targets.items():
+            if not target.flags.writeable:
+                raise ValueError(
+                    f"parameter {name!r} is a read-only array, and load_torch copies into the live arrays: "
+                    f"give the cell a writable one first (cell.params[{name!r}] = cell.params[{name!r}].copy())"
+                )
+        for name, value in values.items():
+            targets[name][...] = value
 
     def _live_params(self) -> dict[str, np.ndarray]:
         """`self.params`, checked: every parameter present, an array of its shape and the
@@ -157,12 +177,14 @@ class RecurrentCell:
         return as_array(name, value, self.dtype, shape, shape_text, copy)
 
     def _states_in(self, name: str, value, batch: int) -> list[np.ndarray]:
-        """A tuple of (B, H) arrays, one per state (a bare array for single-state cells)."""
+        """A tuple of (B, H) arrays, one per state; for single-state cells also the state itself
+        (an array, or a list of B rows: a list is a list of states only if it holds (B, H) arrays)."""
         n, H = len(self.state_names), self.hidden_size
         if value is None:
             return [np.zeros((batch, H), self.dtype) for _ in range(n)]
-        if n == 1 and not isinstance(value, (tuple, list)):
-            value = (value,)
+        if n == 1 and not isinstance(value, tuple):
+            if not isinstance(value, list) or to_numpy(name, value).ndim == 2:  # else a list of (B, H) states
+                value = (value,)  # the state itself: an array, a tensor or B rows as lists
         if not isinstance(value, (tuple, list)) or len(value) != n:
             got = f"{len(value)} arrays" if isinstance(value, (tuple, list)) else type(value).__name__
             raise ValueError(f"{name} must be a tuple of {n} arrays {self.state_names}, got {got}")
@@ -175,7 +197,8 @@ class RecurrentCell:
 
         Returns (y, state, tape): y (T, B, H) holds every h_t, state is the tuple of final
         states (one (B, H) array per name in `state_names`), tape feeds `backward`/`jacobian`.
-        state0 is such a tuple (an array for single-state cells); zeros if None.
+        state0 is such a tuple (for single-state cells also the state itself: an array, a tensor
+        or a nested list of (B, H)); zeros if None.
         y, state and the tape are new arrays: changing x, y or state later cannot alter the
         tape. check_finite=True raises FloatingPointError naming where the first NaN or Inf
         appears (argument, time step, batch row, quantity); by default they just propagate.
@@ -273,30 +296,27 @@ def jit(function=None, **options):
     """`numba.njit(cache=True, error_model="numpy")` for generated kernels.
 
     error_model="numpy": division by zero gives Inf/NaN as IEEE says instead of raising.
-    Where numba finds no writable cache directory (a read-only install), the kernel is compiled
-    without the cache, on first use in every process, and a warning says so once per module.
+    The cache repairs itself: a damaged cache file is removed, with a warning, and the kernel
+    compiled again (`derive.kernel_cache`). Where numba finds no writable cache directory (next
+    to the module, NUMBA_CACHE_DIR or the user cache), kernels compile on first use in every
+    process, and one warning per process says so.
     """
     if function is None:
         return lambda f: jit(f, **options)
     import numba
 
-    options = {"error_model": "numpy", **options}
-    try:
-        return numba.njit(cache=True, **options)(function)
-    except RuntimeError as error:  # numba: "cannot cache function ...: no locator available ..."
-        if "cannot cache" not in str(error):
-            raise
-    module = function.__module__
-    if module not in _UNCACHED:
-        _UNCACHED.add(module)
-        warnings.warn(
-            f"{module}: no writable cache directory for its compiled kernels (next to {function.__code__.co_filename}, "
-            "NUMBA_CACHE_DIR or the user cache); they compile on first use in every process. Set NUMBA_CACHE_DIR "
-            "to a writable directory to cache them.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return numba.njit(cache=False, **options)(function)
+    dispatcher = numba.njit(**{"error_model": "numpy", **options})(function)
+    if not enable_caching(dispatcher):
+        if not _UNCACHED:
+            warnings.warn(
+                f"no writable cache directory for compiled kernels (next to {function.__code__.co_filename}, "
+                "NUMBA_CACHE_DIR or the user cache): they compile on first use in every process. Set NUMBA_CACHE_DIR "
+                "to a writable directory to cache them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        _UNCACHED.add(function.__module__)
+    return dispatcher
 
 
-_UNCACHED: set[str] = set()
+_UNCACHED: set[str] = set()  # modules whose kernels run without a cache; one warning for all

@@ -1,5 +1,7 @@
 """The public contract of every generated cell."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,33 @@ def test_default_dtype_init_and_seed(name):
         np.testing.assert_array_equal(value, b.params[key])
         if cls.parameters[list(a.params).index(key)].init == "uniform":
             assert np.all(np.abs(value) <= bound) and value.std() > bound / 4
+
+
+def test_float64_init_draws_what_rng_uniform_draws():
+    """The float64 values of a seed stay those of rng.uniform (PyTorch's default init)."""
+    cell = LSTM(5, 7, dtype=np.float64, seed=3)
+    rng, bound = np.random.default_rng(3), 1 / np.sqrt(7)
+    for name, value in cell.params.items():
+        np.testing.assert_array_equal(value, rng.uniform(-bound, bound, value.shape), err_msg=name)
+
+
+def test_init_needs_no_more_memory_than_the_parameters():
+    """No float64 temporaries: a float32 cell's init used to peak at 3x its parameters."""
+    tracemalloc.start()
+    try:
+        cell = LSTM(64, 1024, dtype=np.float32, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    size = sum(value.nbytes for value in cell.params.values())
+    assert size <= peak <= 1.05 * size, (peak, size)
+
+
+def test_an_impossible_size_is_a_memory_error_naming_the_sizes():
+    with pytest.raises(MemoryError, match=r"LSTM\(input_size=3, hidden_size=1000000, dtype=float32\): its parameters .* need 14,901.2 GiB.*hidden_size=1000000"):
+        LSTM(3, 10**6)
+    with pytest.raises(MemoryError, match=r"reduce hidden_size=1000000000000 or input_size=1000000000000"):
+        RNN(10**12, 10**12)  # beyond what any array can hold
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -1,5 +1,6 @@
-"""Numba's cache: never stale after regeneration, and optional where nothing is writable."""
+"""Numba's cache: never stale after regeneration, repaired when damaged, optional where nothing is writable."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sympy as sp
 
 from derive import generate as gen
@@ -44,7 +46,7 @@ def run(parent: Path, script: str, **env) -> subprocess.CompletedProcess:
     """`script` in a fresh interpreter with the default caches: bytecode and numba's in __pycache__."""
     environment = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")}
     environment.update(PYTHONPATH=os.pathsep.join([str(parent), str(ROOT)]), **env)
-    return subprocess.run([sys.executable, "-c", script], cwd=parent, env=environment, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", script], cwd=parent, env=environment, capture_output=True, text=True, timeout=900)
 
 
 def scale_used(parent: Path) -> float:
@@ -110,10 +112,10 @@ def test_kernels_loaded_from_the_cache_run_their_threaded_products(tmp_path):
     assert outputs[1] == outputs[2] and outputs[0] == outputs[3]
 
 
-def test_a_read_only_install_works_without_the_cache_and_warns(tmp_path):
-    """generated/ copied where no cache directory is writable. As root, permission bits do not
-    stop writes, so the cache locations are made unusable: __pycache__ is a file, and the user
-    cache directory lies below a file."""
+@contextlib.contextmanager
+def read_only_install(tmp_path: Path):
+    """generated/ copied where its own __pycache__ cannot be written. As root, permission bits do
+    not stop writes, so numba's in-tree cache is made unusable: __pycache__ is a file."""
     install = tmp_path / "install"
     package = install / "generated"
     package.mkdir(parents=True)
@@ -121,22 +123,86 @@ def test_a_read_only_install_works_without_the_cache_and_warns(tmp_path):
         shutil.copy(source, package)
     (package / "probe.py").write_text("import numba\n\n@numba.njit(cache=True)\ndef one():\n    return 1\n")
     (package / "__pycache__").write_text("not a directory")
-    blocked = tmp_path / "blocked"
-    blocked.write_text("a file")
     listing = sorted(p.name for p in package.iterdir())
     for path in [package, *package.iterdir()]:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    env = dict(HOME=str(blocked / "home"), XDG_CACHE_HOME=str(blocked / "cache"), PYTHONDONTWRITEBYTECODE="1")
     try:
-        control = run(install, "import generated.probe", **env)
-        assert "cannot cache function 'one'" in control.stderr, "the cache is writable after all: the test proves nothing"
-        script = "import numpy as np, generated; generated.RNN(2, 3).forward(np.ones((3, 2, 2), np.float32)); print('ran')"
-        result = run(install, script, **env)
+        yield install
     finally:
         for path in [package, *package.iterdir()]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
-    for module in ("generated.rnn", "generated.lstm", "generated.gru"):  # imported by generated/__init__
-        assert result.stderr.count(f"RuntimeWarning: {module}: no writable cache directory for its compiled kernels") == 1
-    assert "Set NUMBA_CACHE_DIR to a writable directory" in result.stderr
     assert sorted(p.name for p in package.iterdir()) == listing
+
+
+RUN_RNN = "import numpy as np, generated; generated.RNN(2, 3).forward(np.ones((3, 2, 2), np.float32)); print('ran')"
+
+
+def test_a_read_only_install_caches_its_kernels_in_the_user_cache(tmp_path):
+    """What the README says: numba falls back to the user's cache directory, without a warning."""
+    user_cache = tmp_path / "user-cache"
+    with read_only_install(tmp_path) as install:
+        result = run(install, RUN_RNN, HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(user_cache), PYTHONDONTWRITEBYTECODE="1")
+    assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
+    assert "RuntimeWarning" not in result.stderr, result.stderr
+    assert list(user_cache.glob("numba/*/rnn.forward-*.nbi")), sorted(map(str, user_cache.rglob("*")))
+
+
+def test_a_read_only_install_without_any_cache_directory_works_and_warns_once(tmp_path):
+    """No cache directory at all: the user cache directory lies below a file."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file")
+    env = dict(HOME=str(blocked / "home"), XDG_CACHE_HOME=str(blocked / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    with read_only_install(tmp_path) as install:
+        control = run(install, "import generated.probe", **env)
+        assert "cannot cache function 'one'" in control.stderr, "the cache is writable after all: the test proves nothing"
+        result = run(install, RUN_RNN, **env)
+    assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
+    assert result.stderr.count("no writable cache directory") == 1, result.stderr  # not one per module
+    assert "RuntimeWarning: no writable cache directory for compiled kernels" in result.stderr
+    assert "Set NUMBA_CACHE_DIR to a writable directory" in result.stderr
+
+
+# -- damaged cache files ----------------------------------------------------------------------
+def flip_64_bytes(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes(b ^ 0xFF for b in data[at : at + 64]) + data[at + 64 :]
+
+
+DAMAGE = {  # name: (file suffix, how its bytes change)
+    "index truncated to 0": (".nbi", lambda data: b""),
+    "index of random bytes": (".nbi", lambda data: np.random.default_rng(0).bytes(len(data))),
+    "data halved": (".nbc", lambda data: data[: len(data) // 2]),
+    "data with 64 bytes flipped in the bitcode": (".nbc", lambda data: flip_64_bytes(data, data.index(b"BC\xc0\xde") + 4096)),
+    "data with 64 bytes flipped in the machine code": (".nbc", lambda data: flip_64_bytes(data, data.index(b"\x7fELF") + 4096)),
+}
+
+
+@pytest.fixture(scope="module")
+def cached_package(tmp_path_factory):
+    """The scaled package, run once: its kernel `forward` is cached in its __pycache__."""
+    parent = tmp_path_factory.mktemp("cached")
+    gen.write_package(scaled("0.25"), parent / "scaledpkg", **QUIET)
+    assert scale_used(parent) == 0.25
+    return parent
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_cache_file_is_dropped_with_one_warning_and_the_kernel_compiled_again(cached_package, tmp_path, damage):
+    shutil.copytree(cached_package, tmp_path, dirs_exist_ok=True)  # copy2: times kept, the cache stays valid
+    cache = tmp_path / "scaledpkg" / "__pycache__"
+    suffix, change = DAMAGE[damage]
+    (damaged,) = cache.glob(f"scaled.forward-*{suffix}")
+    damaged.write_bytes(change(damaged.read_bytes()))
+    unrelated = cache / "unrelated.forward-1.py311.1.nbc"
+    unrelated.write_bytes(b"another function's cache file")
+
+    result = run(tmp_path, RUN_SCALED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count(f"{damaged}: numba's cache of forward could not be loaded") == 1, result.stderr[-3000:]
+    assert "removed it; the kernel compiles again and is cached afresh" in result.stderr
+    expected = run(cached_package, RUN_SCALED).stdout
+    assert result.stdout == expected
+    again = run(tmp_path, RUN_SCALED)  # repaired: loads from the cache, no warning
+    assert again.returncode == 0 and again.stdout == expected and "could not be loaded" not in again.stderr, again.stderr
+    assert unrelated.read_bytes() == b"another function's cache file"
+    (data,) = cache.glob("scaled.forward-*.nbc")
+    assert data.read_bytes().startswith(b"rnn-derive sha256\n")  # saved afresh, with its checksum

@@ -60,6 +60,20 @@ def test_single_state_cells_take_a_bare_array_or_a_tuple():
     np.testing.assert_array_equal(cell.forward(x, h0)[0], cell.forward(x, (h0,))[0])
 
 
+@pytest.mark.parametrize("batch", [B, 1])
+def test_single_state_cells_read_a_nested_list_as_the_state(batch):
+    """README: lists are converted. h.tolist() is the state, not a list of B states."""
+    cell, x, (h0,) = make("rnn")
+    x, h0 = x[:, :batch], h0[:batch]
+    expected = run_all(cell, x, h0, dstate=h0)
+    for got, want in zip(run_all(cell, x, h0.tolist(), dstate=h0.tolist()), expected):
+        np.testing.assert_array_equal(got, want)
+    for states in ([h0], (h0.tolist(),)):  # a list or tuple holding the one state
+        np.testing.assert_array_equal(cell.forward(x, states)[0], expected[0])
+    with pytest.raises(ValueError, match=r"state0 must be a tuple of 1 arrays \('h',\), got 2 arrays"):
+        cell.forward(x, [h0, h0])
+
+
 # -- dtypes ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_integers_booleans_and_narrower_floats_are_converted(name):
@@ -73,6 +87,25 @@ def test_integers_booleans_and_narrower_floats_are_converted(name):
             np.testing.assert_array_equal(got, want)
     booleans = ints > 0
     np.testing.assert_array_equal(cell.forward(booleans)[0], cell.forward(booleans.astype(np.float64))[0])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_torch_floats_numpy_lacks_are_converted_like_float16(torch, dtype):
+    cell, x, state0 = make("lstm", np.float32)
+    dy = np.random.default_rng(1).standard_normal((T, B, H))
+    rounded = [torch.tensor(a).to(getattr(torch, dtype)) for a in (x, dy, *state0)]
+    widened = [a.float().numpy() for a in rounded]  # exact: float32 holds every value of these types
+    expected = run_all(cell, widened[0], tuple(widened[2:]), dy=widened[1], dstate=tuple(widened[2:]))
+    got = run_all(cell, rounded[0], tuple(rounded[2:]), dy=rounded[1], dstate=tuple(rounded[2:]))
+    for a, b in zip(got, expected):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+
+
+def test_torch_tensors_that_require_grad_are_read_detached(torch):
+    cell, x, state0 = make("gru", np.float32)
+    y, _, _ = cell.forward(torch.tensor(x, requires_grad=True), torch.tensor(state0[0], requires_grad=True))
+    np.testing.assert_array_equal(y, cell.forward(x, state0)[0])
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)
