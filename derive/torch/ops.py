@@ -1,0 +1,228 @@
+"""The generated kernels as torch custom ops: `derive::recurrent` and `derive::recurrent_backward`.
+
+One call runs one layer in one direction over a sequence in PackedSequence layout: `x` (N, I)
+holds the rows of every step one after the other, `batch_sizes` (T,) how many rows each step has
+(non-increasing: rows are sorted by length, longest first). A plain (T, B, I) tensor is the same
+with batch_sizes = [B] * T, and its (T*B, I) view is shared, not copied.
+
+Variable lengths run in the runtime, not in the kernels: the steps form runs of equal batch size
+(at most one run per distinct length), and each run is one call of the NumPy API on its first b
+rows, which in packed layout are one contiguous (steps, b, I) block. Forward chains the final state
+of a run into the next; backward chains dL/d(initial state) back. Padding never enters a cell and
+the kernels and templates stay as they are. A row's final state is its state after its last step.
+
+The bridge uses the cells' public API (`forward`, `backward`, `Tape`), so it gets their input
+checks and call path; CPU tensors and NumPy arrays share memory both ways (Tensor.numpy,
+torch.from_numpy).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import generated
+from derive.runtime import RecurrentCell, Tape
+
+_CLASSES: dict[str, type[RecurrentCell]] = {}  # op key -> cell class (ops take the key, a string)
+_PROTOTYPES: dict[tuple, RecurrentCell] = {}  # one instance per (key, I, H, dtype), copied per call
+
+
+def register(cls: type[RecurrentCell]) -> str:
+    """The key naming `cls` in op calls: its name for built-in cells, module.class otherwise."""
+    key = cls.name if generated.CELLS.get(cls.name) is cls else f"{cls.__module__}.{cls.__qualname__}"
+    _CLASSES[key] = cls
+    return key
+
+
+def cell_class(key: str) -> type[RecurrentCell]:
+    if key not in _CLASSES:
+        if key not in generated.CELLS:
+            raise ValueError(f"cell {key!r} is not a generated cell; names: {sorted(generated.CELLS)}")
+        register(generated.CELLS[key])
+    return _CLASSES[key]
+
+
+def _cell(key: str, params: list[np.ndarray], input_size: int, hidden_size: int) -> RecurrentCell:
+    """An instance of the cell whose params are `params` (shared, not copied)."""
+    cls = cell_class(key)
+    index = (key, input_size, hidden_size, params[0].dtype)
+    if index not in _PROTOTYPES:
+        _PROTOTYPES[index] = cls(input_size, hidden_size, dtype=params[0].dtype)
+    cell = copy.copy(_PROTOTYPES[index])
+    cell.params = {p.name: value for p, value in zip(cls.parameters, params)}
+    return cell
+
+
+def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor]) -> None:
+    """Devices, dtypes and shapes of an op call; errors name the argument (values are not read)."""
+    cls = cell_class(key)
+    tensors = {"x": x, "batch_sizes": batch_sizes, "state0": state0, **{f"params[{k}] ({p.name})": v for k, (p, v) in enumerate(zip(cls.parameters, params))}}
+    for name, value in tensors.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.device.type not in ("cpu", "meta"):
+            raise ValueError(f"{name} is on {value.device}: derive.torch runs on the CPU only; move it with .cpu()")
+    if len(params) != len(cls.parameters):
+        raise ValueError(f"params must hold {len(cls.parameters)} tensors {[p.name for p in cls.parameters]}, got {len(params)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x must be float32 or float64, got {x.dtype}")
+    for name, value in tensors.items():
+        if name != "batch_sizes" and value.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {value.dtype} but x has {x.dtype}: all must have one dtype")
+    if batch_sizes.dtype != torch.int64 or batch_sizes.dim() != 1 or batch_sizes.device.type != "cpu":
+        raise ValueError(f"batch_sizes must be a 1-D int64 CPU tensor, got {batch_sizes.dtype} of shape {tuple(batch_sizes.shape)} on {batch_sizes.device}")
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (N, input_size), the rows of all steps, got {tuple(x.shape)}")
+    n = len(cls.state_names)
+    if state0.dim() != 3 or state0.shape[0] != n:
+        raise ValueError(f"state0 must have shape ({n}, B, hidden_size), one (B, H) per state {cls.state_names}, got {tuple(state0.shape)}")
+    H = state0.shape[2]
+    I = x.shape[1]
+    for p, value in zip(cls.parameters, params):
+        if tuple(value.shape) != p.shape(I, H):
+            raise ValueError(f"parameter {p.name} must have shape {p.shape(I, H)} for input_size={I}, hidden_size={H}, got {tuple(value.shape)}")
+
+
+def _check_batch_sizes(batch_sizes: np.ndarray, x: np.ndarray, state0: np.ndarray) -> None:
+    B = state0.shape[1]
+    if len(batch_sizes) and (batch_sizes[0] != B or np.any(np.diff(batch_sizes) > 0) or batch_sizes[-1] < 1):
+        raise ValueError(f"batch_sizes must be non-increasing, from B = {B} (state0) down to at least 1, got {batch_sizes.tolist()}")
+    if batch_sizes.sum() != len(x):
+        raise ValueError(f"batch_sizes must sum to the {len(x)} rows of x, got {batch_sizes.sum()}")
+
+
+def _runs(batch_sizes: np.ndarray, single_steps: bool = False) -> list[tuple[int, int, int, int]]:
+    """(first step, end step, first packed row, batch) of each run of steps of equal batch size."""
+    runs, start, row = [], 0, 0
+    for t in range(1, len(batch_sizes) + 1):
+        if single_steps or t == len(batch_sizes) or batch_sizes[t] != batch_sizes[start]:
+            runs.append((start, t, row, int(batch_sizes[start])))
+            row += (t - start) * int(batch_sizes[start])
+            start = t
+    return runs
+
+
+def _reversal(batch_sizes: np.ndarray) -> np.ndarray:
+    """The packed-row permutation reversing every sequence within its own length (an involution)."""
+    B = int(batch_sizes[0]) if len(batch_sizes) else 0
+    first_rows = np.concatenate([[0], np.cumsum(batch_sizes)[:-1]]).astype(np.int64)
+    present = np.arange(B)[None, :] < batch_sizes[:, None]
+    lengths = present.sum(0)
+    steps, rows = np.nonzero(present)  # in packed order
+    return first_rows[lengths[rows] - 1 - steps] + rows
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _reversed(array: np.ndarray, order, axis: int = 0) -> np.ndarray:
+    return array if order is None else np.ascontiguousarray(np.take(array, order, axis=axis))
+
+
+@torch.library.custom_op("derive::recurrent", mutates_args=())
+def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer, one direction. Returns (states (n, N, H): every state after every step, in the
+    rows of x; final (n, B, H): each row's state after its last step; tape (flat, for backward)).
+    reverse=True runs every sequence from its last step to its first."""
+    check_arguments(cell, x, batch_sizes, state0, params)
+    bs, s0 = batch_sizes.numpy(), _numpy(state0)
+    xs = _numpy(x)
+    _check_batch_sizes(bs, xs, s0)
+    order = _reversal(bs) if reverse else None
+    xs = _reversed(xs, order)
+    model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
+    n, H, n_saved = len(s0), s0.shape[2], len(model.saved_names)
+    states = np.empty((n, len(xs), H), xs.dtype)
+    tape = np.empty(len(xs) * n_saved * H, xs.dtype)
+    final = s0.copy()
+    for start, end, row, b in _runs(bs):
+        rows = slice(row, row + (end - start) * b)
+        _, last, record = model.forward(xs[rows].reshape(end - start, b, -1), tuple(final[:, :b]))
+        states[:, rows] = record.states[:, 1:].reshape(n, -1, H)
+        tape[rows.start * n_saved * H:rows.stop * n_saved * H] = record.saved.ravel()
+        final[:, :b] = last
+    return torch.from_numpy(_reversed(states, order, axis=1)), torch.from_numpy(final), torch.from_numpy(tape)
+
+
+@recurrent.register_fake
+def _(cell, x, batch_sizes, state0, params, reverse):
+    check_arguments(cell, x, batch_sizes, state0, params)
+    n, B, H = state0.shape
+    N = x.shape[0]
+    return x.new_empty(n, N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
+
+
+@torch.library.custom_op("derive::recurrent_backward", mutates_args=())
+def recurrent_backward(
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool,
+    states: Tensor, tape: Tensor, d_states: Tensor, d_final: Tensor,
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Gradients (dx, d_state0, d_params) of `recurrent` given dL/d(states) and dL/d(final)."""
+    bs, s0 = batch_sizes.numpy(), _numpy(state0)
+    order = _reversal(bs) if reverse else None
+    xs, states, d_states = (_reversed(_numpy(t), order, axis) for t, axis in ((x, 0), (states, 1), (d_states, 1)))
+    model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
+    n, H, n_saved = len(s0), s0.shape[2], len(model.saved_names)
+    tape = _numpy(tape)
+    dx = np.empty_like(xs)
+    d_params = [np.zeros_like(value) for value in model.params.values()]
+    d_running = _numpy(d_final).copy()
+    # Gradients reaching the other states (an LSTM's c_t) at every step enter between steps.
+    inject = n > 1 and bool(np.any(d_states[1:]))
+    first_rows = np.concatenate([[0], np.cumsum(bs)]).astype(np.int64)
+    for start, end, row, b in reversed(_runs(bs, single_steps=inject)):
+        steps = end - start
+        rows = slice(row, row + steps * b)
+        if inject:
+            d_running[1:, :b] += d_states[1:, rows]
+        record_states = np.empty((n, steps + 1, b, H), xs.dtype)
+        record_states[:, 0] = s0[:, :b] if start == 0 else states[:, first_rows[start - 1]:first_rows[start - 1] + b]
+        record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
+        record = Tape(model, xs[rows].reshape(steps, b, -1), record_states,
+                      tape[rows.start * n_saved * H:rows.stop * n_saved * H].reshape(steps, n_saved, b, H), model.params)
+        grads = model.backward(record, d_states[0, rows].reshape(steps, b, H), tuple(d_running[:, :b]))
+        dx[rows] = grads.x.reshape(-1, dx.shape[1])
+        for total, part in zip(d_params, grads.params.values()):
+            total += part
+        d_running[:, :b] = grads.state0
+    return torch.from_numpy(_reversed(dx, order)), torch.from_numpy(d_running), [torch.from_numpy(d) for d in d_params]
+
+
+@recurrent_backward.register_fake
+def _(cell, x, batch_sizes, state0, params, reverse, states, tape, d_states, d_final):
+    return torch.empty_like(x), torch.empty_like(state0), [torch.empty_like(p) for p in params]
+
+
+def _setup_context(ctx, inputs, output):
+    cell, x, batch_sizes, state0, params, reverse = inputs
+    states, _, tape = output
+    ctx.cell, ctx.reverse, ctx.n_params = cell, reverse, len(params)
+    ctx.save_for_backward(x, batch_sizes, state0, states, tape, *params)
+    ctx.mark_non_differentiable(tape)
+
+
+def _backward(ctx, d_states, d_final, _d_tape):
+    x, batch_sizes, state0, states, tape, *params = ctx.saved_tensors
+    d_states = torch.zeros_like(states) if d_states is None else d_states
+    d_final = torch.zeros_like(state0) if d_final is None else d_final
+    dx, d_state0, d_params = recurrent_backward(ctx.cell, x, batch_sizes, state0, params, ctx.reverse, states, tape, d_states, d_final)
+    return None, dx, None, d_state0, list(d_params), None
+
+
+recurrent.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError("derive.torch: double backward (gradients of gradients, create_graph=True) is not supported by the generated kernels")
+
+
+def _setup_nothing(ctx, inputs, output):
+    pass
+
+
+recurrent_backward.register_autograd(_no_double_backward, setup_context=_setup_nothing)
