@@ -1,5 +1,6 @@
 """derive.torch: the layers equal torch.nn's, the custom ops pass PyTorch's own checks."""
 
+import os
 import subprocess
 import sys
 
@@ -260,3 +261,25 @@ def test_import_without_torch_names_the_extra():
     code = "import sys; sys.modules['torch'] = None\ntry:\n import derive.torch\nexcept ImportError as e:\n print(e)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "pip install 'rnn-derive[torch]'" in out.stdout, out.stderr
+
+
+def test_training_example_learns():
+    """examples/train_sequence.py (docs/torch.md) at a tiny size: the loss goes down."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_sequence", ROOT / "examples" / "train_sequence.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    first, last = example.main(["--steps", "40", "--hidden-size", "8", "--batch-size", "8", "--max-length", "6"])
+    assert last < 0.5 * first
+
+
+def test_distributed_data_parallel_equals_single_process_training():
+    """examples/ddp_recurrent.py: 2 spawned gloo processes under DDP end with the parameters of
+    one process trained on the whole batch."""
+    out = subprocess.run([sys.executable, "examples/ddp_recurrent.py", "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    difference = float(out.stdout.split("largest relative parameter difference ")[1].split()[0])
+    moved = float(out.stdout.split("moved by at least ")[1].split(")")[0])
+    assert difference <= 1e-12 and moved > 1e-6, out.stdout
