@@ -12,10 +12,9 @@ from generated import CELLS
 from tests.conftest import ROOT
 
 torch = pytest.importorskip("torch")
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from derive.torch import GRU, LSTM, RNN, Recurrent  # noqa: E402
-from derive.torch import ops  # noqa: E402
+from derive.torch import GRU, LSTM, RNN, Recurrent, ops
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -99,7 +98,7 @@ def test_packed_sequences_with_unsorted_lengths_equal_torch_nn(mode, dtype):
     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
     ours, theirs = run(layer, packed, hx, None), run(reference, packed, hx, None)
     assert_same(ours, theirs, dtype)
-    y, final = layer(packed, hx)
+    y, _ = layer(packed, hx)
     assert isinstance(y, torch.nn.utils.rnn.PackedSequence) and torch.equal(y.unsorted_indices, packed.unsorted_indices)
 
 
@@ -112,12 +111,12 @@ def test_padding_never_enters_a_cell_nor_its_gradients():
     for b, n in enumerate(lengths):
         x[n:, b] = float("nan")
     x.requires_grad_(True)
-    y, (h, c) = layer(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    y, (h, _) = layer(pack_padded_sequence(x, lengths, enforce_sorted=False))
     padded, _ = pad_packed_sequence(y)
     padded.sum().backward()
     assert torch.isfinite(padded).all() and torch.isfinite(x.grad).all()
     for b, n in enumerate(lengths):
-        alone, (h_b, c_b) = layer(x[:n, b:b + 1].detach())  # the row by itself, no padding
+        alone, (h_b, _) = layer(x[:n, b:b + 1].detach())  # the row by itself, no padding
         torch.testing.assert_close(padded[:n, b], alone[:, 0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(h[:, b], h_b[:, 0], rtol=1e-12, atol=1e-12)
         assert (padded[n:, b] == 0).all() and (x.grad[n:, b] == 0).all()
@@ -155,7 +154,7 @@ def test_every_step_full_state_is_returned_and_differentiable():
 
     layer = LSTM(I, H, dtype=torch.float64)
     x = torch.randn(5, 2, I, dtype=torch.float64)
-    y, (h, c), (hs, cs) = layer(x, all_states=True)
+    y, _, (hs, cs) = layer(x, all_states=True)
     params = {p.name: getattr(layer, f"{p.torch[:-3]}_l0") for p in layer.cell_class.parameters}
     states = [(torch.zeros(2, H, dtype=torch.float64),) * 2]
     for t in range(5):
@@ -213,7 +212,7 @@ def test_compile_fullgraph_and_export_run_the_ops():
     layer = LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
     x = torch.randn(3, 5, I, dtype=torch.float64, requires_grad=True)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    (y, (h, c)), (y_ref, (h_ref, c_ref)) = compiled(x), layer(x)
+    (y, (_, c)), (y_ref, (_, c_ref)) = compiled(x), layer(x)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
     grad = torch.autograd.grad((y * y).sum() + c.sum(), x)[0]
     torch.testing.assert_close(grad, torch.autograd.grad((y_ref * y_ref).sum() + c_ref.sum(), x)[0], rtol=0, atol=0)
@@ -259,7 +258,7 @@ def test_contiguous_cpu_tensors_are_shared_with_numpy_not_copied():
 
 def test_import_without_torch_names_the_extra():
     code = "import sys; sys.modules['torch'] = None\ntry:\n import derive.torch\nexcept ImportError as e:\n print(e)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert "pip install 'rnn-derive[torch]'" in out.stdout, out.stderr
 
 
@@ -278,8 +277,14 @@ def test_distributed_data_parallel_equals_single_process_training():
     """examples/ddp_recurrent.py: 2 spawned gloo processes under DDP end with the parameters of
     one process trained on the whole batch."""
     out = subprocess.run([sys.executable, "examples/ddp_recurrent.py", "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     difference = float(out.stdout.split("largest relative parameter difference ")[1].split()[0])
     moved = float(out.stdout.split("moved by at least ")[1].split(")")[0])
     assert difference <= 1e-12 and moved > 1e-6, out.stdout
+
+
+def test_readme_example_runs():
+    readme = (ROOT / "README.md").read_text().split("## Train in PyTorch", 1)[1]
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (the README's own code)

@@ -1,0 +1,79 @@
+"""Speed of derive.torch: the bridge's overhead over the NumPy API, and layers against torch.nn.
+
+    python -m benchmarks.torch_layers --size 64x32x128 --repeats 20
+
+Forward plus backward, float32, medians of `repeats` runs after a warm-up. Not yet part of
+`python -m derive bench` (its report, processes and turns); this is the quick measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import generated
+from derive.torch import GRU, LSTM, Recurrent
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def numpy_api(name, x, dy):
+    cell = generated.CELLS[name](x.shape[2], dy.shape[2], dtype=np.float32, seed=0)
+
+    def run():
+        _, _, tape = cell.forward(x)
+        cell.backward(tape, dy)
+    return run
+
+
+def torch_layer(layer, x, dy):
+    x = torch.from_numpy(x)
+    dy = torch.from_numpy(dy)
+
+    def run():
+        y, _ = layer(x)
+        y.backward(dy)
+    return run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="64x32x128", help="TxBxH, with I = H")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    T, B, H = (int(v) for v in args.size.split("x"))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    print(f"(T, B, I=H) = ({T}, {B}, {H}) float32, forward + backward, median of {args.repeats}; "
+          f"torch threads {torch.get_num_threads()}")
+    for name in ("lstm", "gru"):
+        dy = rng.standard_normal((T, B, H)).astype(np.float32)
+        plain = median_seconds(numpy_api(name, x, dy), args.repeats)
+        bridged = median_seconds(torch_layer(Recurrent(name, H, H), x, dy), args.repeats)
+        print(f"{name} 1 layer: NumPy API {plain * 1e3:.2f} ms, derive.torch {bridged * 1e3:.2f} ms, "
+              f"bridge overhead {100 * (bridged / plain - 1):+.1f}%")
+    for ours, theirs in ((LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)):
+        dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
+        options = {"num_layers": 2, "bidirectional": True}
+        layer, reference = ours(H, H, **options), theirs(H, H, **options)
+        layer.load_state_dict(reference.state_dict())
+        mine = median_seconds(torch_layer(layer, x, dy), args.repeats)
+        builtin = median_seconds(torch_layer(reference, x, dy), args.repeats)
+        print(f"{ours.__name__} 2 layers bidirectional: derive.torch {mine * 1e3:.2f} ms, torch.nn {builtin * 1e3:.2f} ms, "
+              f"speedup {builtin / mine:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
