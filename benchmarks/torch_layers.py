@@ -9,9 +9,11 @@ Forward plus backward, float32, medians of `repeats` runs after a warm-up. Not y
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
+import numba
 import numpy as np
 import torch
 
@@ -19,14 +21,17 @@ import generated
 from derive.torch import GRU, LSTM, Recurrent
 
 
-def median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
+def median_seconds(runs: dict, repeats: int) -> dict:
+    """Median time of each run; the runs take turns, so a change of load hits them alike."""
+    times = {name: [] for name in runs}
+    for name, run in runs.items():
+        run()  # warm-up
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def numpy_api(name, x, dy):
@@ -56,12 +61,12 @@ def main(argv=None):
     T, B, H = (int(v) for v in args.size.split("x"))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
-    print(f"(T, B, I=H) = ({T}, {B}, {H}) float32, forward + backward, median of {args.repeats}; "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"(T, B, I=H) = ({T}, {B}, {H}) float32, forward + backward, median of {args.repeats} (taking turns); "
+          f"torch threads {torch.get_num_threads()}, Numba threads {numba.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     for name in ("lstm", "gru"):
         dy = rng.standard_normal((T, B, H)).astype(np.float32)
-        plain = median_seconds(numpy_api(name, x, dy), args.repeats)
-        bridged = median_seconds(torch_layer(Recurrent(name, H, H), x, dy), args.repeats)
+        times = median_seconds({"numpy": numpy_api(name, x, dy), "torch": torch_layer(Recurrent(name, H, H), x, dy)}, args.repeats)
+        plain, bridged = times["numpy"], times["torch"]
         print(f"{name} 1 layer: NumPy API {plain * 1e3:.2f} ms, derive.torch {bridged * 1e3:.2f} ms, "
               f"bridge overhead {100 * (bridged / plain - 1):+.1f}%")
     for ours, theirs in ((LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)):
@@ -69,8 +74,8 @@ def main(argv=None):
         options = {"num_layers": 2, "bidirectional": True}
         layer, reference = ours(H, H, **options), theirs(H, H, **options)
         layer.load_state_dict(reference.state_dict())
-        mine = median_seconds(torch_layer(layer, x, dy), args.repeats)
-        builtin = median_seconds(torch_layer(reference, x, dy), args.repeats)
+        times = median_seconds({"ours": torch_layer(layer, x, dy), "torch.nn": torch_layer(reference, x, dy)}, args.repeats)
+        mine, builtin = times["ours"], times["torch.nn"]
         print(f"{ours.__name__} 2 layers bidirectional: derive.torch {mine * 1e3:.2f} ms, torch.nn {builtin * 1e3:.2f} ms, "
               f"speedup {builtin / mine:.2f}x")
 
