@@ -135,7 +135,7 @@ class Recurrent(nn.Module):
             for direction in range(directions):
                 index = layer * directions + direction
                 states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input), direction == 1)
-                outputs.append(states)
+                outputs.append(states[:, B:])  # after every step; the first B rows are state0
                 finals.append(final)
             all_rows = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)  # (n, N, D*H)
             layer_input = all_rows[0]

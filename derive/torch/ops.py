@@ -126,8 +126,9 @@ def _reversed(array: np.ndarray, order, axis: int = 0) -> np.ndarray:
 
 @torch.library.custom_op("derive::recurrent", mutates_args=())
 def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """One layer, one direction. Returns (states (n, N, H): every state after every step, in the
-    rows of x; final (n, B, H): each row's state after its last step; tape (flat, for backward)).
+    """One layer, one direction. Returns (states (n, B + N, H): every state, its initial value for
+    the B rows then its value after every step in the rows of x; final (n, B, H): each row's state
+    after its last step; tape (flat, for backward)).
     reverse=True runs every sequence from its last step to its first."""
     check_arguments(cell, x, batch_sizes, state0, params)
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
@@ -136,17 +137,29 @@ def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params:
     order = _reversal(bs) if reverse else None
     xs = _reversed(xs, order)
     model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
-    n, H, n_saved = len(s0), s0.shape[2], len(model.saved_names)
-    states = np.empty((n, len(xs), H), xs.dtype)
-    tape = np.empty(len(xs) * n_saved * H, xs.dtype)
-    final = s0.copy()
+    final, records = s0.copy(), []
     for start, end, row, b in _runs(bs):
-        rows = slice(row, row + (end - start) * b)
-        _, last, record = model.forward(xs[rows].reshape(end - start, b, -1), tuple(final[:, :b]))
-        states[:, rows] = record.states[:, 1:].reshape(n, -1, H)
-        tape[rows.start * n_saved * H:rows.stop * n_saved * H] = record.saved.ravel()
+        _, last, record = model.forward(xs[row:row + (end - start) * b].reshape(end - start, b, -1), tuple(final[:, :b]))
+        records.append(record)
         final[:, :b] = last
-    return torch.from_numpy(_reversed(states, order, axis=1)), torch.from_numpy(final), torch.from_numpy(tape)
+    states, tape = _join(records, s0)
+    return torch.from_numpy(_reversed(states, _state_rows(order, s0), axis=1)), torch.from_numpy(final), torch.from_numpy(tape)
+
+
+def _join(records: list[Tape], s0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' tapes as one: states (n, B + N, H), saved (flat). A single run's (n, T+1, B, H)
+    states already have that layout: nothing is copied then."""
+    n, _, H = s0.shape
+    if len(records) == 1:
+        return records[0].states.reshape(n, -1, H), records[0].saved.reshape(-1)
+    states = np.concatenate([s0] + [r.states[:, 1:].reshape(n, -1, H) for r in records], axis=1)
+    return states, np.concatenate([r.saved.ravel() for r in records] or [np.empty(0, s0.dtype)])
+
+
+def _state_rows(order, s0: np.ndarray):
+    """`order` extended to the rows of `states`, whose first B rows are the initial state."""
+    B = s0.shape[1]
+    return None if order is None else np.concatenate([np.arange(B), B + order])
 
 
 @recurrent.register_fake
@@ -154,7 +167,7 @@ def _(cell, x, batch_sizes, state0, params, reverse):
     check_arguments(cell, x, batch_sizes, state0, params)
     n, B, H = state0.shape
     N = x.shape[0]
-    return x.new_empty(n, N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
+    return x.new_empty(n, B + N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
 
 
 @torch.library.custom_op("derive::recurrent_backward", mutates_args=())
@@ -165,31 +178,38 @@ def recurrent_backward(
     """Gradients (dx, d_state0, d_params) of `recurrent` given dL/d(states) and dL/d(final)."""
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     order = _reversal(bs) if reverse else None
-    xs, states, d_states = (_reversed(_numpy(t), order, axis) for t, axis in ((x, 0), (states, 1), (d_states, 1)))
+    rows_order = _state_rows(order, s0)
+    xs, states, d_states = (_reversed(_numpy(t), o, axis) for t, o, axis in ((x, order, 0), (states, rows_order, 1), (d_states, rows_order, 1)))
     model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
-    n, H, n_saved = len(s0), s0.shape[2], len(model.saved_names)
+    n, B, H = s0.shape
+    n_saved = len(model.saved_names)
     tape = _numpy(tape)
-    dx = np.empty_like(xs)
-    d_params = [np.zeros_like(value) for value in model.params.values()]
     d_running = _numpy(d_final).copy()
     # Gradients reaching the other states (an LSTM's c_t) at every step enter between steps.
-    inject = n > 1 and bool(np.any(d_states[1:]))
-    first_rows = np.concatenate([[0], np.cumsum(bs)]).astype(np.int64)
-    for start, end, row, b in reversed(_runs(bs, single_steps=inject)):
+    inject = n > 1 and bool(np.any(d_states[1:, B:]))
+    runs = _runs(bs, single_steps=inject)
+    first_rows = B + np.concatenate([[0], np.cumsum(bs)]).astype(np.int64)  # of each step in `states`
+    dx_parts, d_params = [], [np.zeros_like(value) for value in model.params.values()]
+    for start, end, row, b in reversed(runs):
         steps = end - start
-        rows = slice(row, row + steps * b)
+        rows = slice(B + row, B + row + steps * b)
         if inject:
             d_running[1:, :b] += d_states[1:, rows]
-        record_states = np.empty((n, steps + 1, b, H), xs.dtype)
-        record_states[:, 0] = s0[:, :b] if start == 0 else states[:, first_rows[start - 1]:first_rows[start - 1] + b]
-        record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
-        record = Tape(model, xs[rows].reshape(steps, b, -1), record_states,
-                      tape[rows.start * n_saved * H:rows.stop * n_saved * H].reshape(steps, n_saved, b, H), model.params)
+        if len(runs) == 1:  # the layout the tape was recorded in: no copy
+            record_states = states.reshape(n, steps + 1, b, H)
+        else:
+            record_states = np.empty((n, steps + 1, b, H), xs.dtype)
+            previous = 0 if start == 0 else first_rows[start - 1]
+            record_states[:, 0] = states[:, previous:previous + b]
+            record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
+        record = Tape(model, xs[row:row + steps * b].reshape(steps, b, -1), record_states,
+                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), model.params)
         grads = model.backward(record, d_states[0, rows].reshape(steps, b, H), tuple(d_running[:, :b]))
-        dx[rows] = grads.x.reshape(-1, dx.shape[1])
-        for total, part in zip(d_params, grads.params.values()):
-            total += part
+        dx_parts.append(grads.x.reshape(-1, xs.shape[1]))
+        d_params = list(grads.params.values()) if len(runs) == 1 else [t + p for t, p in zip(d_params, grads.params.values())]
         d_running[:, :b] = grads.state0
+    dx = dx_parts[0] if len(dx_parts) == 1 else np.concatenate(dx_parts[::-1] or [np.empty_like(xs)])
+    d_running += d_states[:, :B]
     return torch.from_numpy(_reversed(dx, order)), torch.from_numpy(d_running), [torch.from_numpy(d) for d in d_params]
 
 
