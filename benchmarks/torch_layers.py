@@ -22,16 +22,31 @@ from derive.torch import GRU, LSTM, Recurrent
 
 
 def median_seconds(runs: dict, repeats: int) -> dict:
-    """Median time of each run; the runs take turns, so a change of load hits them alike."""
-    times = {name: [] for name in runs}
-    for name, run in runs.items():
+    """Median wall and CPU time of each run; the runs take turns, so a change of load hits them
+    alike. On a loaded machine the CPU time of a single-threaded run (NUMBA_NUM_THREADS=1
+    OMP_NUM_THREADS=1) is the steadier measure of work done."""
+    times = {name: ([], []) for name in runs}
+    for run in runs.values():
         run()  # warm-up
     for _ in range(repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}
+
+
+def overhead(ours, other) -> str:
+    return f"bridge overhead {100 * (ours[0] / other[0] - 1):+.1f}% wall, {100 * (ours[1] / other[1] - 1):+.1f}% CPU"
+
+
+def speedup(ours, other) -> str:
+    return f"speedup {other[0] / ours[0]:.2f}x wall, {other[1] / ours[1]:.2f}x CPU"
+
+
+def ms(pair):
+    return f"{pair[0] * 1e3:.2f} ms ({pair[1] * 1e3:.2f} ms CPU)"
 
 
 def numpy_api(name, x, dy):
@@ -67,8 +82,7 @@ def main(argv=None):
         dy = rng.standard_normal((T, B, H)).astype(np.float32)
         times = median_seconds({"numpy": numpy_api(name, x, dy), "torch": torch_layer(Recurrent(name, H, H), x, dy)}, args.repeats)
         plain, bridged = times["numpy"], times["torch"]
-        print(f"{name} 1 layer: NumPy API {plain * 1e3:.2f} ms, derive.torch {bridged * 1e3:.2f} ms, "
-              f"bridge overhead {100 * (bridged / plain - 1):+.1f}%")
+        print(f"{name} 1 layer: NumPy API {ms(plain)}, derive.torch {ms(bridged)}, {overhead(bridged, plain)}")
     for ours, theirs in ((LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)):
         dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
         options = {"num_layers": 2, "bidirectional": True}
@@ -76,8 +90,7 @@ def main(argv=None):
         layer.load_state_dict(reference.state_dict())
         times = median_seconds({"ours": torch_layer(layer, x, dy), "torch.nn": torch_layer(reference, x, dy)}, args.repeats)
         mine, builtin = times["ours"], times["torch.nn"]
-        print(f"{ours.__name__} 2 layers bidirectional: derive.torch {mine * 1e3:.2f} ms, torch.nn {builtin * 1e3:.2f} ms, "
-              f"speedup {builtin / mine:.2f}x")
+        print(f"{ours.__name__} 2 layers bidirectional: derive.torch {ms(mine)}, torch.nn {ms(builtin)}, {speedup(mine, builtin)}")
 
 
 if __name__ == "__main__":
