@@ -288,3 +288,22 @@ def test_readme_example_runs():
     readme = (ROOT / "README.md").read_text().split("## Train in PyTorch", 1)[1]
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (the README's own code)
+
+
+def test_a_cell_generated_outside_the_package_runs_through_its_class():
+    """Recurrent takes a generated class that is not in generated.CELLS (the tutorial's leaky_rnn)
+    and computes what the class's NumPy API computes."""
+    from derive.torch.layers import parameter_name
+    from tests.conftest import ALL_CELLS
+
+    cls = ALL_CELLS["leaky_rnn"]
+    layer = Recurrent(cls, I, H, dtype=torch.float64)
+    cell = cls(I, H, dtype=np.float64)
+    cell.params = {p.name: getattr(layer, parameter_name(p, 0, False)).detach().numpy() for p in cls.parameters}
+    x = torch.randn(4, 2, I, dtype=torch.float64, requires_grad=True)
+    y, _ = layer(x)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    y_np, _, tape = cell.forward(x.detach().numpy())
+    np.testing.assert_allclose(y.detach().numpy(), y_np, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(x.grad.numpy(), cell.backward(tape, dy.numpy()).x, rtol=1e-13, atol=1e-13)
