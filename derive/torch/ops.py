@@ -97,13 +97,12 @@ def _check_batch_sizes(batch_sizes: np.ndarray, x: np.ndarray, state0: np.ndarra
 
 def _runs(batch_sizes: np.ndarray, single_steps: bool = False) -> list[tuple[int, int, int, int]]:
     """(first step, end step, first packed row, batch) of each run of steps of equal batch size."""
-    runs, start, row = [], 0, 0
-    for t in range(1, len(batch_sizes) + 1):
-        if single_steps or t == len(batch_sizes) or batch_sizes[t] != batch_sizes[start]:
-            runs.append((start, t, row, int(batch_sizes[start])))
-            row += (t - start) * int(batch_sizes[start])
-            start = t
-    return runs
+    T = len(batch_sizes)
+    starts = np.arange(T) if single_steps else np.flatnonzero(np.diff(batch_sizes, prepend=-1))
+    ends = np.append(starts[1:], T)
+    batches = batch_sizes[starts]
+    first_rows = np.concatenate([[0], np.cumsum((ends - starts) * batches)[:-1]])
+    return list(zip(starts.tolist(), ends.tolist(), first_rows.tolist(), batches.tolist()))
 
 
 def _reversal(batch_sizes: np.ndarray) -> np.ndarray:
