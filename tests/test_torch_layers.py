@@ -1,0 +1,309 @@
+"""derive.torch: the layers equal torch.nn's, the custom ops pass PyTorch's own checks."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from derive.gradcheck import relative_error
+from generated import CELLS
+from tests.conftest import ROOT
+
+torch = pytest.importorskip("torch")
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from derive.torch import GRU, LSTM, RNN, Recurrent, ops
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+MODES = {  # ours, torch.nn's, extra options
+    "lstm": (LSTM, torch.nn.LSTM, {}),
+    "gru": (GRU, torch.nn.GRU, {}),
+    "rnn_tanh": (RNN, torch.nn.RNN, {}),
+    "rnn_relu": (RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
+}
+I, H = 3, 4
+
+
+def pair(mode, dtype, **options):
+    """Our layer and torch.nn's with the same weights (copied from ours into torch's)."""
+    ours, theirs, extra = MODES[mode]
+    layer = ours(I, H, **extra, **options, dtype=dtype)
+    reference = theirs(I, H, **extra, **options, dtype=dtype)
+    reference.load_state_dict(layer.state_dict())
+    return layer, reference
+
+
+def as_tuple(states):
+    return states if isinstance(states, tuple) else (states,)
+
+
+def run(module, x, hx, weights):
+    """Forward, then gradients of a fixed random loss w.r.t. x, hx and every parameter."""
+    y, final = module(x, hx)
+    y_data = y.data if hasattr(y, "batch_sizes") else y
+    final = as_tuple(final)
+    generator = torch.Generator().manual_seed(7)
+    loss = (y_data * torch.randn(y_data.shape, generator=generator, dtype=y_data.dtype)).sum()
+    loss = loss + sum((f * torch.randn(f.shape, generator=generator, dtype=f.dtype)).sum() for f in final)
+    inputs = [x.data if hasattr(x, "batch_sizes") else x, *(() if hx is None else as_tuple(hx))]
+    names = sorted(dict(module.named_parameters()))
+    params = dict(module.named_parameters())
+    grads = torch.autograd.grad(loss, inputs + [params[n] for n in names])
+    return {"y": y_data, **{f"final[{k}]": f for k, f in enumerate(final)}, "dx": grads[0],
+            **{f"dhx[{k}]": g for k, g in enumerate(grads[1:len(inputs)])},
+            **{f"d{n}": g for n, g in zip(names, grads[len(inputs):])}}
+
+
+def assert_same(ours, theirs, dtype):
+    assert ours.keys() == theirs.keys()
+    errors = {k: relative_error(ours[k].detach().numpy(), theirs[k].detach().numpy()) for k in ours}
+    bad = {k: v for k, v in errors.items() if not v <= TOLERANCE[dtype]}
+    assert not bad, f"errors above {TOLERANCE[dtype]}: {bad}"
+
+
+def inputs(layer, T, B, dtype, batch_first, given_states, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (B, T, I) if batch_first else (T, B, I)
+    x = torch.randn(shape, generator=generator, dtype=dtype, requires_grad=True)
+    hx = None
+    if given_states:
+        D = 2 if layer.bidirectional else 1
+        states = tuple(torch.randn(layer.num_layers * D, B, H, generator=generator, dtype=dtype, requires_grad=True)
+                       for _ in layer.cell_class.state_names)
+        hx = states if len(states) > 1 else states[0]
+    return x, hx
+
+
+@DTYPES
+@pytest.mark.parametrize("layout", ["time_major-zero_states", "batch_first-given_states"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_layers_equal_torch_nn(mode, num_layers, bidirectional, layout, dtype):
+    batch_first = layout.startswith("batch_first")
+    layer, reference = pair(mode, dtype, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first)
+    x, hx = inputs(layer, 5, 3, dtype, batch_first, given_states=layout.endswith("given_states"))
+    assert_same(run(layer, x, hx, None), run(reference, x, hx, None), dtype)
+
+
+@DTYPES
+@pytest.mark.parametrize("mode", list(MODES))
+def test_packed_sequences_with_unsorted_lengths_equal_torch_nn(mode, dtype):
+    layer, reference = pair(mode, dtype, num_layers=2, bidirectional=True)
+    x, hx = inputs(layer, 6, 5, dtype, batch_first=False, given_states=True)
+    lengths = torch.tensor([3, 6, 1, 6, 2])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    ours, theirs = run(layer, packed, hx, None), run(reference, packed, hx, None)
+    assert_same(ours, theirs, dtype)
+    y, _ = layer(packed, hx)
+    assert isinstance(y, torch.nn.utils.rnn.PackedSequence) and torch.equal(y.unsorted_indices, packed.unsorted_indices)
+
+
+def test_padding_never_enters_a_cell_nor_its_gradients():
+    """NaN in the padding changes nothing; padded outputs are zero, padded inputs get zero
+    gradient; a row's final state is its state at its last real step."""
+    layer = Recurrent("lstm_peephole", I, H, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(6, 3, I, dtype=torch.float64)
+    lengths = torch.tensor([2, 6, 4])
+    for b, n in enumerate(lengths):
+        x[n:, b] = float("nan")
+    x.requires_grad_(True)
+    y, (h, _) = layer(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    padded, _ = pad_packed_sequence(y)
+    padded.sum().backward()
+    assert torch.isfinite(padded).all() and torch.isfinite(x.grad).all()
+    for b, n in enumerate(lengths):
+        alone, (h_b, _) = layer(x[:n, b:b + 1].detach())  # the row by itself, no padding
+        torch.testing.assert_close(padded[:n, b], alone[:, 0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(h[:, b], h_b[:, 0], rtol=1e-12, atol=1e-12)
+        assert (padded[n:, b] == 0).all() and (x.grad[n:, b] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_dropout_between_layers_in_training_only(mode):
+    """Training draws the same dropout masks as torch.nn from the same seed; eval has none."""
+    layer, reference = pair(mode, torch.float64, num_layers=3, dropout=0.5)
+    x, _ = inputs(layer, 5, 3, torch.float64, False, False)
+    torch.manual_seed(3)
+    ours = run(layer, x, None, None)
+    torch.manual_seed(3)
+    assert_same(ours, run(reference, x, None, None), torch.float64)
+    layer.eval(), reference.eval()
+    assert_same(run(layer, x, None, None), run(reference, x, None, None), torch.float64)
+    assert not torch.allclose(ours["y"], run(layer, x, None, None)["y"])
+
+
+def test_state_dicts_load_both_ways_and_names_follow_torch_or_the_spec():
+    reference = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, bias=False)
+    layer = LSTM(I, H, num_layers=2, bidirectional=True, bias=False)
+    layer.load_state_dict(reference.state_dict())
+    reference.load_state_dict(layer.state_dict())
+    assert list(layer.state_dict()) == list(reference.state_dict())
+    peephole = Recurrent("lstm_peephole", I, H, num_layers=2, bidirectional=True)
+    assert {"weight_ih_l1_reverse", "w_ci_l0", "w_co_l1_reverse"} <= set(dict(peephole.named_parameters()))
+    assert {"W_ih_l0", "u_l0", "b_l0"} == set(dict(Recurrent("indrnn", I, H).named_parameters()))
+    assert {"W_ih_l0", "u_l0"} == set(dict(Recurrent("indrnn", I, H, bias=False).named_parameters()))
+
+
+def test_every_step_full_state_is_returned_and_differentiable():
+    """all_states=True gives every c_t of an LSTM, equal to the eager reference, and its gradient."""
+    from derive.torch_reference import run as eager
+
+    layer = LSTM(I, H, dtype=torch.float64)
+    x = torch.randn(5, 2, I, dtype=torch.float64)
+    y, _, (hs, cs) = layer(x, all_states=True)
+    params = {p.name: getattr(layer, f"{p.torch[:-3]}_l0") for p in layer.cell_class.parameters}
+    states = [(torch.zeros(2, H, dtype=torch.float64),) * 2]
+    for t in range(5):
+        states.append(eager("lstm", params, x[t:t + 1], states[-1])[1])
+    torch.testing.assert_close(cs, torch.stack([s[1] for s in states[1:]]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hs, y)
+
+
+def small_input(layer, generator):
+    x = torch.randn(4, 3, layer.input_size, generator=generator, dtype=torch.float64, requires_grad=True)
+    D = 2 if layer.bidirectional else 1
+    hx = tuple(torch.randn(layer.num_layers * D, 3, layer.hidden_size, generator=generator, dtype=torch.float64, requires_grad=True)
+               for _ in layer.cell_class.state_names)
+    return x, hx
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_gradcheck_every_cell(name):
+    """Finite differences through Recurrent: 2 bidirectional layers, packed unsorted lengths,
+    initial states, final states and every step's full state (the path adding dL/dc_t)."""
+    layer = Recurrent(name, 2, 2, num_layers=2, bidirectional=True, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    x, hx = small_input(layer, generator)
+    lengths = torch.tensor([2, 4, 1])
+    names = [n for n, _ in layer.named_parameters()]
+
+    n = len(hx)
+
+    def function(x, *tensors):
+        params = dict(zip(names, tensors[n:]))
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        y, final, every = torch.func.functional_call(layer, params, (packed, tensors[:n]), {"all_states": True})
+        return (y.data, *final, *(s.data for s in every))
+
+    assert torch.autograd.gradcheck(function, (x, *hx, *layer.parameters()), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def op_arguments(name, dtype=torch.float64, reverse=True):
+    cls = CELLS[name]
+    generator = torch.Generator().manual_seed(1)
+    batch_sizes = torch.tensor([3, 3, 2, 1])
+    x = torch.randn(int(batch_sizes.sum()), I, generator=generator, dtype=dtype, requires_grad=True)
+    state0 = torch.randn(len(cls.state_names), 3, H, generator=generator, dtype=dtype, requires_grad=True)
+    params = [torch.randn(p.shape(I, H), generator=generator, dtype=dtype, requires_grad=True) for p in cls.parameters]
+    return (name, x, batch_sizes, state0, params, reverse)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_opcheck_every_cell(name):
+    torch.library.opcheck(torch.ops.derive.recurrent.default, op_arguments(name))
+    torch.library.opcheck(torch.ops.derive.recurrent.default, op_arguments(name, reverse=False))
+
+
+def test_compile_fullgraph_and_export_run_the_ops():
+    layer = LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    x = torch.randn(3, 5, I, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    (y, (_, c)), (y_ref, (_, c_ref)) = compiled(x), layer(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    grad = torch.autograd.grad((y * y).sum() + c.sum(), x)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad((y_ref * y_ref).sum() + c_ref.sum(), x)[0], rtol=0, atol=0)
+    exported = torch.export.export(layer, (x.detach(),))
+    assert any("derive.recurrent" in str(node.target) for node in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(x.detach())[0], y_ref, rtol=0, atol=0)
+
+
+def test_errors_name_the_argument():
+    layer = GRU(I, H, num_layers=2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="input must have dtype torch.float64.*got torch.float32"):
+        layer(torch.zeros(2, 1, I))
+    with pytest.raises(ValueError, match="input must have input_size = 3"):
+        layer(torch.zeros(2, 1, I + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="input is on meta"):
+        layer(torch.zeros(2, 1, I, dtype=torch.float64, device="meta"))
+    with pytest.raises(ValueError, match=r"hx\[h\] must have shape .* = \(2, 1, 4\), got \(1, 1, 4\)"):
+        layer(torch.zeros(2, 1, I, dtype=torch.float64), torch.zeros(1, 1, H, dtype=torch.float64))
+    with pytest.raises(ValueError, match="device must be the CPU"):
+        GRU(I, H, device="cuda")
+    name, x, batch_sizes, state0, params, reverse = op_arguments("gru")
+    with pytest.raises(ValueError, match=r"parameter W_hh must have shape \(12, 4\)"):
+        torch.ops.derive.recurrent(name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], reverse)
+    with pytest.raises(ValueError, match="batch_sizes must be non-increasing"):
+        torch.ops.derive.recurrent(name, x, torch.tensor([3, 1, 2, 3]), state0, params, reverse)
+
+
+def test_double_backward_raises_a_clear_error():
+    layer = RNN(I, H, dtype=torch.float64)
+    x = torch.randn(3, 2, I, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x)[0].pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        grad.sum().backward()
+
+
+def test_contiguous_cpu_tensors_are_shared_with_numpy_not_copied():
+    x = torch.randn(4, 3, dtype=torch.float32)
+    assert np.shares_memory(ops._numpy(x), x.numpy())
+    layer = Recurrent("mgu", I, H)
+    y, _ = layer(torch.randn(5, 2, I))
+    assert y.dtype == torch.float32 and y.shape == (5, 2, H)
+
+
+def test_import_without_torch_names_the_extra():
+    code = "import sys; sys.modules['torch'] = None\ntry:\n import derive.torch\nexcept ImportError as e:\n print(e)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert "pip install 'rnn-derive[torch]'" in out.stdout, out.stderr
+
+
+def test_training_example_learns():
+    """examples/train_sequence.py (docs/torch.md) at a tiny size: the loss goes down."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_sequence", ROOT / "examples" / "train_sequence.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    first, last = example.main(["--steps", "40", "--hidden-size", "8", "--batch-size", "8", "--max-length", "6"])
+    assert last < 0.5 * first
+
+
+def test_distributed_data_parallel_equals_single_process_training():
+    """examples/ddp_recurrent.py: 2 spawned gloo processes under DDP end with the parameters of
+    one process trained on the whole batch."""
+    out = subprocess.run([sys.executable, "examples/ddp_recurrent.py", "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    difference = float(out.stdout.split("largest relative parameter difference ")[1].split()[0])
+    moved = float(out.stdout.split("moved by at least ")[1].split(")")[0])
+    assert difference <= 1e-12 and moved > 1e-6, out.stdout
+
+
+def test_readme_example_runs():
+    readme = (ROOT / "README.md").read_text().split("## Train in PyTorch", 1)[1]
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (the README's own code)
+
+
+def test_a_cell_generated_outside_the_package_runs_through_its_class():
+    """Recurrent takes a generated class that is not in generated.CELLS (the tutorial's leaky_rnn)
+    and computes what the class's NumPy API computes."""
+    from derive.torch.layers import parameter_name
+    from tests.conftest import ALL_CELLS
+
+    cls = ALL_CELLS["leaky_rnn"]
+    layer = Recurrent(cls, I, H, dtype=torch.float64)
+    cell = cls(I, H, dtype=np.float64)
+    cell.params = {p.name: getattr(layer, parameter_name(p, 0, False)).detach().numpy() for p in cls.parameters}
+    x = torch.randn(4, 2, I, dtype=torch.float64, requires_grad=True)
+    y, _ = layer(x)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    y_np, _, tape = cell.forward(x.detach().numpy())
+    np.testing.assert_allclose(y.detach().numpy(), y_np, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(x.grad.numpy(), cell.backward(tape, dy.numpy()).x, rtol=1e-13, atol=1e-13)
