@@ -6,7 +6,6 @@ show its formulas, gradient-check it. Commands that rebuild the checkout's own f
 one line and write nothing into site-packages.
 """
 
-import importlib.util
 import os
 import re
 import shutil
@@ -50,9 +49,9 @@ def _build_wheel(tmp_path: Path) -> Path:
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", "__pycache__", "build", "dist", "*.egg-info", ".pytest_cache", ".hypothesis", "out"))
-    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []  # no download
-    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", tmp_path / "dist", source],
-             tmp_path, INSTALL_TIMEOUT))
+    # In an isolated build environment, as pip builds for a user: the setuptools of a venv may
+    # be too old or lack bdist_wheel.
+    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", source], tmp_path, INSTALL_TIMEOUT))
     return next((tmp_path / "dist").glob("rnn_derive-*.whl"))
 
 
