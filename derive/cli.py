@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from . import generate as gen
+from . import paths
 from .generate import SpecFileError
 from .transaction import GenerateError
 from .validate import SpecError
@@ -44,6 +45,7 @@ def cmd_generate(args) -> int:
         if spec is not None:
             raise UsageError(f"{spec} is a spec file: give --out DIR, the package folder for its cells "
                              "(without --out, generate writes the built-in cells into generated/)")
+        paths.require_checkout("`generate` without --out (it rebuilds the built-in generated/)")
         written = gen.write_builtin({c.name for c in _cells(args.cells)} if args.cells else None, force=args.force)
         current = f"{gen.GENERATED} and {gen.DOCS} are"
     else:
@@ -58,6 +60,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_check(args) -> int:
+    paths.require_checkout("`check` (it compares the checkout's generated/ and docs/cells/ with the specs)")
     cells = gen.builtin_cells()
     edited, stale = [], []  # a file edited by hand is reported as such, not also as stale
     for folder, label, files in ((gen.GENERATED, "generated", gen.render_all(cells)), (gen.DOCS, "docs/cells", gen.render_docs(cells))):
@@ -97,7 +100,7 @@ def cmd_gradcheck(args) -> int:
     from .gradcheck import check_cell
     from .runtime import RecurrentCell
 
-    classes = _generated_classes(args.cells)
+    classes = _generated_classes(args.cells, args.package)
     print(f"{'cell':<16}{'worst rel. error':>18}  {'quantities checked':<}")
     failed = []
     for cls in classes:
@@ -150,22 +153,28 @@ def cmd_flow(args) -> int:
     return 0
 
 
-def _generated_classes(names: list[str]):
-    import generated
+def _generated_classes(names: list[str], package: str | None = None):
+    """Classes of a generated package: the built-in `generated`, or the package folder `package`."""
+    if package is None:
+        import generated as module
+    else:
+        from .build import import_package
 
+        folder = Path(package).resolve()
+        if not (folder / "__init__.py").is_file():
+            raise SystemExit(f"--package {package}: not a generated package (no {folder / '__init__.py'})")
+        module = import_package(folder)
     if not names:
-        return list(generated.CELLS.values())
-    unknown = [n for n in names if n not in generated.CELLS]
+        return list(module.CELLS.values())
+    unknown = [n for n in names if n not in module.CELLS]
     if unknown:
-        raise SystemExit(f"unknown cell(s) {unknown}; generated cells: {', '.join(generated.CELLS)}")
-    return [generated.CELLS[n] for n in names]
+        raise SystemExit(f"unknown cell(s) {unknown}; generated cells: {', '.join(module.CELLS)}")
+    return [module.CELLS[n] for n in names]
 
 
 def cmd_bench(args) -> int:
-    try:
-        from benchmarks.run import main as bench
-    except ImportError as error:
-        raise SystemExit(f"`bench` runs from a source checkout, with benchmarks/ beside derive/ ({error})")
+    from .bench.run import main as bench
+
     return bench(args.options)
 
 
@@ -223,11 +232,12 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("gradcheck", help="check generated cells against finite differences")
     p.add_argument("cells", nargs="*", help="generated cell names (default: all)")
+    p.add_argument("--package", metavar="DIR", help="a package written by `generate --out DIR` (default: the built-in cells)")
     p.add_argument("--tolerance", type=_finite, default=1e-6)
     p.set_defaults(run=cmd_gradcheck)
 
     p = sub.add_parser("bench", add_help=False, help="time generated cells against PyTorch; writes docs/benchmarks.md")
-    p.set_defaults(run=cmd_bench)  # its options are parsed by benchmarks/run.py: see `bench --help`
+    p.set_defaults(run=cmd_bench)  # its options are parsed by derive/bench/run.py: see `bench --help`
 
     args, args.options = parser.parse_known_args(argv)
     if args.options and args.command != "bench":

@@ -447,9 +447,10 @@ class CellCode:
                 buffers.append(f"J_{target.name} = np.empty((H, S), J.dtype)")
                 before = [f"J_{target.name}[:] = 0.0"]
                 after = []
-                for p in operand_products.get(target.name, []):
-                    buffers.append(f"{p.name}_J = np.empty(({p.name}.shape[0], S), J.dtype)")
-                    after.append(f"np.dot({p.name}, J_{target.name}, {p.name}_J)")
+                for p in operand_products.get(target.name, []):  # (W J_target).T = J_target.T W.T
+                    buffers.append(f"{p.name}_T = pack({p.name}.T)  # {p.name}.T in column panels (see derive.matrix)")
+                    buffers.append(f"{p.name}_J = np.empty((S, {p.name}.shape[0]), J.dtype)  # ({p.name} J_{target.name}).T")
+                    after.append(f"matmul(J_{target.name}.T, {p.name}_T, {p.name}_J, 0.0)")
                 title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"
             body = self._jacobian_body(terms, row, printer)
             rows.append(JacobianRow(title, before, body, after))
@@ -473,7 +474,7 @@ class CellCode:
                 lines.append(f"    {row}, {offset(self.state_index[operand], 'col')}] += {c} * {t.param.name}[{offset(t.gate)}, col]")
             else:
                 lines.append(f"for col in range(S):{note}")
-                lines.append(f"    {row}, col] += {c} * {t.param.name}_J[{offset(t.gate)}, col]")
+                lines.append(f"    {row}, col] += {c} * {t.param.name}_J[col, {offset(t.gate)}]")
         return lines
 
     # -- module-level facts -----------------------------------------------------------------

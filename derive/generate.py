@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
+from . import paths
 from .cells import BUILTIN
 from .codegen import module_context
 from .derivation import derive
@@ -27,10 +28,9 @@ from .spec import Cell
 from .transaction import GenerateError, locked, recover, replace
 from .validate import validate_package
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates"
-GENERATED = ROOT / "generated"
-DOCS = ROOT / "docs" / "cells"
+TEMPLATES = paths.TEMPLATES
+GENERATED = paths.GENERATED
+DOCS = paths.DOCS_CELLS
 CELL_TEMPLATE = "cell.py.jinja"
 PACKAGE_TEMPLATE = "package.py.jinja"
 HEADER_TEMPLATE = "header.jinja"
@@ -50,7 +50,7 @@ def builtin_cells() -> list[Cell]:
     for name in BUILTIN:
         cell = importlib.import_module(f"derive.cells.{name}").cell
         cell.source = f"derive/cells/{name}.py"
-        cell.source_path = str(ROOT / cell.source)
+        cell.source_path = str(paths.CELL_SPECS / f"{name}.py")
         cells.append(cell)
     return cells
 
@@ -110,7 +110,7 @@ def _template_bytes(*names: str) -> list[bytes]:
 # Compiled into every kernel. Numba keys a cached kernel on its own file only, so these files'
 # bytes enter the header hash: a change to them changes the generated text (`check` fails until
 # regenerated), and regenerating refreshes the kernels' caches.
-KERNEL_SUPPORT = [Path(__file__).parent / name for name in ("matrix.py", "jit.py")]
+KERNEL_SUPPORT = [paths.PACKAGE / name for name in ("matrix.py", "jit.py")]
 
 
 def _spec_bytes(cell: Cell) -> bytes:

@@ -40,12 +40,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .paths import IMPORT_ROOT
+
 try:
     import fcntl
 except ImportError:  # Windows: runs are not serialized
     fcntl = None
 
-ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE_TEST = """
 import importlib, sys
@@ -184,7 +185,7 @@ def _distinct_stamp(path: Path, before: os.stat_result | None) -> None:
 def _smoke_test(staging: Path, package: str) -> None:
     """Import the staged package and run each cell once, in a fresh interpreter."""
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", PYTHONDONTWRITEBYTECODE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(staging), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(staging), str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])
     # cwd: `python -c` puts the working directory first on sys.path, where an old copy may live
     result = subprocess.run(
         [sys.executable, "-c", SMOKE_TEST, package], env=env, cwd=staging, capture_output=True, text=True

@@ -1,6 +1,7 @@
 """generated/ is current, regeneration is byte-stable, and a failed generation changes nothing."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +88,20 @@ def test_failed_generation_leaves_output_untouched(tmp_path):
     assert not list(tmp_path.glob(".cells-staging-*")), "staging directory left behind"
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_commands_in_a_new_environment():
+    """.ci/run reads the main job and the test command from README.md and runs them, in that order,
+    in a virtual environment it makes; then the bounds-checked pass."""
     readme = (ROOT / "README.md").read_text()
-    command = "pip install -e '.[test,torch]' && python -m pytest"
-    assert command in readme
+    main_job = "pip install -e . && python -m derive generate && python -m derive gradcheck"
+    tests = "pip install -e '.[test,torch]' && python -m pytest"
+    assert main_job in readme and tests in readme
     ci = (ROOT / ".ci" / "run").read_text()
-    assert command in ci
-    assert 'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$boundscheck_cache" python -m pytest' in ci
+    reader = re.search(r"^readme_command\(\) \{.*?^\}", ci, flags=re.DOTALL | re.MULTILINE).group(0)
+    read = subprocess.run(["bash", "-c", reader + '\nreadme_command "Main job"; readme_command "Tests"'],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    assert read.stdout.splitlines() == [main_job, tests]
+    steps = ['python3 -m venv "$scratch/venv"', 'source "$scratch/venv/bin/activate"', 'eval "$main_job"',
+             'eval "$test_command"', 'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$scratch/boundscheck-cache" python -m pytest',
+             "python -m derive check"]
+    assert all(step in ci for step in steps)
+    assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)

@@ -263,10 +263,10 @@ def test_import_without_torch_names_the_extra():
 
 
 def test_training_example_learns():
-    """examples/train_sequence.py (docs/torch.md) at a tiny size: the loss goes down."""
+    """docs/examples/train_sequence.py (docs/torch.md) at a tiny size: the loss goes down."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_sequence", ROOT / "examples" / "train_sequence.py")
+    spec = importlib.util.spec_from_file_location("train_sequence", ROOT / "docs" / "examples" / "train_sequence.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     first, last = example.main(["--steps", "40", "--hidden-size", "8", "--batch-size", "8", "--max-length", "6"])
@@ -274,9 +274,9 @@ def test_training_example_learns():
 
 
 def test_distributed_data_parallel_equals_single_process_training():
-    """examples/ddp_recurrent.py: 2 spawned gloo processes under DDP end with the parameters of
+    """docs/examples/ddp_recurrent.py: 2 spawned gloo processes under DDP end with the parameters of
     one process trained on the whole batch."""
-    out = subprocess.run([sys.executable, "examples/ddp_recurrent.py", "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "docs/examples/ddp_recurrent.py", "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     difference = float(out.stdout.split("largest relative parameter difference ")[1].split()[0])

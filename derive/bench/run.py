@@ -19,10 +19,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import paths
 from . import compile as compile_probe
 from .workloads import MODES, SIDES, Point, available_cells, has_builtin, matmul_flops
 
-ROOT = Path(__file__).resolve().parent.parent
 CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
 DTYPES = ("float32", "float64")
 SIZES = ((64, 32, 32), (64, 32, 128), (32, 32, 512), (256, 8, 64))
@@ -39,7 +39,7 @@ MEMORY_SIDES = ("derive", "torch")
 
 
 def worker_env(extra: dict | None = None) -> dict:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(paths.IMPORT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, **(extra or {}))
 
 
@@ -49,8 +49,8 @@ class Worker:
     def __init__(self, side: str, env: dict):
         self.side = side
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker", side],
-            cwd=ROOT,
+            [sys.executable, "-m", "derive.bench.worker", side],
+            cwd=paths.IMPORT_ROOT,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -172,7 +172,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the activation accuracy sweep (about 30 s)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md", help="report path (default: docs/benchmarks.md)")
+    parser.add_argument("--out", type=Path, help="report path (default: docs/benchmarks.md of the source checkout)")
     parser.add_argument("--no-report", action="store_true", help="print only; write no report")
     parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
     parser.add_argument("--render", type=Path, metavar="JSON",
@@ -185,6 +185,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if any(len(s) != 3 or min(s) < 1 for s in args.sizes):
         parser.error(f"--sizes must be three positive integers TxBxH, got {args.sizes}")
     args.sides = ["derive"] + [s for s in args.sides if s != "derive"]
+    if args.out is None and not args.no_report:
+        paths.require_checkout("`bench` without --out (it writes docs/benchmarks.md)")
+        args.out = paths.BENCHMARK_REPORT
     unknown = [c for c in args.cells if c not in available_cells()]
     if unknown:
         parser.error(f"unknown cells {unknown}; generated cells: {', '.join(available_cells())}")
@@ -270,8 +273,8 @@ def measure_memory(results: dict, points: list[Point], sides: list[str]) -> None
         point = Point(**entry["point"])
         entry["memory"] = {}
         for side in sides_of(point, sides):
-            command = [sys.executable, "-m", "benchmarks.worker", side, "--memory", json.dumps(point.as_dict())]
-            result = subprocess.run(command, cwd=ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True)
+            command = [sys.executable, "-m", "derive.bench.worker", side, "--memory", json.dumps(point.as_dict())]
+            result = subprocess.run(command, cwd=paths.IMPORT_ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True)
             if result.returncode:
                 raise RuntimeError(f"memory probe {side} {point.label} failed:\n{result.stderr}")
             entry["memory"][side] = json.loads(result.stdout.splitlines()[-1])["bytes"]

@@ -4,7 +4,7 @@ Task: read a sequence of random length and predict the mean of its values. Seque
 lengths go in as one PackedSequence; the layer's final state of each row is its state after the
 row's own last step, so the head reads it directly.
 
-    python examples/train_sequence.py --cell lstm_peephole --steps 300
+    python docs/examples/train_sequence.py --cell lstm_peephole --steps 300
 """
 
 from __future__ import annotations

@@ -126,8 +126,8 @@ def _header(results: dict, plot_name: str | None) -> list[str]:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python -m derive bench` (benchmarks/), do not edit by hand; the analysis at the end",
-        "comes from benchmarks/NOTES.md. This report is from the run of:",
+        "Written by `python -m derive bench` (derive/bench/), do not edit by hand; the analysis at the end",
+        "comes from derive/bench/NOTES.md. This report is from the run of:",
         "",
         "```bash",
         results["command"],

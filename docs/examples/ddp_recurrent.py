@@ -4,7 +4,7 @@ Each process trains on its half of the batch; DDP averages the gradients, so aft
 parameters equal those of one process training on the whole batch. The script checks exactly that
 and prints the largest relative difference.
 
-    python examples/ddp_recurrent.py --steps 3
+    python docs/examples/ddp_recurrent.py --steps 3
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A process serving one side of the benchmark: `python -m benchmarks.worker SIDE`.
+"""A process serving one side of the benchmark: `python -m derive.bench.worker SIDE`.
 
 It reads one JSON request per line on stdin and answers with one JSON line on stdout. Each
 side runs in its own process so that thread pools (OpenBLAS through NumPy/SciPy and Numba,
@@ -10,7 +10,7 @@ Requests (op):
     time     per-call wall times of `calls` consecutive calls of a mode, after one untimed call
     blas     GFLOP/s of NumPy's matmul of two n×n matrices (the BLAS ceiling)
 
-`python -m benchmarks.worker SIDE --memory POINT_JSON` measures peak memory instead, in a
+`python -m derive.bench.worker SIDE --memory POINT_JSON` measures peak memory instead, in a
 fresh process (see `first_call_memory`), and prints the bytes.
 """
 
