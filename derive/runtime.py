@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from . import finite
+from . import finite, kernel_call
 from .arguments import as_array, same_bits, to_numpy
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -191,7 +191,7 @@ class RecurrentCell:
         states[:, 0] = initial
         saved = np.empty((T, len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
-            type(self)._forward(x, *params.values(), states, saved)
+            kernel_call.call(type(self)._forward, x, *params.values(), states, saved, work=_work(T, B, params))
         tape = Tape(self, x, states, saved, params)
         if check_finite:
             finite.check_forward(self, x, initial, params, states, saved)
@@ -212,7 +212,10 @@ class RecurrentCell:
         dparams = {name: np.zeros_like(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
-            type(self)._backward(tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
+            kernel_call.call(
+                type(self)._backward, tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0,
+                work=_work(T, B, tape.params),
+            )
         else:
             dstate0[...] = d_final
         grads = Gradients(dx, dparams, tuple(dstate0))
@@ -227,7 +230,7 @@ class RecurrentCell:
         S = self.hidden_size * len(self.state_names)
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
-            type(self)._jacobian(*tape.params.values(), tape.states, tape.saved, J)
+            kernel_call.call(type(self)._jacobian, *tape.params.values(), tape.states, tape.saved, J, work=J.size)
         if check_finite:
             finite.check_jacobian(tape, J)
         return J
@@ -260,6 +263,11 @@ class RecurrentCell:
                     f"parameter {name!r} changed (in place or replaced) after the forward that recorded this tape; "
                     "its gradients would belong to other values: run forward again"
                 )
+
+
+def _work(T: int, B: int, params: dict[str, np.ndarray]) -> int:
+    """About the multiply-adds of a forward or backward call: every parameter is used once per row."""
+    return T * B * sum(value.size for value in params.values())
 
 
 def _describe(value) -> str:

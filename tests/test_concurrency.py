@@ -1,0 +1,110 @@
+"""Cells under forks, threads and Ctrl-C; every case runs in a fresh interpreter with a timeout.
+
+Sizes are chosen so that the recurrent products run on Numba's threads (at least
+`matrix.PARALLEL_WORK` multiply-adds) and calls run in the runtime's worker thread
+(`kernel_call.WORKER_WORK`): the paths that a tiny cell never takes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Defines cells, inputs and `digest(cell, x)`: a hash of forward's outputs and backward's gradients.
+SETUP = """
+import hashlib, json, os, sys, threading, time
+import numpy as np
+from generated import GRU, LSTM
+from derive import kernel_call, threading_layer
+
+lstm, gru = LSTM(64, 128, seed=0), GRU(64, 128, seed=1)
+x = np.random.default_rng(2).standard_normal((50, 16, 64)).astype(np.float32)
+
+def digest(cell, x):
+    y, state, tape = cell.forward(x)
+    grads = cell.backward(tape, dy=np.ones_like(y))
+    arrays = [y, *state, grads.x, *grads.params.values(), *grads.state0]
+    return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+
+assert kernel_call.WORKER_WORK <= 50 * 16 * sum(p.size for p in lstm.params.values())
+serial = {"lstm": digest(lstm, x), "gru": digest(gru, x)}
+"""
+
+
+def run(script: str, prelude: str = "", timeout: float = 600, **env) -> dict:
+    """prelude + SETUP + script in a fresh interpreter; the script prints one JSON object last."""
+    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    environment.update(PYTHONPATH=str(ROOT), **env)
+    code = prelude + SETUP + textwrap.dedent(script)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"rc {result.returncode}\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1]) | {"stderr": result.stderr}
+
+
+def test_the_default_layer_is_tbb():
+    out = run("print(json.dumps({'layer': threading_layer.layer(), 'lock': threading_layer.needs_lock()}))")
+    assert out == {"layer": "tbb", "lock": False, "stderr": ""}
+
+
+def test_a_fork_pool_after_use_gives_identical_results():
+    out = run("""
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            forked = pool.starmap_async(digest, [(lstm, x), (gru, x), (lstm, x)]).get(timeout=300)
+        print(json.dumps({"forked": forked, "serial": [serial["lstm"], serial["gru"], serial["lstm"]]}))
+    """)
+    assert out["forked"] == out["serial"]
+
+
+def test_a_bare_fork_after_use_gives_identical_results():
+    out = run("""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, digest(lstm, x).encode())
+            os._exit(0)
+        os.close(write)
+        child = os.read(read, 64).decode()
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"child": child, "status": status, "serial": serial["lstm"]}))
+    """)
+    assert out["status"] == 0 and out["child"] == out["serial"]
+
+
+# Threads on the same and on different cells, the main thread calling at the same time.
+THREADS = """
+from concurrent.futures import ThreadPoolExecutor
+work = [("lstm", lstm), ("gru", gru)] * 4
+with ThreadPoolExecutor(4) as pool:
+    running = [pool.submit(digest, cell, x) for _, cell in work]
+    main = digest(lstm, x)
+    threaded = [r.result(timeout=300) for r in running]
+print(json.dumps({
+    "same": threaded == [serial[name] for name, _ in work] and main == serial["lstm"],
+    "layer": threading_layer.layer(), "lock": threading_layer.needs_lock(),
+}))
+"""
+
+
+def test_threads_calling_the_same_and_different_cells_give_serial_results():
+    out = run(THREADS)
+    assert out["same"] and out["layer"] == "tbb" and not out["lock"]
+
+
+def test_a_user_chosen_workqueue_layer_serializes_calls_without_aborting():
+    out = run(THREADS, NUMBA_THREADING_LAYER="workqueue")
+    assert out["same"] and out["layer"] == "workqueue" and out["lock"]
+    assert "RuntimeWarning" not in out["stderr"]  # the user chose it
+
+
+def test_without_tbb_the_layer_falls_back_to_workqueue_with_one_warning():
+    # Numba cannot import its TBB pool: as on a machine without the library.
+    out = run(THREADS, prelude="import sys; sys.modules['numba.np.ufunc.tbbpool'] = None\n")
+    assert out["same"] and out["layer"] == "workqueue" and out["lock"]
+    assert out["stderr"].count("RuntimeWarning") == 1 and "TBB threading layer could not be loaded" in out["stderr"]
