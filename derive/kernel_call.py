@@ -9,8 +9,8 @@ one-element uint8 array they read once per time step, returning early when it is
   main thread therefore runs in a worker thread while the main thread waits; a KeyboardInterrupt
   (or any exception from a signal handler) sets `cancel`, waits the few milliseconds until the
   kernel has returned and is raised again. The cell and its parameters are unchanged: kernels
-  only write the call's new output arrays. Calls of less than `WORKER_WORK` multiply-adds
-  (milliseconds) and calls from other threads run directly, without the worker's overhead.
+  only write the call's new output arrays. Shorter calls (`WORKER_WORK`) and calls from other
+  threads run directly: Ctrl-C then waits for their end.
 - Fork: the lock and the worker are made anew in a child process.
 """
 
@@ -25,7 +25,10 @@ import numpy as np
 
 from . import threading_layer
 
-WORKER_WORK = 1 << 24  # multiply-adds (about T * B * parameter count) from which a call runs in the worker
+# Multiply-adds (about T * B * parameter count) from which a main-thread call runs in the worker:
+# 0.1 s here, 1 s on a slow machine. Handing a call to the worker and back takes the GIL three
+# times, a few switch intervals (5 ms) when a busy Python thread holds it, so only long calls pay it.
+WORKER_WORK = 1 << 30
 POLL_SECONDS = 0.1  # the main thread's wait wakes this often to run Python's pending signal handlers
 
 _lock = threading.Lock()

@@ -1,8 +1,8 @@
 """Cells under forks, threads and Ctrl-C; every case runs in a fresh interpreter with a timeout.
 
 Sizes are chosen so that the recurrent products run on Numba's threads (at least
-`matrix.PARALLEL_WORK` multiply-adds) and calls run in the runtime's worker thread
-(`kernel_call.WORKER_WORK`): the paths that a tiny cell never takes.
+`matrix.PARALLEL_WORK` multiply-adds), which a tiny cell never does, and calls of the main thread
+run in the runtime's worker thread (WORKER_WORK = 0), as long calls do.
 """
 
 import json
@@ -32,7 +32,7 @@ def digest(cell, x):
     arrays = [y, *state, grads.x, *grads.params.values(), *grads.state0]
     return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
 
-assert kernel_call.WORKER_WORK <= 50 * 16 * sum(p.size for p in lstm.params.values())
+kernel_call.WORKER_WORK = 0  # every call of the main thread runs in the worker thread
 serial = {"lstm": digest(lstm, x), "gru": digest(gru, x)}
 """
 
@@ -108,3 +108,92 @@ def test_without_tbb_the_layer_falls_back_to_workqueue_with_one_warning():
     out = run(THREADS, prelude="import sys; sys.modules['numba.np.ufunc.tbbpool'] = None\n")
     assert out["same"] and out["layer"] == "workqueue" and out["lock"]
     assert out["stderr"].count("RuntimeWarning") == 1 and "TBB threading layer could not be loaded" in out["stderr"]
+
+
+# A call of many seconds interrupted after one: how long the KeyboardInterrupt took, and whether the
+# cell then gives the results it gave before, bit for bit.
+INTERRUPT = """
+import signal, _thread
+big = LSTM(64, 2048, seed=3)  # about 70 M multiply-adds per step and batch row of 4: seconds for 1000 steps
+params = {{name: value.copy() for name, value in big.params.items()}}
+short = np.random.default_rng(4).standard_normal((3, 4, 64)).astype(np.float32)
+before = digest(big, short)
+started = time.perf_counter(); big.forward(np.zeros((20, 4, 64), np.float32))
+step = (time.perf_counter() - started) / 20  # seconds per forward step
+T = min(2000, max(200, int(8 / step)))
+x_long = np.random.default_rng(5).standard_normal((T, 4, 64)).astype(np.float32)
+if "{part}" == "backward":
+    y, _, tape = big.forward(x_long)
+    call = lambda: big.backward(tape, dy=np.ones_like(y))
+else:
+    call = lambda: big.forward(x_long)
+sent = []
+
+def interrupt():
+    time.sleep(1.0)
+    sent.append(time.perf_counter())
+    {send}
+
+threading.Thread(target=interrupt).start()
+try:
+    call()
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+latency = time.perf_counter() - sent[0]
+print(json.dumps({{
+    "interrupted": interrupted, "latency": latency, "uninterrupted": T * step, "same": digest(big, short) == before,
+    "params": all(np.array_equal(params[name], value) for name, value in big.params.items()),
+}}))
+"""
+
+
+@pytest.mark.parametrize("part, send", [
+    ("forward", "os.kill(os.getpid(), signal.SIGINT)"),
+    ("forward", "_thread.interrupt_main()"),
+    ("backward", "os.kill(os.getpid(), signal.SIGINT)"),
+])
+def test_ctrl_c_stops_a_long_call_and_leaves_the_cell_usable(part, send):
+    out = run(INTERRUPT.format(part=part, send=send))
+    print(f"{part}, {send}: KeyboardInterrupt {out['latency']:.3f} s after the signal; the call takes {out['uninterrupted']:.1f} s")
+    assert out["interrupted"] and out["same"] and out["params"]
+    # Structural, not a speed bound: without cancelling, the interrupt would wait for the call's end.
+    assert out["latency"] < out["uninterrupted"] / 4
+
+
+BUSY_THREAD = """
+kernel_call.WORKER_WORK = {worker_work}
+sys.setswitchinterval({switch})
+x_busy = np.ones(({steps}, 4, 64), np.float32)
+y, _, tape = lstm.forward(x_busy)
+
+def best(call):
+    times = []
+    for _ in range(3):
+        started = time.perf_counter(); call(); times.append(time.perf_counter() - started)
+    return min(times)
+
+calls = {{"forward": lambda: lstm.forward(x_busy), "backward": lambda: lstm.backward(tape, dy=np.ones_like(y))}}
+alone = {{name: best(call) for name, call in calls.items()}}
+spinning = True
+
+def spin():
+    while spinning:
+        pass
+
+threading.Thread(target=spin, daemon=True).start()
+busy = {{name: best(call) for name, call in calls.items()}}
+spinning = False
+print(json.dumps({{"alone": alone, "busy": busy}}))
+"""
+
+
+def test_a_busy_python_thread_does_not_take_the_gil_at_every_step():
+    """The GIL is released once per call. Were it taken back at every step (as Numba does around a
+    parallel region in a kernel holding it), each step would wait a switch interval for the busy
+    thread: with 50 ms, 10 s for 200 steps. Structural: not a bound on the slowdown itself."""
+    steps, switch = 200, 0.05
+    out = run(BUSY_THREAD.format(worker_work=0, switch=switch, steps=steps))
+    print({name: f"{out['busy'][name]:.3f} s busy, {out['alone'][name]:.3f} s alone" for name in out["busy"]})
+    assert max(out["busy"].values()) < steps * switch / 5
+
