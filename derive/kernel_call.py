@@ -16,7 +16,6 @@ one-element uint8 array they read once per time step, returning early when it is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent import futures
@@ -33,25 +32,33 @@ POLL_SECONDS = 0.1  # the main thread's wait wakes this often to run Python's pe
 
 _lock = threading.Lock()
 _worker: futures.ThreadPoolExecutor | None = None
+_UNCANCELLED = np.zeros(1, np.uint8)  # the flag of direct calls: nothing sets it
+_main_thread = threading.main_thread().ident  # the thread that receives signals
 
 
-def call(kernel, *args, work: int) -> None:
+def call(kernel, args: tuple, work: int) -> None:
     """kernel(*args, cancel), with `work` about its count of multiply-adds."""
-    serialized = _lock if threading_layer.needs_lock() else contextlib.nullcontext()
+    if threading_layer.needs_lock():
+        with _lock:
+            _call(kernel, args, work)
+    else:
+        _call(kernel, args, work)
+
+
+def _call(kernel, args: tuple, work: int) -> None:
+    if work < WORKER_WORK or threading.get_ident() != _main_thread:
+        kernel(*args, _UNCANCELLED)
+        return
     cancel = np.zeros(1, np.uint8)
-    with serialized:
-        if work < WORKER_WORK or threading.current_thread() is not threading.main_thread():
-            kernel(*args, cancel)
-            return
-        running = _get_worker().submit(kernel, *args, cancel)
-        try:
-            while not running.done():  # a signal interrupts the wait; the timeout serves _thread.interrupt_main
-                futures.wait([running], timeout=POLL_SECONDS)
-        except BaseException:  # KeyboardInterrupt, or what a signal handler raised
-            cancel[0] = 1
-            _wait_for(running)
-            raise
-        running.result()  # raises what the kernel raised
+    running = _get_worker().submit(kernel, *args, cancel)
+    try:
+        while not running.done():  # a signal interrupts the wait; the timeout serves _thread.interrupt_main
+            futures.wait([running], timeout=POLL_SECONDS)
+    except BaseException:  # KeyboardInterrupt, or what a signal handler raised
+        cancel[0] = 1
+        _wait_for(running)
+        raise
+    running.result()  # raises what the kernel raised
 
 
 def _get_worker() -> futures.ThreadPoolExecutor:
@@ -71,9 +78,10 @@ def _wait_for(running: futures.Future) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child has only the forking thread: a lock held or a worker of the parent is gone."""
-    global _lock, _worker
-    _lock, _worker = threading.Lock(), None
+    """A forked child has only the forking thread, now its main thread: a lock held or a worker of
+    the parent is gone."""
+    global _lock, _worker, _main_thread
+    _lock, _worker, _main_thread = threading.Lock(), None, threading.get_ident()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

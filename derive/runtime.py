@@ -87,6 +87,7 @@ class RecurrentCell:
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.params = self._init_params(np.random.default_rng(seed))
+        self._parameter_count = sum(value.size for value in self.params.values())  # the shapes never change
 
     def __repr__(self):
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name})"
@@ -191,7 +192,8 @@ class RecurrentCell:
         states[:, 0] = initial
         saved = np.empty((T, len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
-            kernel_call.call(type(self)._forward, x, *params.values(), states, saved, work=_work(T, B, params))
+            # work: about the multiply-adds, as every parameter is used once per step and row
+            kernel_call.call(type(self)._forward, (x, *params.values(), states, saved), work=T * B * self._parameter_count)
         tape = Tape(self, x, states, saved, params)
         if check_finite:
             finite.check_forward(self, x, initial, params, states, saved)
@@ -212,10 +214,8 @@ class RecurrentCell:
         dparams = {name: np.zeros_like(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
-            kernel_call.call(
-                type(self)._backward, tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0,
-                work=_work(T, B, tape.params),
-            )
+            arrays = (tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
+            kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
         grads = Gradients(dx, dparams, tuple(dstate0))
@@ -230,7 +230,7 @@ class RecurrentCell:
         S = self.hidden_size * len(self.state_names)
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
-            kernel_call.call(type(self)._jacobian, *tape.params.values(), tape.states, tape.saved, J, work=J.size)
+            kernel_call.call(type(self)._jacobian, (*tape.params.values(), tape.states, tape.saved, J), work=J.size)
         if check_finite:
             finite.check_jacobian(tape, J)
         return J
@@ -263,11 +263,6 @@ class RecurrentCell:
                     f"parameter {name!r} changed (in place or replaced) after the forward that recorded this tape; "
                     "its gradients would belong to other values: run forward again"
                 )
-
-
-def _work(T: int, B: int, params: dict[str, np.ndarray]) -> int:
-    """About the multiply-adds of a forward or backward call: every parameter is used once per row."""
-    return T * B * sum(value.size for value in params.values())
 
 
 def _describe(value) -> str:

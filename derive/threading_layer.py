@@ -39,26 +39,29 @@ _starting = threading.Lock()
 
 def layer() -> str:
     """The threading layer of the kernels; the first call starts Numba's threads."""
-    global _layer
-    if _layer is None:
-        with _starting:
-            if _layer is None:
-                _choose()  # again: Numba's compiler reloads its config when NUMBA_* variables change
-                numba.get_num_threads()  # starts the threads in the configured layer
-                _layer = numba.threading_layer()
-                if _layer == NOT_THREAD_SAFE and _chosen_here:
-                    warnings.warn(
-                        f"rnn-derive: Numba's TBB threading layer could not be loaded, so kernels use '{_layer}', "
-                        "which is fork-safe but not thread-safe: kernel calls from several threads run one at a "
-                        "time. Install the `tbb` package (pip install tbb) to run them at once.",
-                        RuntimeWarning,
-                    )
-    return _layer
+    return _layer or _start()
 
 
 def needs_lock() -> bool:
     """Whether kernel calls must run one at a time in this process (the layer is not thread-safe)."""
-    return layer() == NOT_THREAD_SAFE
+    return (_layer or _start()) == NOT_THREAD_SAFE
+
+
+def _start() -> str:
+    global _layer
+    with _starting:
+        if _layer is None:
+            _choose()  # again: Numba's compiler reloads its config when NUMBA_* variables change
+            numba.get_num_threads()  # starts the threads in the configured layer
+            _layer = numba.threading_layer()
+            if _layer == NOT_THREAD_SAFE and _chosen_here:
+                warnings.warn(
+                    f"rnn-derive: Numba's TBB threading layer could not be loaded, so kernels use '{_layer}', "
+                    "which is fork-safe but not thread-safe: kernel calls from several threads run one at a "
+                    "time. Install the `tbb` package (pip install tbb) to run them at once.",
+                    RuntimeWarning,
+                )
+    return _layer
 
 
 def _started() -> bool:
