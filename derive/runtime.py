@@ -3,7 +3,7 @@
 Generated modules subclass `RecurrentCell` and attach three jitted kernels. Everything a user
 passes is checked and converted here, before any kernel runs, so a kernel only ever sees
 C-contiguous arrays of the cell's dtype and of the shapes it was built for.
-Imports only NumPy (and Numba through the generated modules): no SymPy at run time.
+Imports only NumPy and Numba (`kernel_call` chooses its threading layer on import): no SymPy at run time.
 """
 
 from __future__ import annotations
