@@ -50,13 +50,15 @@ def _call(kernel, args: tuple, work: int) -> None:
         kernel(*args, _UNCANCELLED)
         return
     cancel = np.zeros(1, np.uint8)
-    running = _get_worker().submit(kernel, *args, cancel)
+    running = None
     try:
+        running = _get_worker().submit(kernel, *args, cancel)
         while not running.done():  # a signal interrupts the wait; the timeout serves _thread.interrupt_main
             futures.wait([running], timeout=POLL_SECONDS)
     except BaseException:  # KeyboardInterrupt, or what a signal handler raised
-        cancel[0] = 1
-        _wait_for(running)
+        cancel[0] = 1  # also stops a kernel submitted just before the signal
+        if running is not None:
+            _wait_for(running)
         raise
     running.result()  # raises what the kernel raised
 

@@ -52,13 +52,17 @@ def test_the_default_layer_is_tbb():
     assert out == {"layer": "tbb", "lock": False, "stderr": ""}
 
 
-def test_a_fork_pool_after_use_gives_identical_results():
-    out = run("""
-        import multiprocessing
-        with multiprocessing.get_context("fork").Pool(2) as pool:
-            forked = pool.starmap_async(digest, [(lstm, x), (gru, x), (lstm, x)]).get(timeout=300)
-        print(json.dumps({"forked": forked, "serial": [serial["lstm"], serial["gru"], serial["lstm"]]}))
-    """)
+FORK_POOL = """
+import multiprocessing
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    forked = pool.starmap_async(digest, [(lstm, x), (gru, x), (lstm, x)]).get(timeout=300)
+print(json.dumps({"forked": forked, "serial": [serial["lstm"], serial["gru"], serial["lstm"]]}))
+"""
+
+
+@pytest.mark.parametrize("layer", [{}, {"NUMBA_THREADING_LAYER": "workqueue"}], ids=["default", "workqueue"])
+def test_a_fork_pool_after_use_gives_identical_results(layer):
+    out = run(FORK_POOL, **layer)
     assert out["forked"] == out["serial"]
 
 
