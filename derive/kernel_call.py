@@ -25,8 +25,9 @@ import numpy as np
 from . import threading_layer
 
 # Multiply-adds (about T * B * parameter count) from which a main-thread call runs in the worker:
-# 0.1 s here, 1 s on a slow machine. Handing a call to the worker and back takes the GIL three
-# times, a few switch intervals (5 ms) when a busy Python thread holds it, so only long calls pay it.
+# 30 ms on the 2-core benchmark machine, about 1 s on a slow one. The hand-off to the worker and
+# back takes the GIL three times, a few switch intervals (5 ms) when a busy Python thread holds it,
+# so only long calls pay it.
 WORKER_WORK = 1 << 30
 POLL_SECONDS = 0.1  # the main thread's wait wakes this often to run Python's pending signal handlers
 
