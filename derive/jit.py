@@ -31,7 +31,6 @@ from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.cpu import ParallelOptions
 from numba.extending import intrinsic, overload
 
-
 # An options object, not a dict: Numba empties a dict of parallel options as it reads them (at
 # each compilation), after which `{}` would mean every parallel transformation.
 PRANGE_ONLY = ParallelOptions({

@@ -42,7 +42,7 @@ def run(script: str, prelude: str = "", timeout: float = 600, **env) -> dict:
     environment = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     environment.update(PYTHONPATH=str(ROOT), **env)
     code = prelude + SETUP + textwrap.dedent(script)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout, check=False)
     assert result.returncode == 0, f"rc {result.returncode}\n{result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1]) | {"stderr": result.stderr}
 
