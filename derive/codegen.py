@@ -28,7 +28,7 @@ from .spec import Cell, Param
 
 
 # Numba options of the generated functions (see derive/jit.py for why these).
-KERNEL_OPTIONS = 'fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
+KERNEL_OPTIONS = 'nogil=True, fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
 PARALLEL_KERNEL_OPTIONS = "parallel=PRANGE_ONLY, " + KERNEL_OPTIONS  # kernels with matrix products
 HELPER_OPTIONS = 'inline="always", fastmath={"contract"}, error_model="numpy"'
 # Steps are processed in chunks of about this many rows (steps x batch): input products and

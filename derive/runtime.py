@@ -3,7 +3,7 @@
 Generated modules subclass `RecurrentCell` and attach three jitted kernels. Everything a user
 passes is checked and converted here, before any kernel runs, so a kernel only ever sees
 C-contiguous arrays of the cell's dtype and of the shapes it was built for.
-Imports only NumPy (and Numba through the generated modules): no SymPy at run time.
+Imports only NumPy and Numba (`kernel_call` chooses its threading layer on import): no SymPy at run time.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from . import finite
+from . import finite, kernel_call
 from .arguments import as_array, same_bits, to_numpy
 from .kernel_cache import enable_caching
 from .torch_weights import cell_weights
@@ -94,6 +94,7 @@ class RecurrentCell:
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.params = self._init_params(np.random.default_rng(seed))
+        self._parameter_count = sum(value.size for value in self.params.values())  # the shapes never change
 
     def __repr__(self):
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name})"
@@ -214,7 +215,8 @@ class RecurrentCell:
         states[:, 0] = initial
         saved = np.empty((T, len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
-            type(self)._forward(x, *params.values(), states, saved)
+            # work: about the multiply-adds, as every parameter is used once per step and row
+            kernel_call.call(type(self)._forward, (x, *params.values(), states, saved), work=T * B * self._parameter_count)
         tape = Tape(self, x, states, saved, params)
         if check_finite:
             finite.check_forward(self, x, initial, params, states, saved)
@@ -235,7 +237,8 @@ class RecurrentCell:
         dparams = {name: np.zeros_like(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
-            type(self)._backward(tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
+            arrays = (tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
+            kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
         grads = Gradients(dx, dparams, tuple(dstate0))
@@ -250,7 +253,7 @@ class RecurrentCell:
         S = self.hidden_size * len(self.state_names)
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
-            type(self)._jacobian(*tape.params.values(), tape.states, tape.saved, J)
+            kernel_call.call(type(self)._jacobian, (*tape.params.values(), tape.states, tape.saved, J), work=J.size)
         if check_finite:
             finite.check_jacobian(tape, J)
         return J

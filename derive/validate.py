@@ -35,6 +35,7 @@ RESERVED = MODULE_NAMES | {
     "x", "states", "saved", "dy", "d_state", "dx", "d_state0", "J", "T", "B", "I", "H", "S",
     "step", "row", "unit", "col", "d_in", "d_prev", "range", "abs", "min", "max",
     "chunk", "start", "stop", "steps", "real", "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY", "exp", "pow2",
+    "cancel", "cancelled",
 }
 # Families of generated names: adjoints and gradient arrays (d_*), shared terms (cse0, ...),
 # Jacobian coefficients (coef0, ...), Jacobian buffers (J_v, W_J), packed weights (W_T, W_panels) and

@@ -76,26 +76,18 @@ def cpu_model() -> str:
     return f"{name} (family {family}, model {model}; {', '.join(simd)})"
 
 
-def _threading_layer() -> str:
-    """Numba's threading layer, once the first parallel kernel has started it."""
-    import numba
-
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return "layer chosen on first use"
-
-
 def facts(side: str) -> dict:
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     threads = {}
     if side == "derive":
         import numba
 
+        from derive import threading_layer
         from derive.matrix import VECTOR_BITS
 
         versions["numba"] = numba.__version__
-        threads["Numba"] = f"{numba.get_num_threads()} threads, {_threading_layer()}"
+        layer = threading_layer.layer()  # starts Numba's threads in the kernels' layer
+        threads["Numba"] = f"{numba.get_num_threads()} threads, {layer}"
         threads["matrix tiles"] = f"{VECTOR_BITS}-bit vectors"
     else:
         import torch
