@@ -9,12 +9,15 @@ Used by tests/test_kernel_math.py (which asserts bounds) and by `python -m deriv
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from dataclasses import asdict, dataclass
 
 import numba
 import numpy as np
+
+from . import kernel_math
 
 # Positive float32 magnitudes swept exhaustively, per function (both signs where not odd):
 # below them the result rounds to the value at 0 (sigmoid 1/2) or to z itself (tanh, with
@@ -134,3 +137,16 @@ def report() -> list[dict]:
         results.append(float32_sweep(name, jitted(name), odd=name == "tanh"))
         results.append(float64_sample(name, jitted(name)))
     return [asdict(r) for r in results]
+
+
+def compiled(name: str):
+    """The kernel_math function `name` compiled as a generated module compiles its helpers (with
+    the functions it calls), for functions no built-in cell uses."""
+    from .codegen import HELPER_OPTIONS, with_callees
+
+    namespace = {"np": np, "numba": numba, "math": math}
+    decorate = eval(f"numba.njit({HELPER_OPTIONS})", namespace)
+    for function in with_callees([getattr(kernel_math, name)]):
+        exec(inspect.getsource(function), namespace)
+        namespace[function.__name__] = decorate(namespace[function.__name__])
+    return namespace[name]
