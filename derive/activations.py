@@ -173,7 +173,7 @@ ACTIVATIONS: dict[type, Rule] = {
     log_sigmoid: Rule(lambda y, z: sigmoid(-z), kernel_math.log_sigmoid),
     silu: Rule(lambda y, z: y + sigmoid(z) * (1 - y), kernel_math.silu),
     gelu: Rule(lambda y, z: (lambda s: s + y * (1 - s) * (GELU_LINEAR + 3 * GELU_CUBIC * z**2))(
-        sigmoid(GELU_LINEAR * z + GELU_CUBIC * z**3)), kernel_math.gelu),
+        sigmoid(z * (GELU_LINEAR + GELU_CUBIC * z**2))), kernel_math.gelu),
     elu: Rule(lambda y, z: 1 + min(y, 0), kernel_math.elu),
     sin: Rule(lambda y, z: cos(z), kernel_math.sin),
     cos: Rule(lambda y, z: -sin(z), kernel_math.cos),

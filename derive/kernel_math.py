@@ -174,9 +174,11 @@ def log_sigmoid(z):
 
 
 def silu(z):
-    """z σ(z); silu(-inf) = 0, the limit (torch gives NaN there)."""
+    """z σ(z); float32 is computed in float64, so a subnormal result is still rounded once (z times
+    a subnormal σ(z) would be |z|/2 subnormal spacings off); silu(-inf) = 0, the limit (torch gives NaN)."""
     real = type(z)
-    return real(0) if z == real(-np.inf) else z * sigmoid(z)
+    t = np.float64(z)
+    return real(0) if z == real(-np.inf) else real(t * sigmoid(t))
 
 
 def gelu(z):
