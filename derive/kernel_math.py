@@ -198,7 +198,7 @@ def elu(z):
     t = tanh(z/2), which has no cancellation for small |z| (no expm1 needed)."""
     real = type(z)
     t = tanh(real(0.5) * z)
-    return z if z > real(0) else real(2) * t / (real(1) - t)
+    return z if z >= real(0) else real(2) * t / (real(1) - t)  # elu(-0) = -0
 
 
 def quarter_turns(z):
