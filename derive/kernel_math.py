@@ -205,11 +205,13 @@ def quarter_turns(z):
     """z = k π/2 + r with k an integer (as a float64) and |r| <= π/4, in float64: π/2 in three parts
     of 33 bits (fdlibm) makes k times each part exact for |k| < 2**20, i.e. |z| < 1.6e6. Beyond,
     r has an absolute error of about |z| 2**-53 (no Payne-Hanek reduction: pre-activations that
-    large have no meaningful phase), so sin and cos are clamped to [-1, 1]. Returns (k, r)."""
+    large have no meaningful phase) and is clamped to |r| <= 0.8, so sin and cos stay in [-1, 1].
+    Returns (k, r)."""
     t = np.float64(z)
     k = np.floor(t * 0.6366197723675814 + 0.5)
     r = ((t - k * 1.57079632673412561417e+00) - k * 6.07710050630396597660e-11) - k * 2.02226624871116645580e-21
-    return k, r
+    r = r if r < 0.8 else 0.8
+    return k, (r if r > -0.8 else -0.8)
 
 
 def sin_cos_kernels(r):
@@ -235,7 +237,6 @@ def sin(z):
     sine, cosine = sin_cos_kernels(r)
     quadrant = k - 4.0 * np.floor(k * 0.25)
     y = sine if quadrant == 0.0 else (cosine if quadrant == 1.0 else (-sine if quadrant == 2.0 else -cosine))
-    y = y if abs(y) <= 1.0 else np.sign(y)  # |z| >= 1.6e6 only (see quarter_turns)
     finite_nonzero = (abs(z) > real(0)) & (abs(z) < real(np.inf))
     return real(y) if finite_nonzero else (z if z == real(0) else real(np.nan))
 
@@ -247,5 +248,4 @@ def cos(z):
     sine, cosine = sin_cos_kernels(r)
     quadrant = k - 4.0 * np.floor(k * 0.25)
     y = cosine if quadrant == 0.0 else (-sine if quadrant == 1.0 else (-cosine if quadrant == 2.0 else sine))
-    y = y if abs(y) <= 1.0 else np.sign(y)  # |z| >= 1.6e6 only (see quarter_turns)
     return real(y) if abs(z) < real(np.inf) else real(np.nan)
