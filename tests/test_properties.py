@@ -152,8 +152,8 @@ def break_spec(cell, mistake, name):
         cell.equations.insert(0, cell.equations.pop())
         return rf"let '{name}': '{name}' is reserved by the generated code"
     if mistake == "unsupported function":
-        last.expr = sp.cos(last.expr)
-        return r"function cos is not supported; supported: sigmoid, tanh, relu, hard_sigmoid, softsign, identity"
+        last.expr = sp.tan(last.expr)
+        return r"function tan is not supported; supported: sigmoid, tanh, relu, hard_sigmoid, softsign, exp, log"
     if mistake == "state never updated":
         cell.equations.remove(last)
         return rf"state '{last.state}': never updated"
