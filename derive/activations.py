@@ -144,6 +144,12 @@ GELU_LINEAR = sp.Float(2 * math.sqrt(2 / math.pi), 17)
 GELU_CUBIC = sp.Float(2 * math.sqrt(2 / math.pi) * 0.044715, 17)
 
 
+def _gelu_derivative(y: sp.Expr, z: sp.Expr) -> sp.Expr:
+    """s + 2y(1 - s)u' with s = σ(2u) = gelu(z)/z, from y and z (torch's tanh form, rewritten)."""
+    s = sigmoid(z * (GELU_LINEAR + GELU_CUBIC * z**2))
+    return s + y * (1 - s) * (GELU_LINEAR + 3 * GELU_CUBIC * z**2)
+
+
 @dataclass(frozen=True)
 class Rule:
     """How a function differentiates and how a kernel evaluates it."""
@@ -172,8 +178,7 @@ ACTIVATIONS: dict[type, Rule] = {
     softplus: Rule(lambda y, z: sigmoid(z), kernel_math.softplus),
     log_sigmoid: Rule(lambda y, z: sigmoid(-z), kernel_math.log_sigmoid),
     silu: Rule(lambda y, z: y + sigmoid(z) * (1 - y), kernel_math.silu),
-    gelu: Rule(lambda y, z: (lambda s: s + y * (1 - s) * (GELU_LINEAR + 3 * GELU_CUBIC * z**2))(
-        sigmoid(z * (GELU_LINEAR + GELU_CUBIC * z**2))), kernel_math.gelu),
+    gelu: Rule(lambda y, z: _gelu_derivative(y, z), kernel_math.gelu),
     elu: Rule(lambda y, z: 1 + min(y, 0), kernel_math.elu),
     sin: Rule(lambda y, z: cos(z), kernel_math.sin),
     cos: Rule(lambda y, z: -sin(z), kernel_math.cos),
