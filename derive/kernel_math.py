@@ -4,8 +4,9 @@ The functions work for float32 and float64: `real = type(z)` is the argument's t
 constant is converted to it, so float32 arithmetic stays float32; `real is np.float32` selects
 shorter polynomials for float32 (Numba decides it at compile time). There is no call into
 libm, no loop and only branches that compile to selects, so LLVM vectorizes the kernel loops
-they are inlined into. NaN propagates (each function returns z when z is NaN) and ±inf gives
-the limits. Accuracy is measured in tests/test_kernel_math.py over every float32 where the
+they are inlined into. log, silu, gelu, sin and cos compute a float32 argument in float64 and round
+once (the conversions vectorize too). NaN propagates (each function returns NaN when z is NaN) and
+±inf gives the limits (NaN for sin and cos, as IEEE says). Accuracy is measured in tests/test_kernel_math.py over every float32 where the
 result is not trivially rounded, and over dense float64 samples against extended precision.
 
 They also run as plain Python on NumPy scalars (as under NUMBA_DISABLE_JIT=1). Each function is
