@@ -20,4 +20,4 @@ m = cell.let("m", max(pre["m"], c))
 n = cell.let("n", min(pre["n"], -c / 2))
 w = cell.let("w", sin(pre["w"]) * cos(h))
 c_new = cell.update(c, exp(-abs(m)) * c + log(1 + a) - sqrt(1 + n**2) / (2 + b**2) + w)
-cell.update(h, tanh(c_new) * s + g * e / 4 + h / (1 + h**2))
+cell.update(h, tanh(c_new * s + g * e / 4) + h / (1 + h**2))  # bounded, also when pre-activations saturate
