@@ -9,6 +9,7 @@ Used by tests/test_kernel_math.py (which asserts bounds) and by `python -m deriv
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -16,10 +17,21 @@ from dataclasses import asdict, dataclass
 import numba
 import numpy as np
 
+from . import kernel_math
+
 # Positive float32 magnitudes swept exhaustively, per function (both signs where not odd):
 # below them the result rounds to the value at 0 (sigmoid 1/2) or to z itself (tanh, with
-# margin); above them to the limit (sigmoid 1 or 0, tanh ±1).
-FLOAT32_RANGES = {"sigmoid": (2.0**-27, 105.0), "tanh": (2.0**-20, 9.5)}
+# margin); above them to the limit (sigmoid 1 or 0, tanh ±1), underflows (gelu's negative tail)
+# or repeats per binade (log: four binades around 1, where its argument reduction is hardest).
+# sin and cos are exhaustive up to 1.6e6, the end of their exact argument reduction (kernel_math.quarter_turns).
+FLOAT32_RANGES = {
+    "sigmoid": (2.0**-27, 105.0), "tanh": (2.0**-20, 9.5), "log": (0.25, 4.0), "softplus": (2.0**-27, 105.0),
+    "log_sigmoid": (2.0**-27, 105.0), "silu": (2.0**-27, 105.0), "gelu": (2.0**-27, 12.0), "elu": (2.0**-27, 105.0),
+    "sin": (2.0**-12, 1.6e6), "cos": (2.0**-12, 1.6e6),
+}
+EXACT_REDUCTION_LIMIT = 1.6e6  # sin, cos: beyond, only |result| <= 1 is promised
+FLOAT64_MAX_MAGNITUDE = {"sin": 1.6e6, "cos": 1.6e6}  # samples above it are left out
+GELU_2U = (2 * math.sqrt(2 / math.pi), 2 * math.sqrt(2 / math.pi) * 0.044715)
 
 
 @numba.njit(cache=True)
@@ -32,7 +44,52 @@ def _reference_tanh(x):
     return math.tanh(x)
 
 
-REFERENCES = {"sigmoid": _reference_sigmoid, "tanh": _reference_tanh}
+@numba.njit(cache=True)
+def _reference_log(x):
+    return math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)
+
+
+@numba.njit(cache=True)
+def _reference_softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(cache=True)
+def _reference_log_sigmoid(x):
+    return -(max(-x, 0.0) + math.log1p(math.exp(-abs(x))))
+
+
+@numba.njit(cache=True)
+def _reference_silu(x):
+    return x / (1.0 + math.exp(-x))
+
+
+@numba.njit(cache=True)
+def _reference_gelu(x):
+    return x / (1.0 + math.exp(-x * (1.5957691216057308 + 0.07135481627260025 * x * x)))
+
+
+@numba.njit(cache=True)
+def _reference_elu(x):
+    return x if x > 0 else math.expm1(x)
+
+
+@numba.njit(cache=True)
+def _reference_sin(x):
+    return math.sin(x)
+
+
+@numba.njit(cache=True)
+def _reference_cos(x):
+    return math.cos(x)
+
+
+REFERENCES = {
+    "sigmoid": _reference_sigmoid, "tanh": _reference_tanh, "log": _reference_log, "softplus": _reference_softplus,
+    "log_sigmoid": _reference_log_sigmoid, "silu": _reference_silu, "gelu": _reference_gelu, "elu": _reference_elu,
+    "sin": _reference_sin, "cos": _reference_cos,
+}
+ODD = {"tanh", "sin", "cos"}  # one sign is enough (cos is even)
 
 
 @numba.njit(cache=True)
@@ -83,7 +140,8 @@ def float32_sweep(name: str, function, odd: bool = False) -> Accuracy:
     for sign in (1.0,) if odd else (1.0, -1.0):
         results.append(_sweep32(function, reference, low, high, 1, sign))
         results.append(_sweep32(function, reference, 0, low, 97, sign))
-        results.append(_sweep32(function, reference, high, 0x7FC00000, 97, sign))
+        if FLOAT32_RANGES[name][1] < EXACT_REDUCTION_LIMIT:
+            results.append(_sweep32(function, reference, high, 0x7FC00000, 97, sign))
     worst, at, _ = max(results, key=lambda r: r[0])
     return Accuracy(name, "float32", float(worst), float(at), sum(r[2] for r in results))
 
@@ -95,25 +153,51 @@ def _apply(function, x, out):
 
 
 def _reference64(name: str, x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.longdouble)
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x)) if name == "sigmoid" else np.tanh(x)
+    z = x.astype(np.longdouble)
+    with np.errstate(all="ignore"):
+        softplus = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+        negative_softplus = np.maximum(-z, 0) + np.log1p(np.exp(-np.abs(z)))
+        linear, cubic = (np.longdouble(2) * np.sqrt(np.longdouble(2) / np.longdouble(np.pi)) * np.longdouble(c)
+                         for c in ("1", "0.044715"))
+        return {
+            "sigmoid": lambda: 1 / (1 + np.exp(-z)),
+            "tanh": lambda: np.tanh(z),
+            "log": lambda: np.log(z),
+            "softplus": lambda: softplus,
+            "log_sigmoid": lambda: -negative_softplus,
+            "silu": lambda: z / (1 + np.exp(-z)),
+            "gelu": lambda: z / (1 + np.exp(-z * (linear + cubic * z * z))),
+            "elu": lambda: np.where(z > 0, z, np.expm1(z)),
+            "sin": lambda: np.sin(z),
+            "cos": lambda: np.cos(z),
+        }[name]()
 
 
 def float64_sample(name: str, function, n: int = 1_000_000, seed: int = 0) -> Accuracy:
     """n log-uniform magnitudes from 1e-300 to 750 and n uniform values in [-40, 40], both signs,
     against np.longdouble (subnormal results count in units of the subnormal spacing)."""
+    x, errors, _ = float64_errors(name, function, n, seed)
+    k = int(np.argmax(errors))
+    return Accuracy(name, "float64", float(errors[k]), float(x[k]), x.size)
+
+
+def float64_errors(name: str, function, n: int = 1_000_000, seed: int = 0):
+    """The samples of `float64_sample`, the error in ulps at each (0 where both are NaN or the same
+    infinity) and the extended-precision results."""
     rng = np.random.default_rng(seed)
-    magnitudes = 10.0 ** rng.uniform(-300, math.log10(750), n)
+    magnitudes = 10.0 ** rng.uniform(-300, math.log10(FLOAT64_MAX_MAGNITUDE.get(name, 750)), n)
     x = np.concatenate([magnitudes * rng.choice([-1.0, 1.0], n), rng.uniform(-40, 40, n)])
     ours = np.empty_like(x)
     _apply(function, x, ours)
     exact = _reference64(name, x)
     nearest = exact.astype(np.float64)
     ulp = np.spacing(np.maximum(np.abs(nearest), np.finfo(np.float64).tiny)).astype(np.longdouble)
-    errors = np.abs(ours.astype(np.longdouble) - exact) / ulp
-    k = int(np.argmax(errors))
-    return Accuracy(name, "float64", float(errors[k]), float(x[k]), x.size)
+    with np.errstate(invalid="ignore"):
+        errors = np.abs(ours.astype(np.longdouble) - exact) / ulp
+    both_nan = np.isnan(ours) & np.isnan(nearest)
+    same_infinity = np.isinf(nearest) & (ours == nearest)
+    errors = np.where(both_nan | same_infinity, 0, np.where(np.isnan(errors), np.inf, errors))
+    return x, errors, exact
 
 
 def jitted(name: str):
@@ -131,6 +215,19 @@ def report() -> list[dict]:
     """Worst errors of sigmoid and tanh, float32 (every value in range) and float64 (samples)."""
     results = []
     for name in ("sigmoid", "tanh"):
-        results.append(float32_sweep(name, jitted(name), odd=name == "tanh"))
+        results.append(float32_sweep(name, jitted(name), odd=name in ODD))
         results.append(float64_sample(name, jitted(name)))
     return [asdict(r) for r in results]
+
+
+def compiled(name: str):
+    """The kernel_math function `name` compiled as a generated module compiles its helpers (with
+    the functions it calls), for functions no built-in cell uses."""
+    from .codegen import HELPER_OPTIONS, with_callees
+
+    namespace = {"np": np, "numba": numba, "math": math}
+    decorate = eval(f"numba.njit({HELPER_OPTIONS})", namespace)
+    for function in with_callees([getattr(kernel_math, name)]):
+        exec(inspect.getsource(function), namespace)
+        namespace[function.__name__] = decorate(namespace[function.__name__])
+    return namespace[name]

@@ -479,8 +479,11 @@ class CellCode:
 
     # -- module-level facts -----------------------------------------------------------------
     def helpers(self) -> list[str]:
-        """Source of the jitted helpers: the activations used, after the functions they call."""
-        used = sorted({n.activation for n in self.d.nodes if n.activation}, key=lambda a: a.__name__)
+        """Source of the jitted helpers: the functions any kernel calls (forward, or the derivative
+        rules in backward and the Jacobian), after the functions they call."""
+        exprs = [n.expr for n in self.d.nodes] + self._all_expressions()
+        calls = {type(call) for e in exprs for call in e.atoms(sp.Function)}
+        used = sorted(calls & ACTIVATIONS.keys(), key=lambda a: a.__name__)
         return [inspect.getsource(f).rstrip("\n") for f in with_callees([ACTIVATIONS[a].kernel for a in used])]
 
     def parameters(self) -> list[dict]:

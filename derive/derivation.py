@@ -9,7 +9,8 @@ inputs. Kernels compute level 0, then its projections, then level 1, and so on.
 
 Backward is symbolic reverse mode over the nodes: the adjoint of a node is the sum, over the
 nodes that use it, of their adjoint times the local derivative, where an activation's local
-derivative comes from its stored output (`activations.py`). The Jacobian ∂s_t/∂s_{t-1} is, per
+derivative is written from its stored output or its arguments (`activations.py`); whatever a
+rule reads becomes part of the saved set, decided on the SymPy expressions (`_saved`). The Jacobian ∂s_t/∂s_{t-1} is, per
 state, a diagonal direct path plus diag(coefficient)·W_g·(∂operand/∂s_{t-1}) for each projection.
 """
 
@@ -26,23 +27,27 @@ from .validate import declared_names, validate
 
 @dataclass
 class Node:
-    """`symbol = activation(arg)` or `symbol = expr`, evaluated per unit."""
+    """`symbol = activation(*args)` or `symbol = expr`, evaluated per unit."""
 
     symbol: sp.Symbol
-    expr: sp.Expr  # for activation nodes: activation(arg)
+    expr: sp.Expr  # for activation nodes: activation(*args)
     activation: type | None
-    arg: sp.Expr | None
+    args: tuple[sp.Expr, ...]  # the activation's arguments (empty for other nodes)
     level: int
     state: str | None = None  # the state this node updates
     auto: bool = False  # extracted from a nested activation call
 
     @property
     def dependencies(self) -> set[sp.Symbol]:
-        return (self.arg if self.activation else self.expr).free_symbols
+        return self.expr.free_symbols
+
+    def partials(self) -> tuple[sp.Expr, ...]:
+        """∂symbol/∂args[k], written with the stored output and the arguments (activations.py)."""
+        return ACTIVATIONS[self.activation].partials(self.symbol, self.args)
 
     def local_derivative(self, u: sp.Symbol) -> sp.Expr:
         if self.activation:
-            return ACTIVATIONS[self.activation].derivative(self.symbol) * sp.diff(self.arg, u)
+            return sp.Add(*[p * sp.diff(arg, u) for p, arg in zip(self.partials(), self.args)])
         return sp.diff(self.expr, u)
 
 
@@ -105,9 +110,11 @@ class Derivation:
         """Buffer of the adjoint of `symbol` that arrives from later levels."""
         return sp.Symbol(f"d_{symbol.name}_acc", real=True)
 
-    def preactivation(self, symbol: sp.Symbol) -> sp.Symbol:
-        """Adjoint of the argument of an activation node: the gate pre-activation gradient."""
-        return sp.Symbol(f"d_{symbol.name}_pre", real=True)
+    def preactivation(self, symbol: sp.Symbol, k: int = 0) -> sp.Symbol:
+        """Adjoint of argument k of an activation node: the gate pre-activation gradient
+        (`d_m_pre`; `d_m_pre1`, `d_m_pre2` for the arguments of max(a, b))."""
+        several = self.node(symbol).activation.nargs.args[0] > 1
+        return sp.Symbol(f"d_{symbol.name}_pre{k + 1 if several else ''}", real=True)
 
     def operand_nodes(self) -> list[Node]:
         """Nodes that a matrix multiplies (their projections sit at a later level)."""
@@ -165,17 +172,16 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
 
     def add(symbol, expr, state=None, auto=False):
         activation = type(expr) if isinstance(expr, Activation) else None
-        arg = expr.args[0] if activation else None
-        deps = (arg if activation else expr).free_symbols
-        level[symbol] = max([level_of(s) for s in deps] + [0])
-        nodes.append(Node(symbol, expr, activation, arg, level[symbol], state, auto))
+        args = expr.args if activation else ()
+        level[symbol] = max([level_of(s) for s in expr.free_symbols] + [0])
+        nodes.append(Node(symbol, expr, activation, args, level[symbol], state, auto))
 
     def lift(expr, owner: str):
         """Replace activation calls nested inside `expr` by nodes of their own."""
         def replace(call):
-            inner = call.func(lift(call.args[0], owner))
+            inner = call.func(*[lift(arg, owner) for arg in call.args])
             arg = inner.args[0]
-            base = arg.name if isinstance(arg, sp.Symbol) else owner
+            base = arg.name if len(inner.args) == 1 and isinstance(arg, sp.Symbol) else owner
             name = f"{call.func.__name__}_{base}"
             taken = {n.symbol.name for n in nodes} | {s.name for s in leaves} | declared
             suffix = 2
@@ -190,7 +196,7 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
     for eq in cell.equations:
         expr = eq.expr
         if isinstance(expr, Activation):
-            expr = expr.func(lift(expr.args[0], eq.symbol.name))
+            expr = expr.func(*[lift(arg, eq.symbol.name) for arg in expr.args])
         else:
             expr = lift(expr, eq.symbol.name)
         add(eq.symbol, expr, eq.state)
@@ -232,8 +238,8 @@ def _backward(d: Derivation) -> dict[int, list[Assignment]]:
             expr = d.accumulator(node.symbol) + expr
         defines[node.level].append(Assignment(d.adjoint[node.symbol], expr))
         if node.activation:
-            rule = ACTIVATIONS[node.activation].derivative(node.symbol)
-            defines[node.level].append(Assignment(d.preactivation(node.symbol), d.adjoint[node.symbol] * rule))
+            for k, partial in enumerate(node.partials()):
+                defines[node.level].append(Assignment(d.preactivation(node.symbol, k), d.adjoint[node.symbol] * partial))
         for level in sorted({c.level for c in later}):
             accumulates[level].append(
                 Assignment(d.accumulator(node.symbol), contributions(node.symbol, level), "+=")
@@ -250,7 +256,7 @@ def _through(d: Derivation, consumer: Node, u: sp.Symbol) -> sp.Expr:
     """What `consumer` passes back to u: its adjoint (of the pre-activation, for activations)
     times the derivative of its expression (argument) with respect to u."""
     if consumer.activation:
-        return d.preactivation(consumer.symbol) * sp.diff(consumer.arg, u)
+        return sp.Add(*[d.preactivation(consumer.symbol, k) * sp.diff(arg, u) for k, arg in enumerate(consumer.args)])
     return d.adjoint[consumer.symbol] * sp.diff(consumer.expr, u)
 
 

@@ -4,8 +4,9 @@ The functions work for float32 and float64: `real = type(z)` is the argument's t
 constant is converted to it, so float32 arithmetic stays float32; `real is np.float32` selects
 shorter polynomials for float32 (Numba decides it at compile time). There is no call into
 libm, no loop and only branches that compile to selects, so LLVM vectorizes the kernel loops
-they are inlined into. NaN propagates (each function returns z when z is NaN) and ±inf gives
-the limits. Accuracy is measured in tests/test_kernel_math.py over every float32 where the
+they are inlined into. log, silu, gelu, sin and cos compute a float32 argument in float64 and round
+once (the conversions vectorize too). NaN propagates (each function returns NaN when z is NaN) and
+±inf gives the limits (NaN for sin and cos, as IEEE says). Accuracy is measured in tests/test_kernel_math.py over every float32 where the
 result is not trivially rounded, and over dense float64 samples against extended precision.
 
 They also run as plain Python on NumPy scalars (as under NUMBA_DISABLE_JIT=1). Each function is
@@ -106,3 +107,146 @@ def softsign(z):
     """z/(1 + |z|)."""
     real = type(z)
     return z / (real(1) + abs(z))
+
+
+def log(z):
+    """Natural logarithm within 1 ulp (fdlibm, as in musl), in float64 (a float32 rounds it once):
+    z = 2**k m with sqrt(1/2) <= m < sqrt(2), f = m - 1, s = f/(2 + f),
+    log z = k ln2 + f - f²/2 + s (f²/2 + R(s²)). Subnormals are scaled by 2**54 first;
+    log(±0) = -inf, log(z < 0) = NaN, log(inf) = inf."""
+    real = type(z)
+    t = np.float64(z)
+    small = t < 2.2250738585072014e-308
+    x = np.float64(t * (18014398509481984.0 if small else 1.0))  # (Numba views only an explicit dtype)
+    bits = x.view(np.int64) + np.int64((0x3FF00000 - 0x3FE6A09E) << 32)
+    k = np.float64((bits >> 52) - 1023) - (54.0 if small else 0.0)
+    f = np.int64((bits & 0x000FFFFFFFFFFFFF) + (0x3FE6A09E << 32)).view(np.float64) - 1.0
+    s = f / (2.0 + f)
+    u = s * s
+    w = u * u
+    r = (u * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)))
+         + w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01)))
+    half_f2 = 0.5 * f * f
+    y = real(s * (half_f2 + r) + k * 1.90821492927058770002e-10 - half_f2 + f + k * 6.93147180369123816490e-01)
+    infinity = real(np.inf)
+    finite_positive = (z > real(0)) & (z < infinity)
+    return y if finite_positive else (-infinity if z == real(0) else (z if z > real(0) else real(np.nan)))
+
+
+def log1p(z):
+    """log(1 + z) for z >= -1 with u = 1 + z rounded: log(u) + (z - (u - 1))/u corrects the rounding
+    of u (Goldberg), so tiny z give z; accurate to about 1 ulp more than log."""
+    real = type(z)
+    u = real(1) + z
+    correction = (z - (u - real(1))) / u
+    return log(u) + (correction if u < real(np.inf) else real(0))
+
+
+def sqrt(z):
+    """The correctly rounded square root (one instruction, vectorized); sqrt(z < 0) = NaN."""
+    return np.sqrt(z)
+
+
+def absolute(z):
+    """|z| (one instruction)."""
+    return abs(z)
+
+
+def maximum(a, b):
+    """The larger of a and b, NaN if either is NaN (as torch.maximum)."""
+    return a if a > b else (b if b >= a else a + b)
+
+
+def minimum(a, b):
+    """The smaller of a and b, NaN if either is NaN (as torch.minimum)."""
+    return a if a < b else (b if b <= a else a + b)
+
+
+def softplus(z):
+    """log(1 + e**z) = max(z, 0) + log1p(e**-|z|): no overflow, no cancellation (the exact function,
+    where torch.nn.functional.softplus returns z itself above its threshold 20)."""
+    real = type(z)
+    return (z if z > real(0) else real(0)) + log1p(exp(-abs(z)))
+
+
+def log_sigmoid(z):
+    """log σ(z) = -softplus(-z), never log(σ(z)) (which is -inf once σ(z) underflows)."""
+    return -softplus(-z)
+
+
+def silu(z):
+    """z σ(z); float32 is computed in float64, so a subnormal result is still rounded once (z times
+    a subnormal σ(z) would be |z|/2 subnormal spacings off); silu(-inf) = 0, the limit (torch gives NaN)."""
+    real = type(z)
+    t = np.float64(z)
+    return real(0) if z == real(-np.inf) else real(t * sigmoid(t))
+
+
+def gelu(z):
+    """GELU, tanh form (torch.nn.GELU(approximate="tanh")): z (1 + tanh(u))/2 = z σ(2u), u =
+    sqrt(2/π)(z + 0.044715 z³); σ keeps the negative tail accurate, where 1 + tanh(u) cancels.
+    float32 is computed in float64 (σ(2u) magnifies the rounding of 2u by |2u| in the tail);
+    gelu(-inf) = 0, the limit (torch gives NaN)."""
+    real = type(z)
+    t = np.float64(z)
+    w = t * (1.5957691216057308 + 0.07135481627260025 * (t * t))  # 2u = 2 sqrt(2/π) (t + 0.044715 t³)
+    y = real(t * sigmoid(w))
+    return real(0) if z == real(-np.inf) else y
+
+
+def elu(z):
+    """ELU with alpha 1 (torch.nn.functional.elu): z for z > 0, else e**z - 1 = 2t/(1 - t) with
+    t = tanh(z/2), which has no cancellation for small |z| (no expm1 needed)."""
+    real = type(z)
+    t = tanh(real(0.5) * z)
+    return z if z >= real(0) else real(2) * t / (real(1) - t)  # elu(-0) = -0
+
+
+def quarter_turns(z):
+    """z = k π/2 + r with k an integer (as a float64) and |r| <= π/4, in float64: π/2 in three parts
+    of 33 bits (fdlibm) makes k times each part exact for |k| < 2**20, i.e. |z| < 1.6e6. Beyond,
+    r has an absolute error of about |z| 2**-53 (no Payne-Hanek reduction: pre-activations that
+    large have no meaningful phase) and is clamped to |r| <= 0.8, so sin and cos stay in [-1, 1].
+    Returns (k, r)."""
+    t = np.float64(z)
+    k = np.floor(t * 0.6366197723675814 + 0.5)
+    r = ((t - k * 1.57079632673412561417e+00) - k * 6.07710050630396597660e-11) - k * 2.02226624871116645580e-21
+    r = r if r < 0.8 else 0.8
+    return k, (r if r > -0.8 else -0.8)
+
+
+def sin_cos_kernels(r):
+    """sin r and cos r for |r| <= π/4 in float64 (fdlibm's polynomials, within 1 ulp)."""
+    t = r * r
+    w = t * t
+    s = 2.75573137070700676789e-06 + t * (-2.50507602534068634195e-08 + t * 1.58969099521155010221e-10)
+    s = 8.33333333332248946124e-03 + t * (-1.98412698298579493134e-04 + t * s)
+    sine = r + (t * r) * (-1.66666666666666324348e-01 + t * s)
+    c = t * (4.16666666666666019037e-02 + t * (-1.38888888888741095749e-03 + t * 2.48015872894767294178e-05))
+    c = c + w * w * (-2.75573143513906633035e-07 + t * (2.08757232129817482790e-09 + t * -1.13596475577881948265e-11))
+    half_t = 0.5 * t
+    one_minus = 1.0 - half_t
+    cosine = one_minus + (((1.0 - one_minus) - half_t) + t * c)
+    return sine, cosine
+
+
+def sin(z):
+    """sin z in float64 (float32 rounds it once): reduced by quarter_turns, then the quadrant picks
+    ±sin r or ±cos r. sin(±0) = ±0, sin(±inf) = NaN."""
+    real = type(z)
+    k, r = quarter_turns(z)
+    sine, cosine = sin_cos_kernels(r)
+    quadrant = k - 4.0 * np.floor(k * 0.25)
+    y = sine if quadrant == 0.0 else (cosine if quadrant == 1.0 else (-sine if quadrant == 2.0 else -cosine))
+    finite_nonzero = (abs(z) > real(0)) & (abs(z) < real(np.inf))
+    return real(y) if finite_nonzero else (z if z == real(0) else real(np.nan))
+
+
+def cos(z):
+    """cos z, as sin (see there). cos(±inf) = NaN."""
+    real = type(z)
+    k, r = quarter_turns(z)
+    sine, cosine = sin_cos_kernels(r)
+    quadrant = k - 4.0 * np.floor(k * 0.25)
+    y = cosine if quadrant == 0.0 else (-sine if quadrant == 1.0 else (-cosine if quadrant == 2.0 else sine))
+    return real(y) if abs(z) < real(np.inf) else real(np.nan)

@@ -32,7 +32,8 @@ from sympy.printing.latex import LatexPrinter, greek_letters_set
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
-from .activations import inside_unit, positive, sigmoid
+from .activations import abs as absolute
+from .activations import inside_unit, positive, sigmoid, sqrt, step
 from .derivation import Derivation
 from .spec import Param
 
@@ -148,7 +149,9 @@ def _name_adjoints(n: Notation, d: Derivation, vectors: dict[str, tuple[str, str
         n.name(adjoint, f"\\delta {latex}", f"δ{text}", ADJOINT)
         node = d.node(source)
         if node is not None and node.activation:
-            n.name(d.preactivation(source), f"\\delta {latex}^{{\\mathrm{{pre}}}}", f"δ{text}^pre", ADJOINT)
+            for k in range(len(node.args)):
+                label = f"pre{k + 1}" if len(node.args) > 1 else "pre"
+                n.name(d.preactivation(source, k), f"\\delta {latex}^{{\\mathrm{{{label}}}}}", f"δ{text}^{label}", ADJOINT)
 
 
 # -- symbols of matrices and stacked vectors (used by formulas.py) --------------------------
@@ -197,6 +200,12 @@ class _Reading:
     def __init__(self, n: Notation, **settings):
         super().__init__(settings)
         self.n = n
+
+    def _print(self, expr, **kwargs):
+        # The table's functions print as `_print_Function` says, not as SymPy's namesakes (log).
+        if isinstance(expr, sp.Function) and type(expr).__module__ == sigmoid.__module__:
+            return self._print_Function(expr, **kwargs)
+        return super()._print(expr, **kwargs)
 
     def _rank(self, expr, pick=min) -> tuple:
         ranks = [self.n.rank.get(s, (-1, 0)) for s in expr.free_symbols]
@@ -282,12 +291,17 @@ class TextPrinter(_Reading, StrPrinter):
         return f"|{self._print(expr.args[0])}|"
 
     def _print_Function(self, expr):
-        arg = self._print(expr.args[0]) if expr.args else ""
+        args = [self._print(arg) for arg in expr.args]
+        arg = ", ".join(args)
         if isinstance(expr, positive):
             return f"[{arg} > 0]"
         if isinstance(expr, inside_unit):
             return f"[0 < {arg} < 1]"
-        name = "σ" if isinstance(expr, sigmoid) else type(expr).__name__
+        if isinstance(expr, absolute):
+            return f"|{arg}|"
+        if isinstance(expr, step):
+            return f"H({self._print(expr.args[0] - expr.args[1])})"
+        name = {sigmoid: "σ", sqrt: "√"}.get(type(expr), type(expr).__name__)
         return f"{name}({arg})"
 
     def _print_MatrixBase(self, expr):
@@ -312,15 +326,23 @@ class FormulaLatexPrinter(_Reading, LatexPrinter):
         return f"\\left|{self._print(expr.args[0])}\\right|"
 
     def _print_Function(self, expr, exp=None):
-        arg = self._print(expr.args[0]) if expr.args else ""
+        arg = ", ".join(self._print(a) for a in expr.args)
         if isinstance(expr, positive):
             text = f"[{arg} > 0]"
         elif isinstance(expr, inside_unit):
             text = f"[0 < {arg} < 1]"
+        elif isinstance(expr, absolute):
+            text = f"\\left|{arg}\\right|"
+        elif isinstance(expr, sqrt):
+            text = f"\\sqrt{{{arg}}}"
+        elif isinstance(expr, step):
+            text = f"H\\left({self._print(expr.args[0] - expr.args[1])}\\right)"
         else:
             name = type(expr).__name__
             escaped = name.replace("_", "\\_")
-            command = {"sigmoid": "\\sigma", "tanh": "\\tanh"}.get(name, f"\\operatorname{{{escaped}}}")
+            commands = {"sigmoid": "\\sigma", "tanh": "\\tanh", "exp": "\\exp", "log": "\\log", "sin": "\\sin",
+                        "cos": "\\cos", "max": "\\max", "min": "\\min"}
+            command = commands.get(name, f"\\operatorname{{{escaped}}}")
             text = f"{command}\\left({arg}\\right)"
         return f"{text}^{{{exp}}}" if exp is not None else text
 

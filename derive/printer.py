@@ -18,7 +18,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
-from .activations import ACTIVATIONS, INDICATORS
+from .activations import ACTIVATIONS, INDICATORS, kernel_name
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -31,11 +31,18 @@ class KernelPrinter(PythonCodePrinter):
     def _print_Symbol(self, expr):
         return self.locations.get(expr, expr.name)
 
+    def _print(self, expr, **kwargs):
+        # Before SymPy's dispatch by class name, which knows its own `exp`, `sign`, ... (math.exp).
+        if type(expr) in ACTIVATIONS or type(expr) in INDICATORS:
+            return self._print_Function(expr)
+        return super()._print(expr, **kwargs)
+
     def _print_Function(self, expr):
+        args = [self._print(arg) for arg in expr.args]
         if type(expr) in ACTIVATIONS:
-            return f"{type(expr).__name__}({self._print(expr.args[0])})"
+            return f"{kernel_name(type(expr))}({', '.join(args)})"
         if type(expr) in INDICATORS:
-            return "(" + INDICATORS[type(expr)].format(y=self._print(expr.args[0])) + ")"
+            return "(" + INDICATORS[type(expr)].format(*args) + ")"
         raise TypeError(f"no kernel code for function {expr.func}")
 
     def _typed(self, text: str, negative: bool) -> str:

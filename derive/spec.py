@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .activations import canonical
+
 INITS = ("uniform", "zeros", "ones")
 
 
@@ -166,9 +168,10 @@ class Cell:
         return {g: W_ih[g] + b_ih[g] + W_hh[g] + b_hh[g] for g in gates}
 
     def let(self, name: str, expr) -> sp.Symbol:
-        """Name an intermediate per-unit value, e.g. a gate."""
+        """Name an intermediate per-unit value, e.g. a gate. (`let` and `update` accept SymPy's
+        spellings of the functions, sp.exp or sp.Max: see activations.canonical.)"""
         symbol = _symbol(name)
-        self.equations.append(Equation(symbol, sp.sympify(expr)))
+        self.equations.append(Equation(symbol, canonical(sp.sympify(expr))))
         return symbol
 
     def update(self, state: sp.Symbol, expr) -> sp.Symbol:
@@ -178,7 +181,7 @@ class Cell:
             raise ValueError(f"cell {self.name!r}: update() of {state}, which is not a state")
         symbol = _symbol(f"{match[0].name}_new")
         match[0].new = symbol
-        self.equations.append(Equation(symbol, sp.sympify(expr), state=match[0].name))
+        self.equations.append(Equation(symbol, canonical(sp.sympify(expr)), state=match[0].name))
         return symbol
 
     # -- queries --------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Errors (one SpecError listing them; equations are checked once the names are sou
   (RESERVED, RESERVED_PATTERN) or is used twice (also by a generated symbol: `c_new`, `W_hh_h_i`);
 - no input, no state, a state never updated or updated twice, a let defined twice;
 - a symbol not declared through the Cell API, used before it is defined, or a cycle of definitions;
-- a function that is not a supported activation, a non-integer power, a complex or infinite constant;
+- a function that is not in the table (activations.py: SymPy's spellings are rewritten to it by the
+  spec), a power other than an integer or half-integer one, a complex or infinite constant;
 - parameters: gates empty or repeated, a weight acting on something that is not a vector, a bad
   init, a PyTorch name used twice or missing while the cell names a torch module.
 Warnings (SpecWarning): a let or a parameter gate block that is never used, an update that depends on
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from . import kernel_math
 from .activations import ACTIVATIONS, SUPPORTED
 from .spec import INITS, Cell, Param
 
@@ -29,12 +31,13 @@ from .spec import INITS, Cell, Param
 MODULE_NAMES = frozenset(
     {"math", "np", "numba", "jit", "Parameter", "RecurrentCell", "forward", "backward", "jacobian", "CELLS"}
     | set(SUPPORTED)
+    | {name for name in vars(kernel_math) if not name.startswith("_") and name != "np"}  # helpers and their callees
 )
 # Inside kernels: arguments, locals and the builtins they call.
 RESERVED = MODULE_NAMES | {
     "x", "states", "saved", "dy", "d_state", "dx", "d_state0", "J", "T", "B", "I", "H", "S",
     "step", "row", "unit", "col", "d_in", "d_prev", "range", "abs", "min", "max",
-    "chunk", "start", "stop", "steps", "real", "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY", "exp", "pow2",
+    "chunk", "start", "stop", "steps", "real", "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY",
     "cancel", "cancelled",
 }
 # Families of generated names: adjoints and gradient arrays (d_*), shared terms (cse0, ...),
@@ -295,7 +298,8 @@ def _check_expression(p: _Problems, where: str, expr) -> None:
             continue
         if isinstance(node, sp.Pow):
             if not node.exp.is_Integer:
-                p.error(where, f"power {node} has a non-integer exponent; only integer powers are supported")
+                p.error(where, f"power {node} has a non-integer exponent; only integer powers and sqrt are supported "
+                               "(write a**b as exp(b*log(a)))")
         elif isinstance(node, sp.Number):
             if not (node.is_real and node.is_finite):
                 p.error(where, f"constant {node} is not a finite real number")

@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _user_cells() -> dict[str, type]:
     """Cells generated from spec files outside the package, as a user would: the tutorial's
-    leaky_rnn (taken from docs/variants.md) and a cell using every activation."""
+    leaky_rnn (taken from docs/variants.md), a cell using every classic activation, one using every
+    other function of the table with division and powers, and one written with SymPy's functions."""
     folder = Path(tempfile.mkdtemp(prefix="rnn-derive-user-"))
     tutorial = (ROOT / "docs" / "variants.md").read_text()
     spec = re.search(r"```python\n(# leaky_rnn\.py\n.*?)```", tutorial, flags=re.S).group(1)
     (folder / "leaky_rnn.py").write_text(spec)
-    return build([folder / "leaky_rnn.py", ROOT / "tests" / "specs" / "all_activations.py"], folder / "usercells")
+    specs = [ROOT / "tests" / "specs" / f"{name}.py" for name in ("all_activations", "all_functions", "sympy_functions")]
+    return build([folder / "leaky_rnn.py", *specs], folder / "usercells")
 
 
 ALL_CELLS = {**generated.CELLS, **_user_cells()}  # every test suite runs over all of these

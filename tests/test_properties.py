@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from derive import generate as gen
-from derive.activations import hard_sigmoid, identity, relu, sigmoid, softsign, tanh
+from derive.activations import (
+    abs, cos, elu, gelu, hard_sigmoid, identity, log_sigmoid, max, min, relu, sigmoid, silu, sin, softplus, softsign, tanh,
+)
 from derive.gradcheck import Problem, check_cell
 from derive.spec import Cell
 from derive.validate import SpecError
@@ -27,7 +29,7 @@ from tests.conftest import CELL_NAMES
 from tests.test_inputs import layouts
 
 ROOT = Path(__file__).resolve().parent.parent
-ACTIVATIONS = [sigmoid, tanh, relu, hard_sigmoid, softsign, identity]
+ACTIVATIONS = [sigmoid, tanh, relu, hard_sigmoid, softsign, identity, softplus, log_sigmoid, silu, gelu, elu, sin, cos, abs]
 
 
 # -- random shapes, dtypes and layouts through every built-in cell --------------------------
@@ -92,7 +94,8 @@ def valid_cells(draw):
     def combine(start):
         expr = start
         for value in values:
-            expr = draw(st.sampled_from([expr + value, expr * value, (1 - value) * expr + value * start]))
+            expr = draw(st.sampled_from([expr + value, expr * value, (1 - value) * expr + value * start,
+                                         max(expr, value), min(expr, value) / (2 + start**2)]))
         return expr
 
     if len(states) > 1:
@@ -152,8 +155,8 @@ def break_spec(cell, mistake, name):
         cell.equations.insert(0, cell.equations.pop())
         return rf"let '{name}': '{name}' is reserved by the generated code"
     if mistake == "unsupported function":
-        last.expr = sp.cos(last.expr)
-        return r"function cos is not supported; supported: sigmoid, tanh, relu, hard_sigmoid, softsign, identity"
+        last.expr = sp.tan(last.expr)
+        return r"function tan is not supported; supported: sigmoid, tanh, relu, hard_sigmoid, softsign, exp, log"
     if mistake == "state never updated":
         cell.equations.remove(last)
         return rf"state '{last.state}': never updated"

@@ -43,7 +43,7 @@ def test_variants_table_matches_the_generated_cells():
     """Each row names the cell's states and its parameters with their shapes."""
     from generated import CELLS
 
-    table = DOC.read_text().split("## Activations", 1)[0]
+    table = DOC.read_text().split("## Functions", 1)[0]
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", table, flags=re.M)}
     assert set(rows) == set(CELLS)
     for name, cls in CELLS.items():
