@@ -15,10 +15,11 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
   each start the threads, at every step. (The products cannot live in a separately compiled
   parallel function: a cached kernel calling one crashes when loaded from the cache, numba
   issue #8578.)
-- ``nogil=True``: a kernel releases the GIL once, for the whole call. Without it, each parallel
-  product gives the GIL up and takes it back (Numba does so around every parallel region), and
-  a busy Python thread then holds it for a switch interval (5 ms) at every step. The runtime
-  also relies on it to run long calls in a worker thread (`derive.kernel_call`).
+- ``nogil=True``: a kernel releases the GIL once, for the whole call, and its parallel regions are
+  launched without taking it (`NoAliasPipeline`): Numba's launcher takes and releases the GIL
+  around every region, and a busy Python thread then held it for a switch interval (5 ms) at
+  every step. The runtime also relies on it to run long calls in a worker thread
+  (`derive.kernel_call`).
 - ``pipeline_class=NoAliasPipeline``: LLVM may assume the array arguments do not overlap, so it
   vectorizes the pointwise loops without run-time overlap checks (with more than a few arrays it
   gives up on them, and the loops stay scalar). This holds because kernels are only called by
@@ -27,7 +28,11 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.pythonapi import PythonAPI
+from numba.np.ufunc import parallel
 from numba.core.cpu import ParallelOptions
 from numba.extending import intrinsic, overload
 
@@ -40,11 +45,66 @@ PRANGE_ONLY = ParallelOptions({
 
 
 class NoAliasPipeline(CompilerBase):
-    """Numba's nopython pipeline, compiling with `noalias` on every pointer argument."""
+    """Numba's nopython pipeline, compiling with `noalias` on every pointer argument, and parallel
+    regions that leave the GIL alone (`_parallel_regions_without_gil`)."""
 
     def define_pipelines(self):
         self.state.flags.noalias = True
         return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
+
+    def _compile_core(self):
+        with _parallel_regions_without_gil():
+            return super()._compile_core()
+
+
+class _NoGILPythonAPI(PythonAPI):
+    """Python API calls of a parallel region's launcher, minus the GIL: nothing to take or give."""
+
+    def gil_ensure(self):
+        return None
+
+    def gil_release(self, gil):
+        pass
+
+    def save_thread(self):
+        return None
+
+    def restore_thread(self, thread_state):
+        pass
+
+
+class _NoGILContext:
+    """A target context whose Python API is `_NoGILPythonAPI`; everything else is the context's."""
+
+    def __init__(self, context):
+        self._context = context
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    def get_python_api(self, builder):
+        return _NoGILPythonAPI(self._context, builder)
+
+
+@contextmanager
+def _parallel_regions_without_gil():
+    """While a kernel compiles, its parallel regions are launched without taking the GIL.
+
+    Numba's launcher of a parallel region (`build_gufunc_kernel`) takes the GIL and releases it
+    again around every region, for callers that hold it. Kernels are `nogil`: they never hold it,
+    and taking it once per time step made them wait for any busy Python thread's switch interval
+    at every step. The region's work (the tiles of a product) touches no Python object. Numba
+    compiles under one global lock, so swapping the launcher for the duration is safe."""
+    original = parallel.build_gufunc_kernel
+
+    def launcher(library, context, info, signature, inner_ndim):
+        return original(library, _NoGILContext(context), info, signature, inner_ndim)
+
+    parallel.build_gufunc_kernel = launcher
+    try:
+        yield
+    finally:
+        parallel.build_gufunc_kernel = original
 
 
 def cancelled(flag) -> bool:

@@ -164,6 +164,7 @@ def test_check_and_generate_on_a_copy_of_the_repository(tmp_path):
     `generate` refuses to overwrite either, `generate --force` restores both."""
     for part in ("derive", "templates", "generated", "docs/cells"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)  # with templates/ and generated/, what makes it a checkout
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     run = lambda *args: subprocess.run([sys.executable, "-m", "derive", *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
     lstm, page = tmp_path / "generated" / "lstm.py", tmp_path / "docs" / "cells" / "gru.md"
