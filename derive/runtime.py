@@ -35,6 +35,14 @@ class Parameter:
     torch: str | None = None
     init: Any = "uniform"
 
+    def init_range(self, hidden_size: int) -> tuple[float, float]:
+        """(low, high) of the initial values: PyTorch's uniform (-1/sqrt(H), 1/sqrt(H)), the spec's own
+        range, or a constant (low == high) for "zeros" and "ones"."""
+        if self.init in ("zeros", "ones"):
+            return (0.0, 0.0) if self.init == "zeros" else (1.0, 1.0)
+        bound = 1.0 / math.sqrt(hidden_size)
+        return (-bound, bound) if self.init == "uniform" else tuple(self.init)
+
     def shape(self, input_size: int, hidden_size: int) -> tuple[int, ...]:
         rows = self.blocks * hidden_size
         if self.columns is None:
@@ -103,14 +111,13 @@ class RecurrentCell:
     def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """PyTorch's default: every parameter uniform in (-1/sqrt(H), 1/sqrt(H)), drawn in the
         cell's dtype straight into the parameter arrays (no float64 temporaries)."""
-        bound = 1.0 / np.sqrt(self.hidden_size)
         params = self._allocate_params()
         for p in self.parameters:
             value = params[p.name]
-            if p.init in ("zeros", "ones"):
-                value[...] = 0 if p.init == "zeros" else 1
+            low, high = p.init_range(self.hidden_size)
+            if low == high:
+                value[...] = low
                 continue
-            low, high = (-bound, bound) if p.init == "uniform" else p.init
             rng.random(dtype=self.dtype, out=value)  # uniform in [0, 1); float64 draws are those of rng.uniform
             value *= high - low
             value += low

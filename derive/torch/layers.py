@@ -9,7 +9,6 @@ output of every layer but the last, in training mode only.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
@@ -89,21 +88,17 @@ class Recurrent(nn.Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's init, uniform in (-1/sqrt(H), 1/sqrt(H)), or the spec's own."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             for names in self._weights:
                 for p, name in zip(self.cell_class.parameters, names):
                     if name is None:
                         continue
+                    low, high = p.init_range(self.hidden_size)
                     weight = getattr(self, name)
-                    if p.init == "zeros":
-                        weight.zero_()
-                    elif p.init == "ones":
-                        weight.fill_(1.0)
-                    elif p.init == "uniform":
-                        weight.uniform_(-bound, bound)
+                    if low == high:
+                        weight.fill_(low)
                     else:
-                        weight.uniform_(*p.init)
+                        weight.uniform_(low, high)
 
     def extra_repr(self) -> str:
         text = f"{self.cell!r}, {self.input_size}, {self.hidden_size}"
