@@ -1,7 +1,20 @@
 """Symbolic derivation and code generation for recurrent cells.
 
-The pipeline, one module each: `spec` (declare a cell) → `derivation` (forward, backward and
-Jacobian equations with SymPy) → `codegen` (text for the kernels) → `generate` (write
-`generated/`, check it is current). `runtime` is the small base class the generated cells use;
-it needs only NumPy and Numba.
+The pipeline, left to right; each layer imports only the ones before it:
+
+    spec.py, activations.py, cells/   declare a cell (the built-ins are specs too)
+    validate.py                       reject what cannot be derived, with the reason
+    derivation.py                     SymPy: forward, BPTT backward and Jacobian equations, once per cell
+    render/                           equations → kernel source and template context
+    write/                            source → `generated/` and `docs/cells/`, atomically; `check`
+
+Beside it:
+
+    runtime/    what `generated/` imports: NumPy and Numba only (the bottom layer)
+    analysis/   formulas for people, gradient flow, Lyapunov exponents
+    torch/      the generated cells as torch.nn layers
+    tools/      `python -m derive ...`, gradcheck, accuracy, benchmark (the top layer)
+
+`build.py`, `formulas.py` and `flow.py` keep the documented import paths (`derive.build.build`,
+`derive.formulas.formulas`, `derive.flow.analyze`). Importing `derive` imports nothing else.
 """

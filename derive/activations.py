@@ -21,7 +21,7 @@ from typing import Callable
 
 import sympy as sp
 
-from . import kernel_math
+from derive.runtime import kernel_math
 
 
 class Activation(sp.Function):

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .activations import ACTIVATIONS, Activation
-from .spec import Cell, Param
-from .validate import declared_names, validate
+from derive.activations import ACTIVATIONS, Activation
+from derive.spec import Cell, Param
+from derive.validate import declared_names, validate
 
 
 @dataclass

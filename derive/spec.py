@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .activations import canonical
+from derive.activations import canonical
 
 INITS = ("uniform", "zeros", "ones")
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from . import kernel_math
-from .activations import ACTIVATIONS, SUPPORTED
-from .spec import INITS, Cell, Param
+from derive.runtime import kernel_math
+from derive.activations import ACTIVATIONS, SUPPORTED
+from derive.spec import INITS, Cell, Param
 
 # Identifiers of the generated modules that a spec name must not shadow (tests/test_validate.py
 # checks these lists against every generated module). Module level: imports, kernels, helpers.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import generated
-from derive.build import build
+from derive.write.build import build
 from tests import extra_cells
 
 ROOT = Path(__file__).resolve().parent.parent

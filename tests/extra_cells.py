@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from derive import generate as gen
+from derive.write import generate as gen
 from derive.activations import identity, relu, sigmoid, tanh
 from derive.spec import Cell
 

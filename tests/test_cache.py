@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import generate as gen
+from derive.write import generate as gen
 from derive.activations import tanh
 from derive.spec import Cell
 

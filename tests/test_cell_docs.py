@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import generated
-from derive import cli
-from derive import generate as gen
+from derive.tools import cli
+from derive.write import generate as gen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def test_check_fails_naming_a_stale_missing_or_hand_edited_page(tmp_path, monkey
 
 
 def test_pages_are_byte_identical_across_processes(tmp_path):
-    script = ("import sys; from derive import generate as g; "
+    script = ("import sys; from derive.write import generate as g; "
               "g.write_docs(g.render_docs(g.builtin_cells()), sys.argv[1], log=lambda m: None)")
     for k, seed in enumerate(["1", "2"]):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / f"docs{k}")], cwd=ROOT, check=True,

@@ -21,7 +21,8 @@ SETUP = """
 import hashlib, json, os, sys, threading, time
 import numpy as np
 from generated import GRU, LSTM
-from derive import kernel_call, threading_layer
+from derive.runtime import kernel_call
+from derive.runtime import threading_layer
 
 lstm, gru = LSTM(64, 128, seed=0), GRU(64, 128, seed=1)
 x = np.random.default_rng(2).standard_normal((50, 16, 64)).astype(np.float32)

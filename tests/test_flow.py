@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from derive import cli, flow
+from derive.tools import cli
+from derive.analysis import flow
 from generated import GRU, LSTM, RNN
 from tests.conftest import orthogonal
 

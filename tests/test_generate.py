@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from derive import generate as gen
+from derive.write import generate as gen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def test_check_is_clean_on_the_committed_tree():
 
 def test_generation_is_byte_identical_across_processes(tmp_path):
     """Two generations in fresh interpreters with different hash seeds give the same bytes."""
-    script = "import sys; from derive import generate as g; g.write_package(g.render_all(g.builtin_cells()), sys.argv[1], log=lambda m: None)"
+    script = "import sys; from derive.write import generate as g; g.write_package(g.render_all(g.builtin_cells()), sys.argv[1], log=lambda m: None)"
     for k, seed in enumerate(["1", "2"]):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / f"gen{k}")], cwd=ROOT, check=True,
                        env={**os.environ, "PYTHONHASHSEED": seed})
@@ -64,7 +64,7 @@ def test_header_has_hashes_and_no_timestamp():
 
 
 def test_a_change_to_the_kernel_support_code_makes_the_cells_stale(tmp_path, monkeypatch):
-    """Kernels compile derive/matrix.py in, and Numba's cache only watches the kernel's own file:
+    """Kernels compile derive/runtime/matrix.py in, and Numba's cache only watches the kernel's own file:
     a change there must change the generated text, so that `check` fails and regeneration
     refreshes the caches."""
     cell = next(c for c in gen.builtin_cells() if c.name == "rnn")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from derive import cli
-from derive import generate as gen
+from derive.tools import cli
+from derive.write import generate as gen
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from derive.gradcheck import SHAPES, Problem, Report, check_gradients, check_jacobian
+from derive.tools.gradcheck import SHAPES, Problem, Report, check_gradients, check_jacobian
 from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 
@@ -75,7 +75,7 @@ def test_checks_catch_a_wrong_jacobian(monkeypatch):
 
 def test_a_gradient_that_is_exactly_zero_is_compared_absolutely():
     """tanh(g*h + h*(1-g)) = tanh(h): dL/dW is 0 exactly; finite differences give only round-off."""
-    from derive.gradcheck import FD_RESOLUTION, relative_error
+    from derive.tools.gradcheck import FD_RESOLUTION, relative_error
 
     noise = np.full(6, 3e-11)
     assert relative_error(np.zeros(6), noise) == 1.0  # without a floor: a ratio of noise to noise

@@ -1,10 +1,11 @@
-"""The kernels' activation functions (derive/kernel_math.py): accuracy, special values, types."""
+"""The kernels' activation functions (derive/runtime/kernel_math.py): accuracy, special values, types."""
 
 import numba
 import numpy as np
 import pytest
 
-from derive import accuracy, kernel_math
+from derive.tools import accuracy
+from derive.runtime import kernel_math
 
 FLOAT32_MAX_ULP = 4  # against the correctly rounded result, over every float32 in range
 # Dense samples against extended precision; measured: sigmoid 2.19, tanh 1.23, log 0.77,

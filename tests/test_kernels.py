@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from derive.matrix import add_column_sums, matmul, pack
+from derive.runtime.matrix import add_column_sums, matmul, pack
 from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 

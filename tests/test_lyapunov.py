@@ -1,12 +1,12 @@
-"""Lyapunov exponents (derive/lyapunov.py): exact theory, identities that hold for every cell, and the checks."""
+"""Lyapunov exponents (derive/analysis/lyapunov.py): exact theory, identities that hold for every cell, and the checks."""
 
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from derive import flow
-from derive import lyapunov as lyap
+from derive.analysis import flow
+from derive.analysis import lyapunov as lyap
 from generated import LSTM, RNN
 from tests.conftest import ALL_CELLS, CELL_NAMES, orthogonal
 

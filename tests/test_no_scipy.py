@@ -1,4 +1,4 @@
-"""Kernels need neither SciPy nor BLAS: every product goes through derive.matrix.
+"""Kernels need neither SciPy nor BLAS: every product goes through derive.runtime.matrix.
 
 Numba's `np.dot` (and `@`) in a kernel imports SciPy's BLAS when it compiles, and a kernel cached
 where SciPy was present aborts the interpreter where it is not. So every kernel of every cell runs

@@ -3,7 +3,8 @@ one line and write nothing (tests/test_wheel.py runs them from a real install)."
 
 import pytest
 
-from derive import cli, paths
+from derive.tools import cli
+from derive.write import paths
 
 
 @pytest.mark.parametrize("command", [["generate"], ["generate", "lstm"], ["check"], ["bench", "--cells", "rnn"]])

@@ -17,11 +17,11 @@ import sympy as sp
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from derive import generate as gen
+from derive.write import generate as gen
 from derive.activations import (
     abs, cos, elu, gelu, hard_sigmoid, identity, log_sigmoid, max, min, relu, sigmoid, silu, sin, softplus, softsign, tanh,
 )
-from derive.gradcheck import Problem, check_cell
+from derive.tools.gradcheck import Problem, check_cell
 from derive.spec import Cell
 from derive.validate import SpecError
 from tests.conftest import ALL_CELLS as CELLS

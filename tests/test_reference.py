@@ -1,9 +1,9 @@
-"""Every built-in cell against its hand-written eager PyTorch loop (derive/torch_reference.py)."""
+"""Every built-in cell against its hand-written eager PyTorch loop (derive/tools/torch_reference.py)."""
 
 import numpy as np
 import pytest
 
-from derive.gradcheck import relative_error
+from derive.tools.gradcheck import relative_error
 from generated import CELLS
 
 TOLERANCE = 1e-10
@@ -12,10 +12,10 @@ TOLERANCE = 1e-10
 @pytest.mark.parametrize("shape", [(6, 3, 4, 5), (1, 1, 2, 3)], ids=lambda s: "T%dB%dI%dH%d" % s)
 @pytest.mark.parametrize("name", list(CELLS))
 def test_matches_hand_written_torch_loop(torch, name, shape):
-    from derive import torch_reference
+    from derive.tools import torch_reference
 
     if name not in torch_reference.STEPS:
-        pytest.fail(f"cell {name!r} has no hand-written reference in derive/torch_reference.py")
+        pytest.fail(f"cell {name!r} has no hand-written reference in derive/tools/torch_reference.py")
     T, B, I, H = shape
     cls = CELLS[name]
     rng = np.random.default_rng(9)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from derive import cli, notation
+from derive.tools import cli
+from derive.analysis import notation
 from derive.derivation import derive
-from derive.formulas import PARTS, formulas, jacobian_blocks
-from derive.generate import builtin_cells
+from derive.analysis.formulas import PARTS, formulas, jacobian_blocks
+from derive.write.generate import builtin_cells
 from tests import extra_cells
 
 BUILTIN = [c.name for c in builtin_cells()]

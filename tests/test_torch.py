@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from derive.gradcheck import relative_error
+from derive.tools.gradcheck import relative_error
 from generated import CELLS
 from tests.conftest import TORCH_CELLS
 

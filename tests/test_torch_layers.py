@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from derive.gradcheck import relative_error
+from derive.tools.gradcheck import relative_error
 from generated import CELLS
 from tests.conftest import ROOT
 
@@ -150,7 +150,7 @@ def test_state_dicts_load_both_ways_and_names_follow_torch_or_the_spec():
 
 def test_every_step_full_state_is_returned_and_differentiable():
     """all_states=True gives every c_t of an LSTM, equal to the eager reference, and its gradient."""
-    from derive.torch_reference import run as eager
+    from derive.tools.torch_reference import run as eager
 
     layer = LSTM(I, H, dtype=torch.float64)
     x = torch.randn(5, 2, I, dtype=torch.float64)

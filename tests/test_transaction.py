@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from derive import generate as gen
-from derive import transaction
+from derive.write import generate as gen
+from derive.write import transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = dict(log=lambda message: None)
@@ -58,7 +58,7 @@ def writer(files: dict[str, str], out: Path, tmp_path: Path, name: str) -> subpr
     spec = tmp_path / f"{name}.json"
     spec.write_text(json.dumps(files))
     script = (
-        "import json, sys; from derive import generate as g; "
+        "import json, sys; from derive.write import generate as g; "
         "g.write_package(json.load(open(sys.argv[1])), sys.argv[2])"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")

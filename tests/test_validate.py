@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from derive import generate as gen
+from derive.write import generate as gen
 from derive.activations import relu, sigmoid, tanh
 from derive.derivation import derive
 from derive.spec import Cell

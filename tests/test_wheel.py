@@ -61,7 +61,7 @@ def test_the_wheel_installs_and_runs_a_user_cell_from_an_unrelated_folder(tmp_pa
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"derive", "generated", wheel.name.split("-py3")[0] + ".dist-info"}
     assert {"derive/templates/cell.py.jinja", "derive/templates/header.jinja", "derive/templates/package.py.jinja",
-            "derive/paths.py", "derive/bench/run.py", "derive/cells/lstm.py", "generated/lstm.py"} <= set(names)
+            "derive/write/paths.py", "derive/tools/bench/run.py", "derive/cells/lstm.py", "generated/lstm.py"} <= set(names)
 
     environment = tmp_path / "venv"
     venv.create(environment, with_pip=True)

@@ -1,5 +1,8 @@
 """The built-in cell specs, one module each; BUILTIN lists them in the order of `generated.CELLS`."""
 
+import importlib
+from pathlib import Path
+
 BUILTIN = (
     "rnn",
     "lstm",
@@ -14,3 +17,14 @@ BUILTIN = (
     "ugrnn",
     "ligru",
 )
+
+
+def builtin_cells() -> list:
+    """The built-in cells' specs (`derive.spec.Cell`), in the order of BUILTIN."""
+    cells = []
+    for name in BUILTIN:
+        cell = importlib.import_module(f"{__name__}.{name}").cell
+        cell.source = f"derive/cells/{name}.py"
+        cell.source_path = str(Path(__file__).with_name(f"{name}.py"))
+        cells.append(cell)
+    return cells

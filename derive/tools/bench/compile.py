@@ -1,6 +1,6 @@
 """Cold compile time and warm import + first call, each in a fresh process.
 
-`python -m derive.bench.compile CELL [--without-scipy]` (the probe) imports the generated cells and
+`python -m derive.tools.bench.compile CELL [--without-scipy]` (the probe) imports the generated cells and
 times its first forward+backward in float32, then in float64, on a tiny input; it prints the times
 as JSON. The toolkit does not need SciPy, but Numba imports it when it is installed (to look for
 BLAS, about 0.2 s); `--without-scipy` measures an installation without it.
@@ -74,7 +74,7 @@ def measure(cell: str, env: dict, warm_runs: int = 3) -> dict:
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
         with open(os.path.join(cache, "trivial.py"), "w") as module:
             module.write(TRIVIAL)
-        probe = [sys.executable, "-m", "derive.bench.compile", cell]
+        probe = [sys.executable, "-m", "derive.tools.bench.compile", cell]
         floor = [sys.executable, "-c", TIME_TRIVIAL]
         env = dict(env, NUMBA_CACHE_DIR=cache)
         floor_env = dict(env, PYTHONPATH=cache)

@@ -1,4 +1,4 @@
-"""A process serving one side of the benchmark: `python -m derive.bench.worker SIDE`.
+"""A process serving one side of the benchmark: `python -m derive.tools.bench.worker SIDE`.
 
 It reads one JSON request per line on stdin and answers with one JSON line on stdout. Each
 side runs in its own process so that thread pools (OpenBLAS through NumPy/SciPy and Numba,
@@ -10,7 +10,7 @@ Requests (op):
     time     per-call wall times of `calls` consecutive calls of a mode, after one untimed call
     blas     GFLOP/s of NumPy's matmul of two n×n matrices (the BLAS ceiling)
 
-`python -m derive.bench.worker SIDE --memory POINT_JSON` measures peak memory instead, in a
+`python -m derive.tools.bench.worker SIDE --memory POINT_JSON` measures peak memory instead, in a
 fresh process (see `first_call_memory`), and prints the bytes.
 """
 
@@ -82,8 +82,8 @@ def facts(side: str) -> dict:
     if side == "derive":
         import numba
 
-        from derive import threading_layer
-        from derive.matrix import VECTOR_BITS
+        from derive.runtime import threading_layer
+        from derive.runtime.matrix import VECTOR_BITS
 
         versions["numba"] = numba.__version__
         layer = threading_layer.layer()  # starts Numba's threads in the kernels' layer

@@ -3,7 +3,7 @@
 Sides:
     derive  a generated cell (NumPy + Numba; torch is never imported in its process)
     torch   the torch.nn built-in computing the same cell (RNN, LSTM, GRU), when there is one
-    eager   the same cell as an eager PyTorch loop, `derive.torch_reference.run`
+    eager   the same cell as an eager PyTorch loop, `derive.tools.torch_reference.run`
 
 Every side computes the same thing: a training-mode forward over x (T, B, I) from zero initial
 states (keeping what backward needs), and forward+backward with a given dL/dy, giving the
@@ -124,7 +124,7 @@ def _torch_builtin(point: Point) -> Workload:
 def _torch_eager(point: Point) -> Workload:
     import torch
 
-    from derive import torch_reference
+    from derive.tools import torch_reference
 
     cls = cell_class(point.cell)
     init = cls(point.H, point.H, dtype=np.dtype(point.dtype), seed=0).params

@@ -1,4 +1,4 @@
-"""How Numba compiles the generated kernels: options and the `noalias` pipeline.
+"""How Numba compiles the generated kernels: `jit` (cached), the options and the `noalias` pipeline.
 
 Generated modules spell their options out in each decorator (see `codegen.KERNEL_OPTIONS`):
 
@@ -9,7 +9,7 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
   would allow approximate division and functions.
 - ``error_model="numpy"``: division by zero gives inf/NaN as in NumPy instead of raising, so
   divisions do not branch and loops vectorize.
-- ``parallel=PRANGE_ONLY`` (forward and backward): the `prange` loops of `derive.matrix.matmul`,
+- ``parallel=PRANGE_ONLY`` (forward and backward): the `prange` loops of `derive.runtime.matrix.matmul`,
   inlined into the kernel, share a product's tiles among Numba's threads. Nothing else becomes
   parallel: array statements such as ``d_prev[0] = 0.0`` inside the step loop would otherwise
   each start the threads, at every step. (The products cannot live in a separately compiled
@@ -19,7 +19,7 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
   launched without taking it (`NoAliasPipeline`): Numba's launcher takes and releases the GIL
   around every region, and a busy Python thread then held it for a switch interval (5 ms) at
   every step. The runtime also relies on it to run long calls in a worker thread
-  (`derive.kernel_call`).
+  (`derive.runtime.kernel_call`).
 - ``pipeline_class=NoAliasPipeline``: LLVM may assume the array arguments do not overlap, so it
   vectorizes the pointwise loops without run-time overlap checks (with more than a few arrays it
   gives up on them, and the loops stay scalar). This holds because kernels are only called by
@@ -28,6 +28,7 @@ Generated modules spell their options out in each decorator (see `codegen.KERNEL
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
@@ -35,6 +36,8 @@ from numba.core.pythonapi import PythonAPI
 from numba.np.ufunc import parallel
 from numba.core.cpu import ParallelOptions
 from numba.extending import intrinsic, overload
+
+from .kernel_cache import enable_caching
 
 # An options object, not a dict: Numba empties a dict of parallel options as it reads them (at
 # each compilation), after which `{}` would mean every parallel transformation.
@@ -130,3 +133,33 @@ def _load_acquire(typingctx, flag):
         return builder.load_atomic(data, "acquire", align=1)
 
     return flag.dtype(flag), codegen
+
+
+def jit(function=None, **options):
+    """`numba.njit(cache=True, error_model="numpy")` for generated kernels.
+
+    error_model="numpy": division by zero gives Inf/NaN as IEEE says instead of raising.
+    The cache repairs itself: a damaged cache file is removed, with a warning, and the kernel
+    compiled again (`derive.runtime.kernel_cache`). Where numba finds no writable cache directory (next
+    to the module, NUMBA_CACHE_DIR or the user cache), kernels compile on first use in every
+    process, and one warning per process says so.
+    """
+    if function is None:
+        return lambda f: jit(f, **options)
+    import numba
+
+    dispatcher = numba.njit(**{"error_model": "numpy", **options})(function)
+    if not enable_caching(dispatcher):
+        if not _UNCACHED:
+            warnings.warn(
+                f"no writable cache directory for compiled kernels (next to {function.__code__.co_filename}, "
+                "NUMBA_CACHE_DIR or the user cache): they compile on first use in every process. Set NUMBA_CACHE_DIR "
+                "to a writable directory to cache them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        _UNCACHED.add(function.__module__)
+    return dispatcher
+
+
+_UNCACHED: set[str] = set()  # modules whose kernels run without a cache; one warning for all

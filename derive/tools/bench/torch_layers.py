@@ -1,6 +1,6 @@
 """Speed of derive.torch: the bridge's overhead over the NumPy API, and layers against torch.nn.
 
-    python -m derive.bench.torch_layers --size 64x32x128 --repeats 20
+    python -m derive.tools.bench.torch_layers --size 64x32x128 --repeats 20
 
 Forward plus backward, float32, medians of `repeats` runs after a warm-up. Not yet part of
 `python -m derive bench` (its report, processes and turns); this is the quick measurement.

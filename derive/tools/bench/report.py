@@ -126,8 +126,8 @@ def _header(results: dict, plot_name: str | None) -> list[str]:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python -m derive bench` (derive/bench/), do not edit by hand; the analysis at the end",
-        "comes from derive/bench/NOTES.md. This report is from the run of:",
+        "Written by `python -m derive bench` (derive/tools/bench/), do not edit by hand; the analysis at the end",
+        "comes from derive/tools/bench/NOTES.md. This report is from the run of:",
         "",
         "```bash",
         results["command"],
@@ -223,7 +223,7 @@ def _accuracy(results: dict) -> list[str]:
     rows = [[a["function"], a["dtype"], f"{a['max_ulp']:.2f}", repr(a["at"]), f"{a['count']:,}"] for a in results["accuracy"]]
     return _table(
         "Accuracy of the activation functions",
-        ["derive/kernel_math.py as the kernels run it (derive/accuracy.py): float32 against the correctly",
+        ["derive/runtime/kernel_math.py as the kernels run it (derive/tools/accuracy.py): float32 against the correctly",
          "rounded result over every float32 where it is not trivially rounded (plus every 97th elsewhere),",
          "float64 against extended precision over dense samples. Error in ulps of the result."],
         ["function", "dtype", "max error (ulp)", "at", "arguments checked"],

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numba
 import numpy as np
 
-from . import kernel_math
+from derive.runtime import kernel_math
 
 # Positive float32 magnitudes swept exhaustively, per function (both signs where not odd):
 # below them the result rounds to the value at 0 (sigmoid 1/2) or to z itself (tanh, with
@@ -223,7 +223,7 @@ def report() -> list[dict]:
 def compiled(name: str):
     """The kernel_math function `name` compiled as a generated module compiles its helpers (with
     the functions it calls), for functions no built-in cell uses."""
-    from .codegen import HELPER_OPTIONS, with_callees
+    from derive.render.codegen import HELPER_OPTIONS, with_callees
 
     namespace = {"np": np, "numba": numba, "math": math}
     decorate = eval(f"numba.njit({HELPER_OPTIONS})", namespace)

@@ -8,7 +8,7 @@ Everything is checked before the cell changes (see `cell_weights`):
   those: every key the cell needs, with its shape; no key the cell has no parameter for; no keys
   of other layers or directions unless `layer` or `direction` picks one. It cannot tell a relu
   nn.RNN from a tanh one, or a GRU's three gate blocks from a CIFG LSTM's: pass the module for that;
-- every value follows the dtype rule of `derive.arguments` (a float64 module does not narrow
+- every value follows the dtype rule of `derive.runtime.arguments` (a float64 module does not narrow
   silently into a float32 cell).
 Never imports torch: a module is recognised through the torch its caller already imported.
 """

@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import generate as gen
-from . import paths
-from .generate import SpecFileError
-from .transaction import GenerateError
-from .validate import SpecError
+from derive.write import generate as gen
+from derive.write import paths
+from derive.write.generate import SpecFileError
+from derive.write.transaction import GenerateError
+from derive.validate import SpecError
 
 
 class UsageError(Exception):
@@ -87,7 +87,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .formulas import formulas
+    from derive.analysis.formulas import formulas
 
     for cell in _cells(args.cells):
         print(getattr(formulas(cell), args.format)(args.part))
@@ -98,7 +98,7 @@ def cmd_gradcheck(args) -> int:
     import numpy as np
 
     from .gradcheck import check_cell
-    from .runtime import RecurrentCell
+    from derive.runtime.cell import RecurrentCell
 
     classes = _generated_classes(args.cells, args.package)
     print(f"{'cell':<16}{'worst rel. error':>18}  {'quantities checked':<}")
@@ -115,7 +115,8 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_flow(args) -> int:
-    from . import flow, flow_report
+    from derive.analysis import flow
+    from derive.analysis import flow_report
 
     out = Path(args.out)
     try:  # before the measurement, which can take minutes
@@ -158,7 +159,7 @@ def _generated_classes(names: list[str], package: str | None = None):
     if package is None:
         import generated as module
     else:
-        from .build import import_package
+        from derive.write.build import import_package
 
         folder = Path(package).resolve()
         if not (folder / "__init__.py").is_file():
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     p.set_defaults(run=cmd_gradcheck)
 
     p = sub.add_parser("bench", add_help=False, help="time generated cells against PyTorch; writes docs/benchmarks.md")
-    p.set_defaults(run=cmd_bench)  # its options are parsed by derive/bench/run.py: see `bench --help`
+    p.set_defaults(run=cmd_bench)  # its options are parsed by derive/tools/bench/run.py: see `bench --help`
 
     args, args.options = parser.parse_known_args(argv)
     if args.options and args.command != "bench":

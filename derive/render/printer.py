@@ -18,7 +18,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
-from .activations import ACTIVATIONS, INDICATORS, kernel_name
+from derive.activations import ACTIVATIONS, INDICATORS, kernel_name
 
 
 class KernelPrinter(PythonCodePrinter):

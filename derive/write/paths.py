@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent  # derive/
+PACKAGE = Path(__file__).resolve().parents[1]  # derive/
 IMPORT_ROOT = PACKAGE.parent  # the folder `derive` is imported from: the checkout, or site-packages
 CHECKOUT = IMPORT_ROOT  # the repository root, when `in_checkout()`
 
 TEMPLATES = PACKAGE / "templates" if (PACKAGE / "templates").is_dir() else CHECKOUT / "templates"
-CELL_SPECS = PACKAGE / "cells"  # the built-in specs
+RUNTIME = PACKAGE / "runtime"  # what generated cells import
 GENERATED = CHECKOUT / "generated"  # the built-in cells' package, in a checkout
 DOCS_CELLS = CHECKOUT / "docs" / "cells"  # one page per built-in cell, in a checkout
 BENCHMARK_REPORT = CHECKOUT / "docs" / "benchmarks.md"

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import kernel_math
-from .activations import ACTIVATIONS
-from .derivation import Derivation, JacobianTerm
+from derive.runtime import kernel_math
+from derive.activations import ACTIVATIONS
+from derive.derivation import Derivation, JacobianTerm
 from .printer import KernelPrinter, SharedTerms, block, display
-from .spec import Cell, Param
+from derive.spec import Cell, Param
 
 
-# Numba options of the generated functions (see derive/jit.py for why these).
+# Numba options of the generated functions (see derive/runtime/compiler.py for why these).
 KERNEL_OPTIONS = 'nogil=True, fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
 PARALLEL_KERNEL_OPTIONS = "parallel=PRANGE_ONLY, " + KERNEL_OPTIONS  # kernels with matrix products
 HELPER_OPTIONS = 'inline="always", fastmath={"contract"}, error_model="numpy"'
@@ -219,7 +219,7 @@ class CellCode:
                 chunk.append(f"matmul(x[start:start + steps].reshape(steps * B, I), {p.name}_T, {buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
             else:
                 prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)")
-            prologue.append(f"{p.name}_T = pack({p.name}.T)  # {p.name}.T in column panels (see derive.matrix)")
+            prologue.append(f"{p.name}_T = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
         stages = []
         for level in range(self.d.levels):
             nodes = [n for n in self.d.nodes if n.level == level]
@@ -314,7 +314,7 @@ class CellCode:
             f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # dL/d({p.name} {p.operand}) for the steps of a chunk"
             for buffer, p in owners.items()
         ]
-        prologue += [f"{p.name}_panels = pack({p.name})  # in column panels (see derive.matrix)" for p in self.matrices]
+        prologue += [f"{p.name}_panels = pack({p.name})  # in column panels (see derive.runtime.matrix)" for p in self.matrices]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in accumulators]
         prologue += [f"d_{p.name}[:] = 0.0" for p in self.cell.params]  # accumulated over steps and chunks
         prologue += self.gate_views(body, "d_")
@@ -448,7 +448,7 @@ class CellCode:
                 before = [f"J_{target.name}[:] = 0.0"]
                 after = []
                 for p in operand_products.get(target.name, []):  # (W J_target).T = J_target.T W.T
-                    buffers.append(f"{p.name}_T = pack({p.name}.T)  # {p.name}.T in column panels (see derive.matrix)")
+                    buffers.append(f"{p.name}_T = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
                     buffers.append(f"{p.name}_J = np.empty((S, {p.name}.shape[0]), J.dtype)  # ({p.name} J_{target.name}).T")
                     after.append(f"matmul(J_{target.name}.T, {p.name}_T, {p.name}_J, 0.0)")
                 title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import paths
+from derive.write import paths
 from . import compile as compile_probe
 from .workloads import MODES, SIDES, Point, available_cells, has_builtin, matmul_flops
 
@@ -49,7 +49,7 @@ class Worker:
     def __init__(self, side: str, env: dict):
         self.side = side
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "derive.bench.worker", side],
+            [sys.executable, "-m", "derive.tools.bench.worker", side],
             cwd=paths.IMPORT_ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -259,7 +259,7 @@ def measure_compile(results: dict, cells: list[str]) -> None:
 
 
 def measure_accuracy(results: dict) -> None:
-    from derive import accuracy
+    from derive.tools import accuracy
 
     progress("accuracy of sigmoid and tanh (every float32 in range, dense float64 samples) ...")
     results["accuracy"] = accuracy.report()
@@ -273,7 +273,7 @@ def measure_memory(results: dict, points: list[Point], sides: list[str]) -> None
         point = Point(**entry["point"])
         entry["memory"] = {}
         for side in sides_of(point, sides):
-            command = [sys.executable, "-m", "derive.bench.worker", side, "--memory", json.dumps(point.as_dict())]
+            command = [sys.executable, "-m", "derive.tools.bench.worker", side, "--memory", json.dumps(point.as_dict())]
             result = subprocess.run(command, cwd=paths.IMPORT_ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True)
             if result.returncode:
                 raise RuntimeError(f"memory probe {side} {point.label} failed:\n{result.stderr}")

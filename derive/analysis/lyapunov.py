@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arguments import to_numpy
-from .runtime import RecurrentCell
+from derive.runtime.arguments import to_numpy
+from derive.runtime.cell import RecurrentCell
 
 CHUNK_BYTES = 32 * 2**20  # float64 Jacobians held at once, at least one step's
 START_SEED = 0  # of the random orthonormal Q_0: a fixed start makes every result reproducible

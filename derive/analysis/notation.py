@@ -32,10 +32,10 @@ from sympy.printing.latex import LatexPrinter, greek_letters_set
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
-from .activations import abs as absolute
-from .activations import inside_unit, positive, sigmoid, sqrt, step
-from .derivation import Derivation
-from .spec import Param
+from derive.activations import abs as absolute
+from derive.activations import inside_unit, positive, sigmoid, sqrt, step
+from derive.derivation import Derivation
+from derive.spec import Param
 
 # Rank groups: the order in which symbols appear in sums and products.
 ADJOINT, VALUE, PREVIOUS, PARAMETER, BLOCK, MATRIX = range(6)

@@ -9,16 +9,15 @@ Imports only NumPy and Numba (`kernel_call` chooses its threading layer on impor
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from . import finite, kernel_call
+from . import finite
+from . import kernel_call
 from .arguments import as_array, same_bits, to_numpy
-from .kernel_cache import enable_caching
 from .torch_weights import cell_weights
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -140,7 +139,7 @@ class RecurrentCell:
     def load_torch(self, source, *, layer: int | None = None, direction: str | None = None) -> None:
         """Copy weights from a torch.nn RNN/LSTM/GRU module or its state_dict (tensors or arrays).
 
-        A module is checked to compute this cell (see `derive.torch_weights`); a state_dict only
+        A module is checked to compute this cell (see `derive.runtime.torch_weights`); a state_dict only
         for its keys and shapes. A multi-layer or bidirectional source needs `layer` (0, 1, ...)
         and/or `direction` ("forward" or "reverse") to say which part to take. Everything is
         checked before anything is copied: on an error the cell is unchanged. The live arrays in
@@ -300,33 +299,3 @@ def _describe(value) -> str:
         layout = "C-contiguous" if value.flags.c_contiguous else "non-contiguous"
         return f"a {layout} {value.dtype} array of shape {value.shape}"
     return type(value).__name__
-
-
-def jit(function=None, **options):
-    """`numba.njit(cache=True, error_model="numpy")` for generated kernels.
-
-    error_model="numpy": division by zero gives Inf/NaN as IEEE says instead of raising.
-    The cache repairs itself: a damaged cache file is removed, with a warning, and the kernel
-    compiled again (`derive.kernel_cache`). Where numba finds no writable cache directory (next
-    to the module, NUMBA_CACHE_DIR or the user cache), kernels compile on first use in every
-    process, and one warning per process says so.
-    """
-    if function is None:
-        return lambda f: jit(f, **options)
-    import numba
-
-    dispatcher = numba.njit(**{"error_model": "numpy", **options})(function)
-    if not enable_caching(dispatcher):
-        if not _UNCACHED:
-            warnings.warn(
-                f"no writable cache directory for compiled kernels (next to {function.__code__.co_filename}, "
-                "NUMBA_CACHE_DIR or the user cache): they compile on first use in every process. Set NUMBA_CACHE_DIR "
-                "to a writable directory to cache them.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        _UNCACHED.add(function.__module__)
-    return dispatcher
-
-
-_UNCACHED: set[str] = set()  # modules whose kernels run without a cache; one warning for all

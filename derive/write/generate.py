@@ -21,12 +21,12 @@ import jinja2
 import sympy as sp
 
 from . import paths
-from .cells import BUILTIN
-from .codegen import module_context
-from .derivation import derive
-from .spec import Cell
+from derive.cells import builtin_cells
+from derive.render.codegen import module_context
+from derive.derivation import derive
+from derive.spec import Cell
 from .transaction import GenerateError, locked, recover, replace
-from .validate import validate_package
+from derive.validate import validate_package
 
 TEMPLATES = paths.TEMPLATES
 GENERATED = paths.GENERATED
@@ -43,16 +43,6 @@ _env = jinja2.Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
-
-
-def builtin_cells() -> list[Cell]:
-    cells = []
-    for name in BUILTIN:
-        cell = importlib.import_module(f"derive.cells.{name}").cell
-        cell.source = f"derive/cells/{name}.py"
-        cell.source_path = str(paths.CELL_SPECS / f"{name}.py")
-        cells.append(cell)
-    return cells
 
 
 class SpecFileError(ValueError):
@@ -110,7 +100,7 @@ def _template_bytes(*names: str) -> list[bytes]:
 # Compiled into every kernel. Numba keys a cached kernel on its own file only, so these files'
 # bytes enter the header hash: a change to them changes the generated text (`check` fails until
 # regenerated), and regenerating refreshes the kernels' caches.
-KERNEL_SUPPORT = [paths.PACKAGE / name for name in ("matrix.py", "jit.py")]
+KERNEL_SUPPORT = [paths.RUNTIME / name for name in ("matrix.py", "compiler.py")]
 
 
 def _spec_bytes(cell: Cell) -> bytes:
@@ -158,7 +148,7 @@ def render_all(cells: list[Cell]) -> dict[str, str]:
 
 def render_docs(cells: list[Cell]) -> dict[str, str]:
     """File name -> text of the page `docs/cells/<cell>.md` of each cell (`formulas.py`)."""
-    from .formulas import formulas
+    from derive.analysis.formulas import formulas
 
     pages = {}
     for c in cells:
