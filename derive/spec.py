@@ -213,3 +213,17 @@ class Cell:
 
 def _symbol(name: str) -> sp.Symbol:
     return sp.Symbol(name, real=True)
+
+
+def param_columns(param: Param, cell: Cell) -> str | None:
+    """"I" for a matrix acting on the input, "H" for one acting on a hidden-size vector, None for a vector."""
+    if param.kind == "vector":
+        return None
+    return "I" if param.operand == cell.x.name else "H"
+
+
+def shape_text(param: Param, cell: Cell) -> str:
+    """The parameter's shape in sizes: `(4*H, I)`, `(H,)`."""
+    rows = "H" if param.blocks == 1 else f"{param.blocks}*H"
+    columns = param_columns(param, cell)
+    return f"({rows}, {columns})" if columns else f"({rows},)"

@@ -105,3 +105,18 @@ def test_ci_runs_the_readme_commands_in_a_new_environment():
              "python -m derive check"]
     assert all(step in ci for step in steps)
     assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)
+
+
+def test_check_validates_and_derives_each_cell_once(monkeypatch):
+    """One derivation per cell feeds both its module and its docs page."""
+    import derive.derivation as derivation
+
+    calls = {"derive": [], "validate": []}
+    real_derive, real_validate = gen.derive, derivation.validate
+    monkeypatch.setattr(gen, "derive", lambda cell: calls["derive"].append(cell.name) or real_derive(cell))
+    monkeypatch.setattr(derivation, "validate", lambda cell: calls["validate"].append(cell.name) or real_validate(cell))
+    report = gen.check()
+    names = sorted(c.name for c in gen.builtin_cells())
+    assert report.current and report.cells == len(names)
+    assert sorted(calls["derive"]) == names
+    assert sorted(calls["validate"]) == names

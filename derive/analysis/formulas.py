@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import notation as nt
-from derive.render.codegen import shape_text
 from derive.derivation import Derivation, derive, total_derivatives
 from derive.cells import builtin_cells
-from derive.spec import Cell, Param
+from derive.spec import Cell, Param, shape_text
 
 PARTS = ("forward", "backward", "jacobian")
 
@@ -118,14 +117,17 @@ class CellFormulas:
         return "$$\\begin{gathered}\n" + " \\\\[1ex]\n".join(parts) + "\n\\end{gathered}$$"
 
 
-def formulas(cell: Cell | str) -> CellFormulas:
-    """The formulas of a cell, given as a spec or a built-in cell name."""
+def formulas(cell: Cell | str | Derivation) -> CellFormulas:
+    """The formulas of a cell, given as a spec, a built-in cell name or its derivation."""
     if isinstance(cell, str):
         by_name = {c.name: c for c in builtin_cells()}
         if cell not in by_name:
             raise ValueError(f"unknown cell {cell!r}; built-in cells: {', '.join(by_name)}")
         cell = by_name[cell]
-    d = derive(cell)
+    if not isinstance(cell, (Cell, Derivation)):
+        raise TypeError(f"cell must be a derive.spec.Cell, a built-in cell name or a Derivation, got {type(cell).__name__}")
+    d = cell if isinstance(cell, Derivation) else derive(cell)
+    cell = d.cell
     n = nt.notation(d)
     matrix, blocks, inner = _jacobian(d, n)
     return CellFormulas(cell, d, n, _forward(d, n), _backward(d, n), matrix, blocks, inner, _parameters(d, n))

@@ -24,7 +24,7 @@ from derive.runtime import kernel_math
 from derive.activations import ACTIVATIONS
 from derive.derivation import Derivation, JacobianTerm
 from .printer import KernelPrinter, SharedTerms, block, display
-from derive.spec import Cell, Param
+from derive.spec import Cell, Param, param_columns, shape_text
 
 
 # Numba options of the generated functions (see derive/runtime/compiler.py for why these).
@@ -72,20 +72,6 @@ def span(gate: int) -> str:
 def projection_buffer(param: Param) -> str:
     """Name of the array holding W v for every gate: `W_hh_h`."""
     return f"{param.name}_{param.operand}"
-
-
-def param_columns(param: Param, cell: Cell) -> str | None:
-    """"I" for a matrix acting on the input, "H" for one acting on a hidden-size vector, None for a vector."""
-    if param.kind == "vector":
-        return None
-    return "I" if param.operand == cell.x.name else "H"
-
-
-def shape_text(param: Param, cell: Cell) -> str:
-    """The parameter's shape in sizes: `(4*H, I)`, `(H,)`."""
-    rows = "H" if param.blocks == 1 else f"{param.blocks}*H"
-    columns = param_columns(param, cell)
-    return f"({rows}, {columns})" if columns else f"({rows},)"
 
 
 @dataclass

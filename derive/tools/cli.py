@@ -61,28 +61,23 @@ def cmd_generate(args) -> int:
 
 def cmd_check(args) -> int:
     paths.require_checkout("`check` (it compares the checkout's generated/ and docs/cells/ with the specs)")
-    cells = gen.builtin_cells()
-    edited, stale = [], []  # a file edited by hand is reported as such, not also as stale
-    for folder, label, files in ((gen.GENERATED, "generated", gen.render_all(cells)), (gen.DOCS, "docs/cells", gen.render_docs(cells))):
-        edited += gen.hand_edits(files, folder)
-        by_hand = gen.hand_edited(files, folder)
-        stale += [f"{label}/{name}" for name in gen.stale_files(files, folder) if name not in by_hand]
-    if edited:
+    report = gen.check()
+    if report.edited:
         print("generated/ or docs/cells/ has files that were not produced by `generate` as they are:")
-        for line in edited:
+        for line in report.edited:
             print(f"  {line}")
-    if stale:
+    if report.stale:
         print("generated/ or docs/cells/ is stale; these files differ from what the specs and templates produce:")
-        for name in stale:
+        for name in report.stale:
             print(f"  {name}")
-    if edited:
+    if report.edited:
         print("move each change into the spec or the template, then run `python -m derive generate --force` "
               "(it discards the edits) and commit the result")
-    elif stale:
+    elif report.stale:
         print("run `python -m derive generate` and commit the result")
-    if edited or stale:
+    if not report.current:
         return 1
-    print(f"generated/ and docs/cells/ are current ({len(cells)} cells)")
+    print(f"generated/ and docs/cells/ are current ({report.cells} cells)")
     return 0
 
 
