@@ -266,12 +266,21 @@ def test_flow_command_writes_the_lyapunov_exponents_and_their_convergence(tmp_pa
     assert f"wrote {tmp_path / 'lyapunov.csv'}" in out and f"wrote {tmp_path / 'lyapunov.png'}" in out
 
 
+def test_flow_command_refuses_more_lyapunov_exponents_than_the_state_has(tmp_path):
+    message = r"k \(the number of Lyapunov exponents\) must be an integer from 1 to the state size 4 of this rnn"
+    with pytest.raises(SystemExit, match=message):
+        run_flow("rnn", "--steps", "6", "--hidden-size", "4", "--lyapunov", "5", "--out", str(tmp_path))
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--lyapunov", "5"], r"k \(the number of Lyapunov exponents\) must be an integer from 1 to the state size 4 of this rnn"),
     (["--lyapunov", "-1"], "lyapunov must be a non-negative integer, got -1"),
     (["--warmup", "2"], "warmup = 2 applies to Lyapunov exponents only: set lyapunov too"),
     (["--lyapunov", "1", "--warmup", "6"], "warmup must be less than steps = 6, got 6"),
+    (["--steps", "0"], "steps must be a positive integer, got 0"),
 ])
-def test_flow_command_refuses_lyapunov_options_that_do_not_fit(tmp_path, args, message):
-    with pytest.raises(SystemExit, match=message):
-        run_flow("rnn", "--steps", "6", "--hidden-size", "4", *args, "--out", str(tmp_path))
+def test_flow_command_line_values_that_do_not_fit_are_usage_errors(tmp_path, capsys, args, message):
+    """Exit status 2 and one line on stderr, before anything is measured or written."""
+    code, _ = run_flow("rnn", "--steps", "6", "--hidden-size", "4", *args, "--out", str(tmp_path / "out"))
+    assert code == 2
+    assert capsys.readouterr().err == f"flow: {message}\n"
+    assert not (tmp_path / "out").exists()

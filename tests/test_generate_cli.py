@@ -77,3 +77,13 @@ def test_docs_pages_are_written_only_when_they_change(tmp_path):
     written.clear()
     gen.write_docs(pages, tmp_path, log=written.append)
     assert written == [] and {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+
+
+def test_build_refuses_a_folder_name_that_cannot_be_imported_before_writing(tmp_path):
+    from derive.build import build
+    from derive.cells import builtin_cells
+
+    rnn = next(c for c in builtin_cells() if c.name == "rnn")
+    with pytest.raises(ValueError, match=r"out must be a folder whose name is a Python package name, got 'my-cells'"):
+        build(rnn, tmp_path / "my-cells")
+    assert not (tmp_path / "my-cells").exists()

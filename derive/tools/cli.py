@@ -113,14 +113,17 @@ def cmd_flow(args) -> int:
     from derive.analysis import flow
     from derive.analysis import flow_report
 
+    try:
+        base = flow.Settings(args.steps, args.hidden_size, args.input_size, args.batch, args.seed,
+                             args.input_scale, gate=args.gate, lyapunov=args.lyapunov, warmup=args.warmup)
+    except ValueError as error:  # the command line's values: a usage error
+        raise UsageError(str(error)) from None
     out = Path(args.out)
     try:  # before the measurement, which can take minutes
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot write into {out}: {error.strerror}")
+        raise UsageError(f"cannot write into {out}: {error.strerror}") from None
     try:
-        base = flow.Settings(args.steps, args.hidden_size, args.input_size, args.batch, args.seed,
-                             args.input_scale, gate=args.gate, lyapunov=args.lyapunov, warmup=args.warmup)
         classes = flow.resolve(args.cells)
         runs = flow.sweep(base, args.gate_bias or [None], args.weight_scale or [None])
         flows = []

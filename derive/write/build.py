@@ -26,6 +26,8 @@ def build(cells, out, log=None) -> dict[str, type]:
     for item in items:
         resolved += [item] if isinstance(item, Cell) else gen.load_spec_file(item)
     out = Path(out).resolve()
+    if not out.name.isidentifier():  # checked before anything is written
+        raise ValueError(f"out must be a folder whose name is a Python package name, got {out.name!r} ({out})")
     gen.write_package(gen.render_all(resolved), out, log=log or (lambda message: None))
     return import_package(out).CELLS
 
