@@ -90,7 +90,7 @@ def test_failed_generation_leaves_output_untouched(tmp_path):
 
 def test_ci_runs_the_readme_commands_in_a_new_environment():
     """.ci/run reads the main job and the test command from README.md and runs them, in that order,
-    in a virtual environment it makes; then the bounds-checked pass."""
+    in a virtual environment it makes, the bounds-checked pass beside the tests, then `check`."""
     readme = (ROOT / "README.md").read_text()
     main_job = "pip install -e . && python -m derive generate && python -m derive gradcheck"
     tests = "pip install -e '.[test,torch]' && python -m pytest"
@@ -101,8 +101,9 @@ def test_ci_runs_the_readme_commands_in_a_new_environment():
                           cwd=ROOT, capture_output=True, text=True, check=True)
     assert read.stdout.splitlines() == [main_job, tests]
     steps = ['python3 -m venv "$scratch/venv"', 'source "$scratch/venv/bin/activate"', 'eval "$main_job"',
-             'eval "$test_command"', 'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$scratch/boundscheck-cache" python -m pytest',
-             "python -m derive check"]
+             'eval "$install_tests"',  # the test command's own install, so that the bounds-checked pass can start
+             'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$scratch/boundscheck-cache" python -m pytest',
+             'eval "$test_command"', 'wait "$boundscheck"', "python -m derive check"]
     assert all(step in ci for step in steps)
     assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)
 
