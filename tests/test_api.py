@@ -80,6 +80,41 @@ def test_forward_backward_shapes_and_dtypes(name, dtype):
     assert len(g.state0) == len(cell.state_names) and all(s.shape == (B, H) for s in g.state0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_inference_forward_computes_what_the_taped_forward_does(name, dtype):
+    """tape=False: the same y and final states bit for bit, no tape, x left as it was; its
+    intermediate values live in one step's scratch (cells with several levels read them back)."""
+    cell = CELLS[name](4, 5, dtype=dtype, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 3, 4)).astype(dtype)
+    state0 = tuple(rng.standard_normal((3, 5)).astype(dtype) for _ in cell.state_names)
+    y, state, tape = cell.forward(x, state0)
+    x_before = x.copy()
+    y_inference, state_inference, none = cell.forward(x, state0, tape=False)
+    assert none is None and y_inference.dtype == dtype and y_inference.shape == y.shape
+    np.testing.assert_array_equal(y_inference, y)
+    for a, b in zip(state_inference, state):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(x, x_before)
+    empty, final, _ = cell.forward(x[:0], state0, tape=False)
+    assert empty.shape == (0, 3, 5) and all(np.array_equal(a, b) for a, b in zip(final, state0))
+
+
+def test_inference_forward_checks_its_arguments_and_finds_non_finite_values():
+    cell = LSTM(2, 3, dtype=np.float64, seed=0)
+    x = np.ones((4, 1, 2))
+    with pytest.raises(TypeError, match=r"tape must be True or False, got 'no'"):
+        cell.forward(x, tape="no")
+    x[2, 0, 1] = np.nan
+    with pytest.raises(FloatingPointError, match=r"at time step 2, batch row 0, in the input: x\[2, 0, 1\] = nan"):
+        cell.forward(x, tape=False, check_finite=True)
+    relu = generated.CELLS["rnn_relu"](2, 3, dtype=np.float64, seed=0)
+    relu.params["W_ih"][:], relu.params["W_hh"][:] = 1, 1e300  # h overflows at the third step
+    with pytest.raises(FloatingPointError, match=r"at time step 2, batch row 0, in h \(new state\) at unit 0: inf"):
+        relu.forward(np.ones((4, 1, 2)), tape=False, check_finite=True)
+
+
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_forward_is_deterministic_and_continues_from_state(name):
     cell = CELLS[name](3, 4, dtype=np.float64, seed=1)

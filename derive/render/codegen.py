@@ -155,8 +155,9 @@ class CellCode:
     def _level_of_param(self, param: Param) -> int:
         return self.d.leaves[param.symbols[0]].level
 
-    def vector_at(self, name: str, step: str) -> str:
-        """Code for the (B, H) array of vector `name` (a previous state or a node) at `step`."""
+    def vector_at(self, name: str, step: str, tape_step: str | None = None) -> str:
+        """Code for the (B, H) array of vector `name` (a previous state or a node) at `step`;
+        a saved value at `tape_step` (forward: `tape_step`, the tape's step or 0 without a tape)."""
         for s, k in self.state_index.items():
             if s.name == name:
                 return f"states[{k}, {step}]"
@@ -164,21 +165,21 @@ class CellCode:
             if s.name == name:
                 return f"states[{k}, {step} + 1]"
         k = next(k for s, k in self.saved_index.items() if s.name == name)
-        return f"saved[{step}, {k}]"
+        return f"saved[{tape_step or step}, {k}]"
 
-    def _value_location(self, symbol: sp.Symbol) -> str:
-        """Where a forward value of this step is read from, after forward has run."""
+    def _value_location(self, symbol: sp.Symbol, tape_step: str = "step") -> str:
+        """Where a forward value of this step is kept (saved values: at `tape_step` of the tape)."""
         if symbol in self.state_index:
             return f"states[{self.state_index[symbol]}, step, row, unit]"
         if symbol in self.new_state_index:
             return f"states[{self.new_state_index[symbol]}, step + 1, row, unit]"
-        return f"saved[step, {self.saved_index[symbol]}, row, unit]"
+        return f"saved[{tape_step}, {self.saved_index[symbol]}, row, unit]"
 
-    def _loads(self, symbols: set[sp.Symbol], extra: dict[sp.Symbol, str] | None = None) -> list[str]:
+    def _loads(self, symbols: set[sp.Symbol], extra: dict[sp.Symbol, str] | None = None, tape_step: str = "step") -> list[str]:
         extra = extra or {}
         lines = []
         for s in sorted(symbols, key=lambda s: s.name):
-            lines.append(f"{s.name} = {extra[s] if s in extra else self._value_location(s)}")
+            lines.append(f"{s.name} = {extra[s] if s in extra else self._value_location(s, tape_step)}")
         return lines
 
     # -- forward ----------------------------------------------------------------------------
@@ -214,16 +215,16 @@ class CellCode:
             stores = []
             for n in nodes:
                 if n.symbol in self.new_state_index or n.symbol in self.saved_index:
-                    stores.append(f"{self._value_location(n.symbol)} = {n.symbol.name}")
+                    stores.append(f"{self._value_location(n.symbol, 'tape_step')} = {n.symbol.name}")
             for s, k in self.saved_index.items():
                 leaf = self.d.leaves.get(s)
                 if leaf is not None and leaf.level == level:
-                    stores.append(f"saved[step, {k}, row, unit] = {inline[s]}")
+                    stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
             matmuls = [
-                f"matmul({self.vector_at(p.operand, 'step')}, {p.name}_T, {projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
+                f"matmul({self.vector_at(p.operand, 'step', 'tape_step')}, {p.name}_T, {projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
                 for p in self._recurrent(level)
             ]
-            stages.append(Stage(matmuls, self._loads(reads) + lines + stores))
+            stages.append(Stage(matmuls, self._loads(reads, tape_step="tape_step") + lines + stores))
         prologue = self.gate_views([line for stage in stages for line in stage.body]) + prologue
         return {"prologue": prologue, "chunk": chunk, "stages": stages}
 

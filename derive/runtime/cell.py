@@ -199,34 +199,41 @@ class RecurrentCell:
         return [self._array(f"{name}[{k}] ({s})", v, (batch, H), shape_text) for k, (s, v) in enumerate(zip(self.state_names, value))]
 
     # -- the three operations -----------------------------------------------------------------
-    def forward(self, x, state0=None, *, check_finite: bool = False):
+    def forward(self, x, state0=None, *, tape: bool = True, check_finite: bool = False):
         """Run the sequence x (T, B, input_size).
 
         Returns (y, state, tape): y (T, B, H) holds every h_t, state is the tuple of final
         states (one (B, H) array per name in `state_names`), tape feeds `backward`/`jacobian`.
         state0 is such a tuple (for single-state cells also the state itself: an array, a tensor
         or a nested list of (B, H)); zeros if None.
+        tape=False is inference: nothing is kept for backward (the returned tape is None), x is
+        not copied and the kernel writes each step's intermediate values over the last step's.
         y, state and the tape are new arrays: changing x, y or state later cannot alter the
         tape. check_finite=True raises FloatingPointError naming where the first NaN or Inf
         appears (argument, time step, batch row, quantity); by default they just propagate.
         """
+        if not isinstance(tape, bool):
+            raise TypeError(f"tape must be True or False, got {tape!r}")
         shape = to_numpy("x", x).shape
         if len(shape) != 3:
             raise ValueError(f"x must have shape (T, B, input_size={self.input_size}), got {shape}")
         T, B = shape[:2]
-        x = self._array("x", x, (T, B, self.input_size), f"(T, B, input_size={self.input_size})", copy=True)
+        x = self._array("x", x, (T, B, self.input_size), f"(T, B, input_size={self.input_size})", copy=tape)
         initial = self._states_in("state0", state0, B)
-        params = {name: np.array(value, order="C") for name, value in self._live_params().items()}
+        # the tape keeps its own copy of the parameters; without one, C-contiguous views do
+        params = {name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()}
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         states[:, 0] = initial
-        saved = np.empty((T, len(self.saved_names), B, self.hidden_size), self.dtype)
+        saved = np.empty((T if tape else min(T, 1), len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
             kernel_call.call(type(self)._forward, (x, *params.values(), states, saved), work=T * B * self._parameter_count)
-        tape = Tape(self, x, states, saved, params)
         if check_finite:
-            finite.check_forward(self, x, initial, params, states, saved)
-        return states[0, 1:].copy(), tuple(states[:, T].copy()), tape
+            finite.check_forward(self, x, initial, params, states, saved if tape else None)
+        final = tuple(states[:, T].copy())
+        if not tape:  # nothing else holds states: y is a view of them
+            return states[0, 1:], final, None
+        return states[0, 1:].copy(), final, Tape(self, x, states, saved, params)
 
     def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
         """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros.

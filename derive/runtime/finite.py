@@ -51,20 +51,22 @@ def _check_each(operation: str, labelled: list[tuple[str, str, np.ndarray]]) -> 
 
 def check_forward(cell, x, initial, params, states, saved) -> None:
     """Parameters, initial states, then step by step: the input x_t, then the values
-    computed in step t (saved intermediates, then new states)."""
+    computed in step t (saved intermediates, then new states; saved is None without a tape)."""
     _check_each("forward", [(f"parameter {k!r}", k, v) for k, v in params.items()])
     _check_each("forward", [(f"state0 ({s})", f"state0[{k}]", v) for k, (s, v) in enumerate(zip(cell.state_names, initial))])
     if x.shape[0] == 0:
         return
     bad_x = _steps_with_nonfinite(x, 0)
-    bad_step = bad_x | _steps_with_nonfinite(saved, 0) | _steps_with_nonfinite(states[:, 1:], 1)
+    bad_step = bad_x | _steps_with_nonfinite(states[:, 1:], 1)
+    if saved is not None:
+        bad_step |= _steps_with_nonfinite(saved, 0)
     if not bad_step.any():
         return
     step = int(np.argmax(bad_step))
     if bad_x[step]:
         row, i = first_nonfinite(x[step])
         _raise("forward", f"at time step {step}, batch row {row}, in the input: {_at('x', x, (step, row, i))}")
-    quantities = [(name, saved[step, k]) for k, name in enumerate(cell.saved_names)]
+    quantities = [] if saved is None else [(name, saved[step, k]) for k, name in enumerate(cell.saved_names)]
     quantities += [(f"{name} (new state)", states[k, step + 1]) for k, name in enumerate(cell.state_names)]
     bad = [(name, value, first_nonfinite(value)) for name, value in quantities]
     bad = [(name, value, index) for name, value, index in bad if index is not None]
