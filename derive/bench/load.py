@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 NOISY_CORES = 0.25  # other processes' CPU use above which a turn is repeated
 RETRIES = 2  # repeats of a noisy turn at most; then the quietest attempt is kept

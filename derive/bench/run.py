@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .. import paths
 from . import compile as compile_probe
-from . import load, sides as peer_sides
+from . import load
+from . import sides as peer_sides
 from .workloads import BUILTIN_SIDES, PEERS, SIDES, Point, available_cells, has_builtin, matmul_flops
 
 CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
@@ -227,7 +228,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--sizes must look like 64x32x128 (T x B x H), got {args.sizes}")
     if any(len(s) != 3 or min(s) < 1 for s in args.sizes):
         parser.error(f"--sizes must be three positive integers TxBxH, got {args.sizes}")
-    args.sides = ["derive"] + installed([s for s in args.sides if s != "derive"])
+    args.sides = ["derive"] + [s for s in args.sides if s != "derive"]
     if args.out is None and not args.no_report:
         paths.require_checkout("`bench` without --out (it writes docs/benchmarks.md)")
         args.out = paths.BENCHMARK_REPORT
@@ -241,6 +242,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.render:
         return report(json.loads(args.render.read_text()), args.out)
+    args.sides = ["derive"] + installed(args.sides[1:])
     points = [Point(c, d, *s) for c in args.cells for d in args.dtypes for s in args.sizes]
     results = {
         "command": shlex.join(["python", "-m", "derive", "bench", *argv]),
