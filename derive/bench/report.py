@@ -343,21 +343,27 @@ def plot(results: dict, path: Path) -> bool:
     except ImportError:
         return False
     entries = [(Point(**e["point"]), e) for e in results["points"]]
+    best = {r["label"]: r["ratio"] for r in best_peers(results)["forward_backward"]}
+
+    def ratio(e, side):  # "peer": the best peer at that point
+        return best.get(_label(e)) if side == "peer" else _ratio(e, side)
+
     panels = [(side, title, target)
-              for side, title, target in (("torch", "the torch.nn built-in", TARGETS["speedup"]),
+              for side, title, target in (("peer", "the best peer", TARGETS["peer forward_backward"][0]),
+                                          ("torch", "the torch.nn built-in", TARGETS["speedup"]),
                                           ("eager", "the eager torch loop", TARGETS["eager"]))
-              if any(side in e["times"] for _, e in entries)]
+              if any(ratio(e, side) for _, e in entries)]
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.4), squeeze=False)
     groups = sorted({(p.dtype, p.T, p.B, p.H) for p, _ in entries}, key=lambda g: (g[0], g[3], g[1]))
     for ax, (side, title, target) in zip(axes[0], panels):
-        cells = list(dict.fromkeys(p.cell for p, e in entries if side in e["times"]))
+        cells = list(dict.fromkeys(p.cell for p, e in entries if ratio(e, side)))
         width = 0.8 / len(cells)
         for k, cell in enumerate(cells):
             bars = [(g, e) for g, group in enumerate(groups) for p, e in entries
-                    if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and side in e["times"]]
-            xs, ys = [g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [_ratio(e, side) for _, e in bars]
+                    if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and ratio(e, side)]
+            xs, ys = [g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [ratio(e, side) for _, e in bars]
             ax.bar(xs, ys, width, label=cell)
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=6)
