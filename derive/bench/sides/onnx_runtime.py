@@ -64,7 +64,8 @@ def build(point) -> Workload:
         session = onnxruntime.InferenceSession(model(point).SerializeToString(), options, providers=["CPUExecutionProvider"])
         session.run(None, feed)
     except (state.Fail, state.NotImplemented, state.RuntimeException) as error:
-        raise Unsupported(f"ONNX Runtime: {str(error).splitlines()[0]}") from error
+        message = str(error).splitlines()[0].split(" : ")[-1].split("Status Message: ")[-1]
+        raise Unsupported(f"ONNX Runtime, {point.dtype}: {message}") from error
     return Workload(
         forward=None,
         forward_backward=None,
