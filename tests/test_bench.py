@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from derive.bench import load, report, run, sides
-from derive.bench.workloads import PEERS, Point, build, derive_inference
+from derive.bench.workloads import PEERS, Point, _inputs, build, derive_inference
 
 
 def entry(cell, medians_ms):
@@ -141,3 +141,26 @@ def test_peer_computes_what_torch_computes(peer, cell, dtype):
     np.testing.assert_allclose(workload.output(), build("torch", point).output(), rtol=0, atol=tolerance)
     for mode in workload.modes():
         getattr(workload, mode)()
+
+
+INPUT_GRADIENT = {  # dL/dx (T, B, I) from what each training-capable peer's forward_backward returns
+    "keras": lambda gradients: np.asarray(gradients[0]).transpose(1, 0, 2),  # [dx, *weights], (B, T, I)
+    "jax": lambda gradients: np.asarray(gradients[1]),  # (weights, dx)
+}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "rnn_relu"])
+@pytest.mark.parametrize("peer", INPUT_GRADIENT)
+def test_peer_backward_gives_torch_nn_gradient_of_x(peer, cell):
+    torch = pytest.importorskip("torch")
+    if sides.missing(peer):
+        pytest.skip(f"{sides.missing(peer)} is not installed (pip install '.[bench-peers]')")
+    point = Point(cell, "float64", 5, 3, 4)
+    name, options, weights = sides.reference_weights(point)
+    module = getattr(torch.nn, name)(4, 4, **options).double()
+    module.load_state_dict({f"{k}_l0": torch.from_numpy(v) for k, v in weights.items()})
+    x_np, dy_np = _inputs(point)
+    x = torch.tensor(x_np, requires_grad=True)
+    module(x)[0].backward(torch.tensor(dy_np))
+    dx = INPUT_GRADIENT[peer](build(peer, point).forward_backward())
+    np.testing.assert_allclose(dx, x.grad.numpy(), rtol=0, atol=1e-14)
