@@ -6,7 +6,8 @@ import json
 import math
 from pathlib import Path
 
-from .workloads import Point
+from .load import NOISY_CORES
+from .workloads import BUILTIN_SIDES, PEERS, Point
 
 NOTES = Path(__file__).with_name("NOTES.md")  # hand-written analysis, appended to the report
 
@@ -18,12 +19,16 @@ TARGETS = {
     "cold": 10.0,  # seconds, cold compile per cell and dtype
     "warm": 0.5,  # seconds, warm import + first call
     "ulp": 4,  # float32 activations against the correctly rounded result
+    # against the best peer at each point: (geometric mean, no point below)
+    "peer forward_backward": (1.5, 1.0),
+    "peer inference": (1.2, 0.9),
 }
+MODE_NAMES = {"forward_backward": "fwd+bwd", "inference": "inference"}  # the modes compared with peers
 
 
 def _ms(entry: dict, side: str, mode: str = "forward_backward") -> float | None:
-    times = entry["times"].get(side)
-    return times[mode]["median"] * 1e3 if times else None
+    times = entry["times"].get(side, {}).get(mode)
+    return times["median"] * 1e3 if times else None
 
 
 def _ratio(entry: dict, side: str, mode: str = "forward_backward") -> float | None:
@@ -59,6 +64,59 @@ def _table(title: str, intro: list[str], header: list[str], rows: list[list], al
     return ["", f"## {title}", "", *intro, "", _row(header), _row(rule), *(_row(r) for r in rows)]
 
 
+def best_peers(results: dict) -> dict[str, list[dict]]:
+    """Per mode of MODE_NAMES, one row per point where derive and a peer (a built-in of another
+    framework: BUILTIN_SIDES) were timed: the fastest peer by median, its ms, ours, and the ratio
+    peer / ours (above 1: derive is faster)."""
+    rows = {mode: [] for mode in MODE_NAMES}
+    for entry in results["points"]:
+        for mode, found in rows.items():
+            ours = _ms(entry, "derive", mode)
+            timed = {side: ms for side in BUILTIN_SIDES if (ms := _ms(entry, side, mode))}
+            if ours and timed:
+                peer = min(timed, key=timed.get)
+                found.append({"label": _label(entry), "peer": peer, "peer_ms": timed[peer], "ours_ms": ours,
+                              "ratio": timed[peer] / ours})
+    return rows
+
+
+def _best_peer_table(results: dict) -> list[str]:
+    best = best_peers(results)
+    if not any(best.values()):
+        return []
+    rows = [[r["label"], MODE_NAMES[mode], r["peer"], _fmt(r["peer_ms"]), _fmt(r["ours_ms"]), f"{r['ratio']:.2f}x"]
+            for mode, found in best.items() for r in found]
+    for mode, found in best.items():
+        if found:
+            ratios = [r["ratio"] for r in found]
+            rows.append([f"**geometric mean** over {len(found)} points", MODE_NAMES[mode], "", "", "",
+                         f"**{_geomean(ratios):.2f}x** (worst {min(ratios):.2f}x)"])
+    inference = results["facts"]["derive"].get("inference", "cell.forward(x), which records the tape")
+    return _table(
+        "Ours against the best peer at each point",
+        ["The fastest of the other frameworks' built-ins at each point and mode (median wall time, ms):",
+         "torch.nn, Keras 3 on TensorFlow, JAX (jitted lax.scan) and ONNX Runtime (inference only), where",
+         "installed. Ratio = best peer's time / ours: above 1, derive is faster. Inference: peers without",
+         f"autograd state (torch.inference_mode, tf.function without tape, jitted JAX, ORT); ours: `{inference}`."],
+        ["point", "mode", "best peer", "peer ms", "derive ms", "ratio"],
+        rows,
+        "lllrrr",
+    )
+
+
+def _load(results: dict) -> str | None:
+    """Other processes' CPU during the timed turns: median, and how many turns were noisy."""
+    rounds = [attempts for e in results["points"] for turns in e.get("load", {}).values() for attempts in turns]
+    kept = [min((a[0] for a in attempts if a[0] is not None), default=None) for attempts in rounds]
+    kept = [k for k in kept if k is not None]
+    if not kept:
+        return None
+    repeated = sum(len(attempts) > 1 for attempts in rounds)
+    noisy = sum(k > NOISY_CORES for k in kept)
+    return (f"median {sorted(kept)[len(kept) // 2]:.2f} cores over {len(kept)} turns; {repeated} turns repeated "
+            f"(other processes above {NOISY_CORES} cores), {noisy} still noisy after the repeats")
+
+
 def summary(results: dict) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) rows."""
     entries = results["points"]
@@ -67,6 +125,14 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
     def add(target: str, measured: str, ok: bool) -> None:
         rows.append((target, measured, "met" if ok else "**missed**"))
 
+    for mode, found in best_peers(results).items():
+        if found:
+            mean, floor = TARGETS[f"peer {mode}"]
+            ratios = [r["ratio"] for r in found]
+            worst = min(found, key=lambda r: r["ratio"])
+            add(f"{MODE_NAMES[mode]} against the best peer: geometric mean ≥ {mean}x, no point below {floor}x",
+                f"{_geomean(ratios):.2f}x over {len(found)} points; worst {worst['ratio']:.2f}x ({worst['label']}, "
+                f"{worst['peer']})", _geomean(ratios) >= mean and worst["ratio"] >= floor)
     builtin = [e for e in entries if "torch" in e["times"]]
     if builtin:
         ratios = [_ratio(e, "torch") for e in builtin]
@@ -120,9 +186,10 @@ def _header(results: dict, plot_name: str | None) -> list[str]:
     facts = results["facts"]
     derive = facts["derive"]
     versions = dict(derive["versions"])
-    for side in ("torch", "eager"):
-        versions.update(facts.get(side, {}).get("versions", {}))
+    for f in facts.values():
+        versions.update(f["versions"])
     load = results["load_average"]
+    turns = _load(results)
     lines = [
         "# Benchmarks",
         "",
@@ -132,6 +199,9 @@ def _header(results: dict, plot_name: str | None) -> list[str]:
         "```bash",
         results["command"],
         "```",
+        *_best_peer_table(results),
+        "",
+        "## The run",
         "",
         "| | |",
         "| --- | --- |",
@@ -142,6 +212,7 @@ def _header(results: dict, plot_name: str | None) -> list[str]:
         *(f"| {side} process: {pool} | {text} |" for side, f in facts.items() for pool, text in f["threads"].items()),
         f"| load average (1, 5, 15 min) | start {', '.join(f'{v:.2f}' for v in load['start'])}; "
         f"end {', '.join(f'{v:.2f}' for v in load['end'])} |",
+        *([f"| other processes' CPU while a side was timed | {turns} |"] if turns else []),
         f"| BLAS ceiling (NumPy matmul, n=2048, after each round: best, and median) | {_ceiling(results)} |",
         f"| run time | {results['seconds'] / 60:.1f} min |",
         *([f"| note | {results['note']} |"] if results.get("note") else []),
@@ -173,6 +244,24 @@ def _times(results: dict) -> list[str]:
          "speedup fwd / fwd+bwd", "eager fwd", "eager fwd+bwd", "speedup fwd / fwd+bwd"],
         rows,
         "lll" + "r" * 8,
+    )
+
+
+def _sides(results: dict) -> list[str]:
+    sides = [s for s in ("derive", *BUILTIN_SIDES) if any(s in e["times"] for e in results["points"])]
+    if not any(s in PEERS for s in sides):
+        return []
+    rows = [[_label(e), *(f"{_fmt(_ms(e, s, 'inference'))} / {_fmt(_ms(e, s))}" for s in sides)]
+            for e in results["points"]]
+    skipped = {f"{side}: {reason}" for e in results["points"] for side, reason in e.get("skipped", {}).items()}
+    return _table(
+        "Every side: inference / forward+backward",
+        ["Median wall time per call, in ms, inference forward / forward+backward (– where a side has no",
+         "such mode). Peers get torch.nn's weights in their own gate order and layout (derive/tools/bench/sides/).",
+         *(f"Skipped: {text}." for text in sorted(skipped))],
+        ["point", *sides],
+        rows,
+        "l" + "r" * len(sides),
     )
 
 
@@ -233,7 +322,7 @@ def _accuracy(results: dict) -> list[str]:
 
 
 def markdown(results: dict, plot_name: str | None) -> str:
-    lines = _header(results, plot_name) + _times(results) + _efficiency(results)
+    lines = _header(results, plot_name) + _sides(results) + _times(results) + _efficiency(results)
     if results.get("compile"):
         lines += _compile(results)
     if results.get("accuracy"):
@@ -254,21 +343,27 @@ def plot(results: dict, path: Path) -> bool:
     except ImportError:
         return False
     entries = [(Point(**e["point"]), e) for e in results["points"]]
+    best = {r["label"]: r["ratio"] for r in best_peers(results)["forward_backward"]}
+
+    def ratio(e, side):  # "peer": the best peer at that point
+        return best.get(_label(e)) if side == "peer" else _ratio(e, side)
+
     panels = [(side, title, target)
-              for side, title, target in (("torch", "the torch.nn built-in", TARGETS["speedup"]),
+              for side, title, target in (("peer", "the best peer", TARGETS["peer forward_backward"][0]),
+                                          ("torch", "the torch.nn built-in", TARGETS["speedup"]),
                                           ("eager", "the eager torch loop", TARGETS["eager"]))
-              if any(side in e["times"] for _, e in entries)]
+              if any(ratio(e, side) for _, e in entries)]
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.4), squeeze=False)
     groups = sorted({(p.dtype, p.T, p.B, p.H) for p, _ in entries}, key=lambda g: (g[0], g[3], g[1]))
     for ax, (side, title, target) in zip(axes[0], panels):
-        cells = list(dict.fromkeys(p.cell for p, e in entries if side in e["times"]))
+        cells = list(dict.fromkeys(p.cell for p, e in entries if ratio(e, side)))
         width = 0.8 / len(cells)
         for k, cell in enumerate(cells):
             bars = [(g, e) for g, group in enumerate(groups) for p, e in entries
-                    if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and side in e["times"]]
-            xs, ys = [g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [_ratio(e, side) for _, e in bars]
+                    if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and ratio(e, side)]
+            xs, ys = [g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [ratio(e, side) for _, e in bars]
             ax.bar(xs, ys, width, label=cell)
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=6)

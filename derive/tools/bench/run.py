@@ -2,8 +2,9 @@
 
 Each side (see workloads.py) runs in its own worker process. Every round visits the whole grid,
 and at each point the sides take turns, in alternating order; a burst of load on a shared
-machine then spoils one round of a point, not all of them, and hits all sides alike. Reported
-times are medians of all timed calls; ratios are other / derive.
+machine then spoils one round of a point, not all of them, and hits all sides alike. A turn
+during which other processes used the CPU is repeated (load.py). Reported times are medians of
+all timed calls; ratios are other / derive. Peers (sides/) whose packages are missing are skipped.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 
 from derive.write import paths
 from . import compile as compile_probe
-from .workloads import MODES, SIDES, Point, available_cells, has_builtin, matmul_flops
+from . import load
+from . import sides as peer_sides
+from .workloads import BUILTIN_SIDES, PEERS, SIDES, Point, available_cells, has_builtin, matmul_flops
 
 CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
 DTYPES = ("float32", "float64")
-SIZES = ((64, 32, 32), (64, 32, 128), (32, 32, 512), (256, 8, 64))
+SIZES = ((64, 32, 32), (64, 32, 128), (32, 32, 512), (256, 8, 64), (512, 1, 256))  # the last: batch-1 latency
 REQUEST_SECONDS = 0.05  # each timing request runs about this long (at least one call)
 MAX_CALLS = 20
 IDLE_FALLBACK_SECONDS = 0.2  # without /proc: pause this long between sides
@@ -98,41 +101,83 @@ class Worker:
 
 
 def sides_of(point: Point, sides: list[str]) -> list[str]:
-    return [s for s in sides if s != "torch" or has_builtin(point.cell)]
+    return [s for s in sides if s not in BUILTIN_SIDES or has_builtin(point.cell)]
+
+
+def installed(sides: list[str]) -> list[str]:
+    """`sides` without the peers whose packages are missing, saying which were skipped."""
+    kept = []
+    for side in sides:
+        package = peer_sides.missing(side) if side in PEERS else None
+        if package:
+            progress(f"skipping {side}: {package} is not installed (pip install 'rnn-derive[bench-peers]')")
+        else:
+            kept.append(side)
+    return kept
+
+
+def quiet_turn(worker: Worker, point: Point, modes: list[str], calls: int) -> tuple[dict, list[load.Turn]]:
+    """One side's times of every mode at a point, the turn repeated while other processes used
+    the CPU (at most load.RETRIES times): the quietest attempt's times and every attempt's load."""
+    attempts = []
+    for _ in range(1 + load.RETRIES):
+        times, turn = load.measure(
+            lambda: {m: worker.call("time", point=point.as_dict(), mode=m, calls=calls)["times"] for m in modes},
+            worker.cpu_ticks,
+        )
+        worker.wait_idle()
+        attempts.append((times, turn))
+        if not turn.noisy:
+            break
+    times = min(attempts, key=lambda a: a[1].other_cores or 0.0)[0]
+    return times, [turn for _, turn in attempts]
 
 
 def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int, ceiling: dict[str, list]) -> list[dict]:
-    """Median (and best) seconds per point, side and mode over `rounds` rounds of the grid; after
-    each round, a BLAS ceiling sample per dtype is added to `ceiling`."""
-    calls = {}
+    """Per point: median (and best) seconds per side and mode over `rounds` rounds of the grid,
+    and the load of other processes during each turn; after each round, a BLAS ceiling sample
+    per dtype is added to `ceiling`."""
+    modes, calls, skipped = {}, {}, {}
     for k, point in enumerate(points, 1):
         for side in sides_of(point, list(workers)):
-            seconds = workers[side].call("load", point=point.as_dict())["seconds"]
+            reply = workers[side].call("load", point=point.as_dict())
             workers[side].wait_idle()
-            calls[point, side] = max(1, min(MAX_CALLS, round(REQUEST_SECONDS / max(seconds, 1e-9))))
+            if "unsupported" in reply:
+                skipped[point, side] = reply["unsupported"]
+                progress(f"  {side} skips {point.label}: {reply['unsupported']}")
+                continue
+            modes[point, side] = reply["modes"]
+            calls[point, side] = max(1, min(MAX_CALLS, round(REQUEST_SECONDS / max(reply["seconds"], 1e-9))))
         progress(f"warm-up [{k}/{len(points)}] {point.label}")
     samples: dict = {}
+    turns: dict = {}
     started = time.perf_counter()
     for r in range(rounds):
         for k, point in enumerate(points):
-            sides = sides_of(point, list(workers))
+            sides = [s for s in sides_of(point, list(workers)) if (point, s) in modes]
             for side in sides if (r + k) % 2 == 0 else reversed(sides):
-                for mode in MODES:
-                    reply = workers[side].call("time", point=point.as_dict(), mode=mode, calls=calls[point, side])
-                    samples.setdefault((point, side, mode), []).extend(reply["times"])
-                workers[side].wait_idle()
+                times, attempts = quiet_turn(workers[side], point, modes[point, side], calls[point, side])
+                for mode, t in times.items():
+                    samples.setdefault((point, side, mode), []).extend(t)
+                turns.setdefault((point, side), []).append([[t.other_cores, *t.loadavg] for t in attempts])
         for dtype, rates in blas_ceiling(workers["derive"], list(ceiling)).items():
             ceiling[dtype] += rates
         workers["derive"].wait_idle()
         progress(f"round {r + 1}/{rounds} of {len(points)} points done ({(time.perf_counter() - started) / 60:.1f} min)")
     return [
         {
-            side: {
-                mode: {"median": statistics.median(t), "best": min(t), "samples": len(t)}
-                for mode in MODES
-                for t in [samples[point, side, mode]]
-            }
-            for side in sides_of(point, list(workers))
+            "times": {
+                side: {
+                    mode: {"median": statistics.median(t), "best": min(t), "samples": len(t)}
+                    for mode in modes[point, side]
+                    for t in [samples[point, side, mode]]
+                }
+                for side in sides_of(point, list(workers))
+                if (point, side) in modes
+            },
+            # per side, per round, per attempt: [other processes' cores, load average before, after]
+            "load": {side: turns[point, side] for side in sides_of(point, list(workers)) if (point, side) in modes},
+            "skipped": {side: reason for (p, side), reason in skipped.items() if p == point},
         }
         for point in points
     ]
@@ -147,27 +192,26 @@ def progress(text: str) -> None:
 
 
 def describe(point: Point, times: dict) -> str:
-    derive = times["derive"]
-    parts = [f"derive {derive['forward']['median'] * 1e3:.2f} / {derive['forward_backward']['median'] * 1e3:.2f} ms"]
-    for side in ("torch", "eager"):
-        if side in times:
-            other = times[side]["forward_backward"]["median"]
-            ratio = other / derive["forward_backward"]["median"]
-            parts.append(f"{side} {times[side]['forward']['median'] * 1e3:.2f} / {other * 1e3:.2f} ms ({ratio:.2f}x)")
-    return f"{point.label}: " + " | ".join(parts) + "  [fwd / fwd+bwd]"
+    def ms(side, mode):
+        return f"{times[side][mode]['median'] * 1e3:.2f}" if mode in times[side] else "–"
+
+    parts = [f"{side} {ms(side, 'inference')} / {ms(side, 'forward_backward')} ms" for side in times]
+    return f"{point.label}: " + " | ".join(parts) + "  [inference / fwd+bwd]"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m derive bench",
-        description="Time generated cells against torch.nn built-ins and eager torch loops; write a report.",
+        description="Time generated cells against torch.nn built-ins, eager torch loops and peers "
+        "(Keras/TensorFlow, JAX, ONNX Runtime, where installed); write a report.",
     )
     parser.add_argument("--cells", nargs="+", default=list(CELLS), help="cells (default: %(default)s)")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument(
         "--sizes", nargs="+", default=["x".join(map(str, s)) for s in SIZES], help="TxBxH, input size = H (default: %(default)s)"
     )
-    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES, help="derive is always run")
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES,
+                        help="derive is always run; peers whose packages are missing are skipped (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7, help="rounds over the grid (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
@@ -198,6 +242,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.render:
         return report(json.loads(args.render.read_text()), args.out)
+    args.sides = ["derive"] + installed(args.sides[1:])
     points = [Point(c, d, *s) for c in args.cells for d in args.dtypes for s in args.sizes]
     results = {
         "command": shlex.join(["python", "-m", "derive", "bench", *argv]),
@@ -233,10 +278,11 @@ def measure_times(results: dict, points: list[Point], sides: list[str], rounds: 
     workers = {side: Worker(side, worker_env()) for side in sides}
     try:
         ceiling = {p.dtype: [] for p in points}
-        for point, times in zip(points, time_grid(points, workers, rounds, ceiling)):
-            flops = dict(zip(MODES, matmul_flops(point)))
-            results["points"].append({"point": point.as_dict(), "times": times, "flops": flops})
-            progress(describe(point, times))
+        for point, measured in zip(points, time_grid(points, workers, rounds, ceiling)):
+            forward, forward_backward = matmul_flops(point)
+            flops = {"inference": forward, "forward": forward, "forward_backward": forward_backward}
+            results["points"].append({"point": point.as_dict(), **measured, "flops": flops})
+            progress(describe(point, measured["times"]))
         results["facts"] = {side: w.call("facts") for side, w in workers.items()}  # after: threads are up
     finally:
         for w in workers.values():

@@ -6,7 +6,9 @@ OpenMP and oneDNN through torch) never share a process, and the driver alternate
 
 Requests (op):
     facts    versions, CPU, thread counts of this process
-    load     build the workload of a point and warm it up (compiles, first-touch allocations)
+    load     build the workload of a point and warm up each of its modes (compiles, first-touch
+             allocations); replies with the modes and the slowest mode's seconds per call, or
+             {"unsupported": reason} if the side cannot run the point
     time     per-call wall times of `calls` consecutive calls of a mode, after one untimed call
     blas     GFLOP/s of NumPy's matmul of two n×n matrices (the BLAS ceiling)
 
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .workloads import Point, build
+from .sides import Unsupported
+from .workloads import PEERS, Point, build
 
 PROC = Path("/proc/self")
 
@@ -79,16 +82,27 @@ def cpu_model() -> str:
 def facts(side: str) -> dict:
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     threads = {}
+    extra = {}
     if side == "derive":
         import numba
 
+        import generated
         from derive.runtime import threading_layer
         from derive.runtime.matrix import VECTOR_BITS
+
+        from .workloads import derive_inference
 
         versions["numba"] = numba.__version__
         layer = threading_layer.layer()  # starts Numba's threads in the kernels' layer
         threads["Numba"] = f"{numba.get_num_threads()} threads, {layer}"
         threads["matrix tiles"] = f"{VECTOR_BITS}-bit vectors"
+        cell = next(iter(generated.CELLS.values()))(2, 2, seed=0)
+        extra["inference"] = derive_inference(cell)[1]
+    elif side in PEERS:
+        from . import sides
+
+        peer_versions, threads = sides.module(side).versions()
+        versions.update(peer_versions)
     else:
         import torch
 
@@ -101,6 +115,7 @@ def facts(side: str) -> dict:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "machine": platform.platform(),
+        **extra,
     }
 
 
@@ -136,12 +151,19 @@ class Server:
             return facts(self.side)
         if op == "blas":
             return {"gflops": blas_gflops(request["dtype"], request["n"], request["calls"])}
-        workload = self._load(Point(**request["point"]))
+        try:
+            workload = self._load(Point(**request["point"]))
+        except Unsupported as reason:
+            return {"unsupported": str(reason)}
         if op == "load":
-            start = time.perf_counter()
-            for _ in range(2):
-                workload.forward_backward()
-            return {"seconds": (time.perf_counter() - start) / 2}
+            seconds = []
+            for mode in workload.modes():
+                run = getattr(workload, mode)
+                run()
+                start = time.perf_counter()
+                run()
+                seconds.append(time.perf_counter() - start)
+            return {"modes": workload.modes(), "seconds": max(seconds)}
         if op == "time":
             run = getattr(workload, request["mode"])
             run()

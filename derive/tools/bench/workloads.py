@@ -4,21 +4,27 @@ Sides:
     derive  a generated cell (NumPy + Numba; torch is never imported in its process)
     torch   the torch.nn built-in computing the same cell (RNN, LSTM, GRU), when there is one
     eager   the same cell as an eager PyTorch loop, `derive.tools.torch_reference.run`
+    keras, jax, onnxruntime   peers, see sides/ (optional packages)
 
-Every side computes the same thing: a training-mode forward over x (T, B, I) from zero initial
-states (keeping what backward needs), and forward+backward with a given dL/dy, giving the
-gradients of x and of every parameter. Input size I equals hidden size H throughout.
+Every side computes the same thing from zero initial states, in up to three modes: an inference
+forward over x (T, B, I) (nothing kept for backward), a training-mode forward (keeping what
+backward needs; derive, torch, eager) and forward+backward with a given dL/dy, giving the
+gradients of x and of every parameter (all but onnxruntime). Input size I equals hidden size H.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 
-SIDES = ("derive", "torch", "eager")
-MODES = ("forward", "forward_backward")
+OWN_SIDES = ("derive", "torch", "eager")
+PEERS = ("keras", "jax", "onnxruntime")  # sides/: optional packages
+SIDES = OWN_SIDES + PEERS
+BUILTIN_SIDES = ("torch", *PEERS)  # only for cells with a torch.nn built-in
+MODES = ("inference", "forward", "forward_backward")
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,15 @@ class Point:
 
 @dataclass
 class Workload:
-    """The two timed operations of one side at one point."""
+    """The timed operations of one side at one point; None where the side has no such mode."""
 
-    forward: Callable[[], object]
-    forward_backward: Callable[[], object]
+    forward: Callable[[], object] | None  # training mode: keeps what backward needs
+    forward_backward: Callable[[], object] | None
+    inference: Callable[[], object]
+    output: Callable[[], object] | None = None  # y (T, B, H) of the inference forward, as NumPy (tests)
+
+    def modes(self) -> list[str]:
+        return [m for m in MODES if getattr(self, m) is not None]
 
 
 def available_cells() -> list[str]:
@@ -83,7 +94,19 @@ def _inputs(point: Point):
 
 
 def build(side: str, point: Point) -> Workload:
+    if side in PEERS:
+        from . import sides
+
+        return sides.module(side).build(point)
     return {"derive": _derive, "torch": _torch_builtin, "eager": _torch_eager}[side](point)
+
+
+def derive_inference(cell) -> tuple[Callable, str]:
+    """(run(x), description) of a generated cell's fastest forward without backward: forward with
+    tape=False where the runtime offers it, else the training forward (which records the tape)."""
+    if "tape" in inspect.signature(cell.forward).parameters:
+        return (lambda x: cell.forward(x, tape=False)), "cell.forward(x, tape=False)"
+    return cell.forward, "cell.forward(x), which records the tape (the runtime has no tape=False yet)"
 
 
 def _derive(point: Point) -> Workload:
@@ -94,11 +117,13 @@ def _derive(point: Point) -> Workload:
         _, _, tape = cell.forward(x)
         return cell.backward(tape, dy)
 
-    return Workload(lambda: cell.forward(x), forward_backward)
+    infer = derive_inference(cell)[0]
+    return Workload(lambda: cell.forward(x), forward_backward, lambda: infer(x), lambda: infer(x)[0])
 
 
 def _torch_run(point: Point, params: list, run: Callable):
-    """Workload of a torch side: `run(x)` returns y; gradients are cleared before each call."""
+    """Workload of a torch side: `run(x)` returns y; gradients are cleared before each call;
+    the inference forward runs under torch.inference_mode()."""
     import torch
 
     x_np, dy_np = _inputs(point)
@@ -110,14 +135,21 @@ def _torch_run(point: Point, params: list, run: Callable):
             p.grad = None
         run(x).backward(dy)
 
-    return Workload(lambda: run(x), forward_backward)
+    def inference():
+        with torch.inference_mode():
+            return run(x)
+
+    return Workload(lambda: run(x), forward_backward, inference, lambda: inference().numpy())
 
 
 def _torch_builtin(point: Point) -> Workload:
     import torch
 
-    name, options = cell_class(point.cell).torch_reference
+    from .sides import reference_weights
+
+    name, options, weights = reference_weights(point)  # the weights every peer gets
     module = getattr(torch.nn, name)(point.H, point.H, **options).to(getattr(torch, point.dtype))
+    module.load_state_dict({f"{k}_l0": torch.from_numpy(v) for k, v in weights.items()})
     return _torch_run(point, list(module.parameters()), lambda x: module(x)[0])
 
 
