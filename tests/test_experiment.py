@@ -99,6 +99,24 @@ def test_trained_weights_measured_are_the_layers(torch):
     np.testing.assert_array_equal(experiment.numpy_cell(layer).params["b_ih"], cell.params["b_ih"])
 
 
+def test_flow_at_initialization_is_that_of_the_initial_weights_on_test_sequences(torch):
+    """grad_norm and lambda_1 at step 0 are derive.flow's numbers for the untrained layer on the first
+    flow_batch test sequences; after training they are those of other (the trained) weights."""
+    from derive.torch import Recurrent
+
+    settings = experiment.Settings(cells=("gru",), lags=(7,), steps=3, batch=2, hidden=3, test_size=5, flow_batch=4, seed=3)
+    result = experiment.Result("gru", 7, None)
+    experiment.train(result, settings, torch)
+    torch.manual_seed(3)
+    cell = experiment.numpy_cell(Recurrent("gru", 2, 3))
+    x = experiment.adding_problem(np.random.default_rng([3, 1]), 7, 5)[0][:, :4]
+    expected = experiment.flow.measure(cell, x, lyapunov_exponents=1)
+    np.testing.assert_allclose(result.norms["init"], expected.norm, rtol=1e-12)
+    assert result.lyapunov["init"] == pytest.approx(expected.spectrum.exponents[:, 0].mean(), rel=1e-12)
+    assert not np.allclose(result.norms["end"], expected.norm, rtol=1e-6)
+    assert result.steps == [0, 1, 2, 3] and len(result.test_mse) == 4
+
+
 def test_settings_give_one_run_per_forget_bias_for_cells_with_a_forget_gate():
     settings = experiment.Settings(cells=("gru", "lstm"), lags=(4,), forget_bias=(0.0, 2.0))
     assert experiment.runs(settings) == [("gru", 4, None), ("lstm", 4, 0.0), ("lstm", 4, 2.0)]
