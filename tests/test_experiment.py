@@ -174,3 +174,21 @@ def test_help_states_the_defaults_of_settings(capsys):
                           ("batch", defaults.batch), ("hidden", defaults.hidden), ("lr", defaults.lr), ("clip", defaults.clip),
                           ("seed", defaults.seed), ("test_size", defaults.test_size)):
         assert f"(default: {value})" in text, option
+
+
+def test_progress_redraws_one_line_on_a_terminal_and_writes_one_line_per_run_elsewhere():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, live in ((Terminal(), True), (io.StringIO(), False)):
+        progress = experiment.Progress(stream)
+        progress.start(0, 2, "gru", 50)
+        for step in (0, 5, 10):
+            progress.update(step, 10, 0.25)
+        progress.done([])
+        text = stream.getvalue()
+        assert text.count("[1/2] gru, lag 50 |") == (3 if live else 1)
+        assert ("|" + "#" * 12 + "." * 12 + "| step 5/10, test MSE 0.2500" in text) == live
+        assert "|" + "#" * 24 + "| step 10/10, test MSE 0.2500" in text
+        assert text.count("\r") == (3 if live else 0) and text.endswith("0 runs in 0:00 elapsed\n")
