@@ -39,7 +39,7 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def _write(path: Path, header: list[str], rows: list[list]) -> None:
+def write_rows(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
@@ -57,7 +57,7 @@ def write_csv(flows: list[Flow], out: Path) -> tuple[Path, ...]:
             per_state = [_number(f.state_norm[s][k]) if s in f.state_norm else "" for s in states]
             rows.append([f.cell, f.label, k, _number(f.norm[k]), _number(f.norm_min[k]), _number(f.norm_max[k]), *per_state])
     lags = out / CSV_NAME
-    _write(lags, ["cell", "run", "lag", "norm", "norm_min", "norm_max", *(f"norm_{s}" for s in states)], rows)
+    write_rows(lags, ["cell", "run", "lag", "norm", "norm_min", "norm_max", *(f"norm_{s}" for s in states)], rows)
     gates = _union(f.gates for f in flows)
     rows = []
     for f in flows:
@@ -65,7 +65,7 @@ def write_csv(flows: list[Flow], out: Path) -> tuple[Path, ...]:
             per_gate = [_number(f.gates[g][k]) if g in f.gates else "" for g in gates]
             rows.append([f.cell, f.label, t, _number(f.spectral_radius[k]), _number(f.max_singular[k]), *per_gate])
     steps = out / STEPS_CSV_NAME
-    _write(steps, ["cell", "run", "step", "spectral_radius", "max_singular", *(f"gate_{g}" for g in gates)], rows)
+    write_rows(steps, ["cell", "run", "step", "spectral_radius", "max_singular", *(f"gate_{g}" for g in gates)], rows)
     spectra = [f for f in flows if f.spectrum is not None]
     if not spectra:
         return lags, steps
@@ -76,7 +76,7 @@ def write_csv(flows: list[Flow], out: Path) -> tuple[Path, ...]:
         for t, estimate in zip(f.spectrum.steps, f.spectrum.running):
             rows.append([f.cell, f.label, t, *map(_number, estimate), *[""] * (K - k)])
     exponents = out / LYAPUNOV_CSV_NAME
-    _write(exponents, ["cell", "run", "step", *(f"lambda_{i}" for i in range(1, K + 1))], rows)
+    write_rows(exponents, ["cell", "run", "step", *(f"lambda_{i}" for i in range(1, K + 1))], rows)
     return lags, steps, exponents
 
 
@@ -116,7 +116,7 @@ def lyapunov_table(flows: list[Flow], shown: int = 5) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot drawing to files, or None if matplotlib is not installed."""
     try:
         import matplotlib
@@ -128,7 +128,7 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: Path, title: str) -> Path:
+def save_figure(plt, fig, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
@@ -139,7 +139,7 @@ def _save(plt, fig, path: Path, title: str) -> Path:
 
 def plot(flows: list[Flow], out: Path, title: str = "") -> Path | None:
     """Draw `gradient_flow.png` into `out`; None (and nothing drawn) without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     fig, (lags, steps) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
@@ -162,13 +162,13 @@ def plot(flows: list[Flow], out: Path, title: str = "") -> Path | None:
     steps.set_title("Per-step Jacobian")
     steps.set_ylim(bottom=0)
     steps.grid(True, alpha=0.3)
-    return _save(plt, fig, Path(out) / PNG_NAME, title)
+    return save_figure(plt, fig, Path(out) / PNG_NAME, title)
 
 
 def plot_lyapunov(flows: list[Flow], out: Path, title: str = "") -> Path | None:
     """Draw `lyapunov.png` into `out` if a run has a spectrum; None without one or without matplotlib."""
     spectra = [f for f in flows if f.spectrum is not None]
-    plt = _pyplot() if spectra else None
+    plt = pyplot() if spectra else None
     if plt is None:
         return None
     fig, (running, final) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
@@ -191,7 +191,7 @@ def plot_lyapunov(flows: list[Flow], out: Path, title: str = "") -> Path | None:
     final.set_ylabel(r"Lyapunov exponent $\lambda_i$ per step (natural log)")
     final.set_title("Spectrum at the last step")
     final.legend(fontsize="small")
-    return _save(plt, fig, Path(out) / LYAPUNOV_PNG_NAME, title)
+    return save_figure(plt, fig, Path(out) / LYAPUNOV_PNG_NAME, title)
 
 
 def describe(settings, varying: tuple[str, ...] = ()) -> str:

@@ -1,8 +1,9 @@
-"""`python -m derive COMMAND`: generate, check, show, flow, gradcheck, bench."""
+"""`python -m derive COMMAND`: generate, check, show, flow, experiment, gradcheck, bench."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -152,6 +153,36 @@ def cmd_flow(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from derive.analysis import flow_report
+    from derive.tools import experiment
+
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(experiment.Settings)}  # options left out: the defaults
+    try:
+        settings = experiment.Settings(**{name: tuple(v) if isinstance(v, list) else v for name, v in given.items() if v is not None})
+        torch = experiment.require_torch()
+    except (ValueError, ImportError) as error:
+        raise UsageError(str(error))
+    if args.threads is not None:
+        import numba
+
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            raise UsageError(f"--threads must be from 1 to {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS), got {args.threads}")
+        numba.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    try:  # before the training, which takes minutes
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot write into {out}: {error.strerror}")
+    results = experiment.run(settings, experiment.Progress())
+    print(experiment.table(results))
+    written = experiment.write_csv(results, out) + (experiment.plot(results, out, args.title or experiment.describe(settings)),)
+    for path in written:
+        print(f"wrote {path}" if path else flow_report.NO_MATPLOTLIB)
+    return 0
+
+
 def _generated_classes(names: list[str], package: str | None = None):
     """Classes of a generated package: the built-in `generated`, or the package folder `package`."""
     if package is None:
@@ -228,6 +259,26 @@ def main(argv=None) -> int:
                    help="steps run but not averaged into the Lyapunov exponents (default 0)")
     p.add_argument("--title", help="title of the figures (default: the cells and settings)")
     p.set_defaults(run=cmd_flow)
+
+    p = sub.add_parser("experiment", help="train cells with derive.torch on a long-lag task, next to their gradient flow")
+    tasks = p.add_subparsers(dest="task", required=True)
+    p = tasks.add_parser("adding", help="the adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values of a sequence")
+    p.add_argument("--cells", nargs="+", help="generated cell names (default: rnn lstm gru)")
+    p.add_argument("--lags", type=int, nargs="+", help="sequence lengths T, each >= 2 (default: 50 100 200)")
+    p.add_argument("--steps", type=int, help="Adam steps per cell and lag (default: 800)")
+    p.add_argument("--batch", type=int, help="sequences per step (default: 64)")
+    p.add_argument("--hidden", type=int, help="hidden size H (default: 64)")
+    p.add_argument("--lr", type=_finite, help="Adam's learning rate (default: 0.01)")
+    p.add_argument("--clip", type=_finite, help="largest gradient norm per step, 0: no clipping (default: 1.0)")
+    p.add_argument("--forget-bias", type=_finite, nargs="+", metavar="B",
+                   help="total forget-gate bias of the cells with a gate f; several values: one run each (default: PyTorch's init)")
+    p.add_argument("--seed", type=int, help="seed of the weights, the batches and the test set (default: 0)")
+    p.add_argument("--test-size", type=int, help="test sequences (default: 512)")
+    p.add_argument("--eval-every", type=int, help="steps between test evaluations (default: steps / 20)")
+    p.add_argument("--threads", type=int, help="threads of the kernels and of PyTorch (default: theirs)")
+    p.add_argument("--out", default="out/adding", help="directory for adding.csv, adding_flow.csv, adding.png (default out/adding)")
+    p.add_argument("--title", help="title of the figure (default: the settings)")
+    p.set_defaults(run=cmd_experiment)
 
     p = sub.add_parser("gradcheck", help="check generated cells against finite differences")
     p.add_argument("cells", nargs="*", help="generated cell names (default: all)")
