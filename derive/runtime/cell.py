@@ -217,16 +217,23 @@ class RecurrentCell:
         x = self._array("x", x, (T, B, self.input_size), f"(T, B, input_size={self.input_size})", copy=True)
         initial = self._states_in("state0", state0, B)
         params = {name: np.array(value, order="C") for name, value in self._live_params().items()}
+        tape = self._record(x, initial, params)
+        if check_finite:
+            finite.check_forward(self, x, initial, params, tape.states, tape.saved)
+        return tape.states[0, 1:].copy(), tuple(tape.states[:, T].copy()), tape
+
+    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray]) -> Tape:
+        """The forward kernel on checked arguments: x (T, B, I) and the params (in the cell's order)
+        C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays. The tape holds x and
+        params themselves: `forward` passes copies, derive.torch tensors autograd keeps unchanged."""
+        T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         states[:, 0] = initial
         saved = np.empty((T, len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
             kernel_call.call(type(self)._forward, (x, *params.values(), states, saved), work=T * B * self._parameter_count)
-        tape = Tape(self, x, states, saved, params)
-        if check_finite:
-            finite.check_forward(self, x, initial, params, states, saved)
-        return states[0, 1:].copy(), tuple(states[:, T].copy()), tape
+        return Tape(self, x, states, saved, params)
 
     def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
         """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros.
@@ -239,18 +246,25 @@ class RecurrentCell:
         H = self.hidden_size
         dy = np.zeros((T, B, H), self.dtype) if dy is None else self._array("dy", dy, (T, B, H), f"(T, B, H) = the shape of y")
         d_final = np.stack(self._states_in("dstate", dstate, B))
-        dx = np.zeros_like(tape.x)
-        dparams = {name: np.zeros_like(value) for name, value in tape.params.items()}
+        grads = self._gradients(tape, dy, d_final)
+        if check_finite:
+            finite.check_backward(self, tape, dy, d_final, grads)
+        return grads
+
+    def _gradients(self, tape: Tape, dy: np.ndarray, d_final: np.ndarray) -> Gradients:
+        """The backward kernel on checked arguments: a consistent tape, dy (T, B, H) and d_final
+        (n, B, H) C-contiguous of the cell's dtype."""
+        T, B = tape.x.shape[:2]
+        new = np.empty_like if T and B else np.zeros_like  # the kernel overwrites dx and the dparams
+        dx = new(tape.x)
+        dparams = {name: new(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
             arrays = (tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
             kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
-        grads = Gradients(dx, dparams, tuple(dstate0))
-        if check_finite:
-            finite.check_backward(self, tape, dy, d_final, grads)
-        return grads
+        return Gradients(dx, dparams, tuple(dstate0))
 
     def jacobian(self, tape: Tape, *, check_finite: bool = False) -> np.ndarray:
         """J (T, B, S, S), S = H * len(state_names): J[t] = ∂s_t/∂s_{t-1}, states stacked in order."""

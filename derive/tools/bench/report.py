@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from . import torch_layers
 from .workloads import Point
 
 NOTES = Path(__file__).with_name("NOTES.md")  # hand-written analysis, appended to the report
@@ -238,6 +239,8 @@ def markdown(results: dict, plot_name: str | None) -> str:
         lines += _compile(results)
     if results.get("accuracy"):
         lines += _accuracy(results)
+    if results.get("torch_layers"):
+        lines += torch_layers.markdown(results["torch_layers"])
     if NOTES.is_file():
         lines += ["", NOTES.read_text(encoding="utf-8").rstrip()]
     return "\n".join(lines) + "\n"
