@@ -369,9 +369,31 @@ def test_outputs_do_not_alias_the_tape_and_inputs_are_guarded_by_autograd():
 def test_benchmark_section_runs_and_renders(tmp_path):
     """derive/tools/bench/torch_layers.py at a tiny size, as `python -m derive bench` runs it."""
     from derive.tools.bench import torch_layers
+    from derive.tools.bench.report import _table
     from derive.tools.bench.run import worker_env
 
     results = torch_layers.measure([(3, 2, 4)], 1, worker_env({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}))
-    text = "\n".join(torch_layers.markdown(results))
+    text = "\n".join(line for section in torch_layers.sections(results) for line in _table(*section))
     assert [e["cell"] for e in results["overhead"]] == ["lstm", "gru"] and [e["layer"] for e in results["layers"]] == ["LSTM", "GRU"]
     assert "| lstm | 3×2×4 |" in text and "| GRU | 3×2×4 |" in text
+
+
+def test_state_gradients_at_a_few_steps_cost_a_kernel_call_each(monkeypatch):
+    """Gradients reaching c_t (all_states) after steps 2 and 4 of 6: runs end after those steps,
+    3 backward kernel calls instead of 6, and the gradients are right (gradcheck)."""
+    from derive.runtime.cell import RecurrentCell
+
+    layer = Recurrent("lstm", I, H, dtype=torch.float64)
+    x = torch.randn(6, 2, I, dtype=torch.float64, requires_grad=True)
+
+    def function(x, *params):
+        y, _, (_, every_c) = torch.func.functional_call(layer, dict(zip(names, params)), (x,), {"all_states": True})
+        return y[5].sum() + every_c[2].sum() + (every_c[4] ** 2).sum()
+
+    names = [n for n, _ in layer.named_parameters()]
+    calls = []
+    original = RecurrentCell._gradients
+    monkeypatch.setattr(RecurrentCell, "_gradients", lambda self, tape, *rest: calls.append(tape.x.shape[0]) or original(self, tape, *rest))
+    function(x, *layer.parameters()).backward()
+    assert calls == [1, 2, 3]  # steps 5, 3-4, 0-2, last first
+    assert torch.autograd.gradcheck(function, (x, *layer.parameters()), eps=1e-6, atol=1e-8, rtol=1e-6)

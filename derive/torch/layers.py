@@ -131,7 +131,8 @@ class Recurrent(nn.Module):
                 index = layer * directions + direction
                 y, states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input), direction == 1)
                 outputs.append(y)
-                every.append(states[:, B:])  # after every step; the first B rows are state0
+                if all_states:
+                    every.append(states[:, B:])  # after every step; the first B rows are state0
                 finals.append(final)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)  # (N, D*H)
             if self.dropout and self.training and layer < self.num_layers - 1:  # so the last layer's is the output

@@ -93,12 +93,16 @@ def _check_batch_sizes(batch_sizes: np.ndarray, rows: int, B: int) -> None:
         raise ValueError(f"batch_sizes must sum to the {rows} rows of x, got {batch_sizes.sum()}")
 
 
-def _runs(batch_sizes: np.ndarray, single_steps: bool = False) -> list[tuple[int, int, int, int]]:
-    """(first step, end step, first packed row, batch) of each run of steps of equal batch size."""
+def _runs(batch_sizes: np.ndarray, cut_after: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+    """(first step, end step, first packed row, batch) of each run of steps of equal batch size;
+    a run also ends after every step where `cut_after` (T,) is true."""
     T = len(batch_sizes)
-    if T and not single_steps and batch_sizes[0] == batch_sizes[-1]:  # one batch size: batch_sizes is non-increasing
+    if T and cut_after is None and batch_sizes[0] == batch_sizes[-1]:  # one batch size: batch_sizes is non-increasing
         return [(0, T, 0, int(batch_sizes[0]))]
-    starts = np.arange(T) if single_steps else np.flatnonzero(np.diff(batch_sizes, prepend=-1))
+    new = np.diff(batch_sizes, prepend=-1) != 0
+    if cut_after is not None:
+        new[1:] |= cut_after[:-1]
+    starts = np.flatnonzero(new)
     ends = np.append(starts[1:], T)
     batches = batch_sizes[starts]
     first_rows = np.concatenate([[0], np.cumsum((ends - starts) * batches)[:-1]])
@@ -218,23 +222,24 @@ def _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y,
     weights = _weights(model, params)
     dy = np.zeros((N, H), s0.dtype) if d_y is None else _numpy(d_y)
     d_running = np.zeros_like(s0) if d_final is None else _numpy(d_final).copy()
-    # Gradients reaching the other states (an LSTM's c_t) at every step enter between steps.
+    # Gradients reaching the other states (an LSTM's c_t) after a step enter between kernel calls:
+    # a run ends after every step that has some (the kernels take dL/dy for h only).
     d_all = None if d_states is None else _reversed(_numpy(d_states), rows_order, axis=1)
-    inject = d_all is not None and n > 1 and bool(np.any(d_all[1:, B:]))
+    inject = _steps_with(d_all[1:, B:], bs) if d_all is not None and n > 1 and N else None
     dy = _reversed(dy, order)
     if d_all is not None:
         dy = dy + d_all[0, B:]
     xs, states = _reversed(_numpy(x), order), _reversed(_numpy(states), rows_order, axis=1)
     n_saved = len(model.saved_names)
     tape = _numpy(tape)
-    runs = _runs(bs, single_steps=inject)
-    first_rows = B + np.concatenate([[0], np.cumsum(bs)]).astype(np.int64)  # of each step in `states`
+    runs = _runs(bs, cut_after=inject)
+    first_rows = None if len(runs) == 1 else B + np.concatenate([[0], np.cumsum(bs)])  # of each step in `states`
     dx_parts, d_params = [], None
     for start, end, row, b in reversed(runs):
         steps = end - start
         rows = slice(B + row, B + row + steps * b)
-        if inject:
-            d_running[1:, :b] += d_all[1:, rows]
+        if inject is not None:  # what reaches the states after the run's last step
+            d_running[1:, :b] += d_all[1:, rows.stop - b:rows.stop]
         if len(runs) == 1:  # the layout the tape was recorded in: no copy
             record_states = states.reshape(n, steps + 1, b, H)
         else:
@@ -253,6 +258,15 @@ def _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y,
     if d_all is not None:
         d_running += d_all[:, :B]
     return torch.from_numpy(_reversed(dx, order)), torch.from_numpy(d_running), [torch.from_numpy(d) for d in d_params]
+
+
+def _steps_with(gradients: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray | None:
+    """(T,) bool: the steps with a nonzero gradient in `gradients` (k, N, H), rows in packed order;
+    None if there is none."""
+    rows = np.any(gradients != 0, axis=(0, 2))
+    if not rows.any():
+        return None
+    return np.logical_or.reduceat(rows, np.concatenate([[0], np.cumsum(batch_sizes)[:-1]]))
 
 
 @recurrent_backward.register_fake

@@ -240,7 +240,7 @@ def markdown(results: dict, plot_name: str | None) -> str:
     if results.get("accuracy"):
         lines += _accuracy(results)
     if results.get("torch_layers"):
-        lines += torch_layers.markdown(results["torch_layers"])
+        lines += [line for section in torch_layers.sections(results["torch_layers"]) for line in _table(*section)]
     if NOTES.is_file():
         lines += ["", NOTES.read_text(encoding="utf-8").rstrip()]
     return "\n".join(lines) + "\n"

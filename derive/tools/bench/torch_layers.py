@@ -6,7 +6,7 @@ Forward plus backward, float32, from fresh gradients (`zero_grad()` first, as a 
 and as the NumPy API returns them); medians of `repeats` runs after a warm-up, the runs taking turns.
 Rows: the bridge against the cell's NumPy API at the first size (1 layer, lstm and gru), then
 2-layer bidirectional LSTM and GRU against torch.nn at every size. `python -m derive bench` runs
-this in a fresh process (`measure`) and adds its section (`markdown`) to the report.
+this in a fresh process (`measure`) and adds its tables (`sections`) to the report.
 """
 
 from __future__ import annotations
@@ -130,14 +130,13 @@ def measure(sizes: list[tuple[int, int, int]], repeats: int, env: dict) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def markdown(r: dict) -> list[str]:
-    """The report's section on derive.torch."""
-    from .report import _table
+def sections(r: dict) -> list[tuple]:
+    """The report's tables on derive.torch: (title, intro lines, header, rows, align) each."""
 
     def pct(e, k):
         return f"{100 * (e['torch'][k] / e['numpy'][k] - 1):+.1f}%"
 
-    overhead = _table(
+    overhead = (
         "derive.torch: the bridge over the NumPy API",
         [f"One layer, forward + backward from fresh gradients, float32, medians of {r['repeats']} runs taking turns; "
          f"goal: at most {100 * OVERHEAD_GOAL:.0f}% slower. Threads: torch {r['threads']['torch']}, Numba {r['threads']['numba']}; "
@@ -148,7 +147,7 @@ def markdown(r: dict) -> list[str]:
           f"{e['numpy'][1] * 1e3:.2f}", f"{e['torch'][1] * 1e3:.2f}", pct(e, 1)] for e in r["overhead"]],
         "llrrrrrr",
     )
-    layers = _table(
+    layers = (
         "derive.torch layers against torch.nn",
         ["2 layers, bidirectional, forward + backward from fresh gradients, float32; speedup = torch.nn / derive.torch "
          "(goal: at least 1 everywhere)."],
@@ -157,7 +156,7 @@ def markdown(r: dict) -> list[str]:
           f"{e['torch'][0] / e['derive'][0]:.2f}x", f"{e['torch'][1] / e['derive'][1]:.2f}x"] for e in r["layers"]],
         "llrrrr",
     )
-    return overhead + layers
+    return [overhead, layers]
 
 
 def main(argv=None):
