@@ -307,3 +307,93 @@ def test_a_cell_generated_outside_the_package_runs_through_its_class():
     y_np, _, tape = cell.forward(x.detach().numpy())
     np.testing.assert_allclose(y.detach().numpy(), y_np, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(x.grad.numpy(), cell.backward(tape, dy.numpy()).x, rtol=1e-13, atol=1e-13)
+
+
+def test_unused_outputs_get_no_zero_gradient_and_none_means_zero():
+    """recurrent_backward takes None for the gradient of an output the loss does not use, and
+    gives what zeros give; autograd passes None (no zero tensor of every state is made)."""
+    name, x, batch_sizes, state0, params, reverse = op_arguments("lstm")
+    y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, reverse)
+    recorded = (name, x, batch_sizes, state0, params, reverse, states, tape)
+    d_y = torch.randn_like(y)
+    with_none = torch.ops.derive.recurrent_backward(*recorded, d_y, None, None)
+    with_zeros = torch.ops.derive.recurrent_backward(*recorded, d_y, torch.zeros_like(states), torch.zeros_like(final))
+    for a, b in zip([with_none[0], with_none[1], *with_none[2]], [with_zeros[0], with_zeros[1], *with_zeros[2]]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    seen = []
+    original = ops._gradients
+    try:
+        ops._gradients = lambda *arguments: seen.append(arguments[-3:]) or original(*arguments)
+        (y * d_y).sum().backward()
+    finally:
+        ops._gradients = original
+    assert len(seen) == 1 and seen[0][1] is None and seen[0][2] is None  # eager: the implementation, no zeros
+    torch.testing.assert_close(x.grad, with_none[0], rtol=0, atol=0)
+
+
+def test_the_op_backward_checks_what_it_is_given():
+    name, x, batch_sizes, state0, params, reverse = op_arguments("gru")
+    y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, reverse)
+    with pytest.raises(ValueError, match=r"tape must be a torch.float64 CPU tensor of shape \(144,\), got torch.float64 of shape \(143,\)"):
+        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, reverse, states, tape[1:], y, None, None)
+    with pytest.raises(ValueError, match=r"d_y must be a torch.float64 CPU tensor of shape \(9, 4\)"):
+        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, reverse, states, tape, y[1:], None, None)
+    with pytest.raises(ValueError, match="batch_sizes must sum to the 9 rows"):
+        torch.ops.derive.recurrent_backward(name, x, torch.tensor([3, 3, 2]), state0, params, reverse, states, tape, y, None, None)
+
+
+def test_outputs_do_not_alias_the_tape_and_inputs_are_guarded_by_autograd():
+    """The op shares x and the parameters with its kernels instead of copying them: autograd's
+    version counters stand guard. y and the final states are copies, so changing them cannot
+    alter the gradients; changing x, a parameter or a returned state (a view of the tape) is an error."""
+    layer = Recurrent("lstm", I, H, dtype=torch.float64)
+    x = torch.randn(5, 2, I, dtype=torch.float64, requires_grad=True)
+    expected = torch.autograd.grad(layer(x)[0].sum(), [x, *layer.parameters()])
+    y, (h, c) = layer(x)
+    loss = y.sum()
+    y.detach().mul_(3)
+    c.detach().fill_(7)
+    for a, b in zip(torch.autograd.grad(loss, [x, *layer.parameters()]), expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    leaf = torch.randn(5, 2, I, dtype=torch.float64, requires_grad=True)
+    for change in ("input", "parameter", "state"):
+        x = leaf.clone()
+        y, _, (_, every_c) = layer(x, all_states=True)
+        loss = y.sum() + every_c.sum()
+        with torch.no_grad():
+            {"input": x, "parameter": layer.weight_hh_l0, "state": every_c}[change].add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
+def test_benchmark_section_runs_and_renders(tmp_path):
+    """derive/tools/bench/torch_layers.py at a tiny size, as `python -m derive bench` runs it."""
+    from derive.tools.bench import torch_layers
+    from derive.tools.bench.report import _table
+    from derive.tools.bench.run import worker_env
+
+    results = torch_layers.measure([(3, 2, 4)], 1, worker_env({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}))
+    text = "\n".join(line for section in torch_layers.sections(results) for line in _table(*section))
+    assert [e["cell"] for e in results["overhead"]] == ["lstm", "gru"] and [e["layer"] for e in results["layers"]] == ["LSTM", "GRU"]
+    assert "| lstm | 3×2×4 |" in text and "| GRU | 3×2×4 |" in text
+
+
+def test_state_gradients_at_a_few_steps_cost_a_kernel_call_each(monkeypatch):
+    """Gradients reaching c_t (all_states) after steps 2 and 4 of 6: runs end after those steps,
+    3 backward kernel calls instead of 6, and the gradients are right (gradcheck)."""
+    from derive.runtime.cell import RecurrentCell
+
+    layer = Recurrent("lstm", I, H, dtype=torch.float64)
+    x = torch.randn(6, 2, I, dtype=torch.float64, requires_grad=True)
+
+    def function(x, *params):
+        y, _, (_, every_c) = torch.func.functional_call(layer, dict(zip(names, params)), (x,), {"all_states": True})
+        return y[5].sum() + every_c[2].sum() + (every_c[4] ** 2).sum()
+
+    names = [n for n, _ in layer.named_parameters()]
+    calls = []
+    original = RecurrentCell._gradients
+    monkeypatch.setattr(RecurrentCell, "_gradients", lambda self, tape, *rest: calls.append(tape.x.shape[0]) or original(self, tape, *rest))
+    function(x, *layer.parameters()).backward()
+    assert calls == [1, 2, 3]  # steps 5, 3-4, 0-2, last first
+    assert torch.autograd.gradcheck(function, (x, *layer.parameters()), eps=1e-6, atol=1e-8, rtol=1e-6)

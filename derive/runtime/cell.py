@@ -222,18 +222,32 @@ class RecurrentCell:
         initial = self._states_in("state0", state0, B)
         # the tape keeps its own copy of the parameters; without one, C-contiguous views do
         params = {name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()}
+        if not tape:
+            states, _ = self._run(x, initial, params, record=False)
+            if check_finite:
+                finite.check_forward(self, x, initial, params, states, None)
+            return states[0, 1:], tuple(states[:, T].copy()), None  # nothing else holds states: y is a view
+        recorded = self._record(x, initial, params)
+        if check_finite:
+            finite.check_forward(self, x, initial, params, recorded.states, recorded.saved)
+        return recorded.states[0, 1:].copy(), tuple(recorded.states[:, T].copy()), recorded
+
+    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray]) -> Tape:
+        """The forward kernel on checked arguments: x (T, B, I) and the params (in the cell's order)
+        C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays. The tape holds x and
+        params themselves: `forward` passes copies, derive.torch tensors autograd keeps unchanged."""
+        return Tape(self, x, *self._run(x, initial, params, record=True), params)
+
+    def _run(self, x: np.ndarray, initial, params: dict[str, np.ndarray], record: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(states, saved) after the forward kernel; without `record`, saved is one step of scratch."""
+        T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         states[:, 0] = initial
-        saved = np.empty((T if tape else min(T, 1), len(self.saved_names), B, self.hidden_size), self.dtype)
+        saved = np.empty((T if record else min(T, 1), len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
             kernel_call.call(type(self)._forward, (x, *params.values(), states, saved), work=T * B * self._parameter_count)
-        if check_finite:
-            finite.check_forward(self, x, initial, params, states, saved if tape else None)
-        final = tuple(states[:, T].copy())
-        if not tape:  # nothing else holds states: y is a view of them
-            return states[0, 1:], final, None
-        return states[0, 1:].copy(), final, Tape(self, x, states, saved, params)
+        return states, saved
 
     def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
         """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros.
@@ -244,20 +258,27 @@ class RecurrentCell:
         self._check_tape(tape)
         T, B = tape.x.shape[:2]
         H = self.hidden_size
-        dy = np.zeros((T, B, H), self.dtype) if dy is None else self._array("dy", dy, (T, B, H), f"(T, B, H) = the shape of y")
+        dy = np.zeros((T, B, H), self.dtype) if dy is None else self._array("dy", dy, (T, B, H), "(T, B, H) = the shape of y")
         d_final = np.stack(self._states_in("dstate", dstate, B))
-        dx = np.zeros_like(tape.x)
-        dparams = {name: np.zeros_like(value) for name, value in tape.params.items()}
+        grads = self._gradients(tape, dy, d_final)
+        if check_finite:
+            finite.check_backward(self, tape, dy, d_final, grads)
+        return grads
+
+    def _gradients(self, tape: Tape, dy: np.ndarray, d_final: np.ndarray) -> Gradients:
+        """The backward kernel on checked arguments: a consistent tape, dy (T, B, H) and d_final
+        (n, B, H) C-contiguous of the cell's dtype."""
+        T, B = tape.x.shape[:2]
+        new = np.empty_like if T and B else np.zeros_like  # the kernel overwrites dx and the dparams
+        dx = new(tape.x)
+        dparams = {name: new(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
             arrays = (tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
             kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
-        grads = Gradients(dx, dparams, tuple(dstate0))
-        if check_finite:
-            finite.check_backward(self, tape, dy, d_final, grads)
-        return grads
+        return Gradients(dx, dparams, tuple(dstate0))
 
     def jacobian(self, tape: Tape, *, check_finite: bool = False) -> np.ndarray:
         """J (T, B, S, S), S = H * len(state_names): J[t] = ∂s_t/∂s_{t-1}, states stacked in order."""

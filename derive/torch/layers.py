@@ -126,24 +126,26 @@ class Recurrent(nn.Module):
         directions = 2 if self.bidirectional else 1
         layer_input, finals = data, []
         for layer in range(self.num_layers):
-            outputs = []
+            outputs, every = [], []
             for direction in range(directions):
                 index = layer * directions + direction
-                states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input), direction == 1)
-                outputs.append(states[:, B:])  # after every step; the first B rows are state0
+                y, states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input), direction == 1)
+                outputs.append(y)
+                if all_states:
+                    every.append(states[:, B:])  # after every step; the first B rows are state0
                 finals.append(final)
-            all_rows = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)  # (n, N, D*H)
-            layer_input = all_rows[0]
-            if self.dropout and self.training and layer < self.num_layers - 1:
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)  # (N, D*H)
+            if self.dropout and self.training and layer < self.num_layers - 1:  # so the last layer's is the output
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         final = torch.stack(finals, dim=1)  # (n, L*D, B, H)
         if unsorted_indices is not None:
             final = final.index_select(2, unsorted_indices)
         finals = tuple(s.squeeze(1) if unbatched else s for s in final.unbind(0))
-        shape = (T, B, all_rows.shape[-1])
-        output = self._layout(all_rows[0], input, batch_sizes, shape, unbatched)
+        shape = (T, B, layer_input.shape[-1])
+        output = self._layout(layer_input, input, batch_sizes, shape, unbatched)
         if not all_states:
             return output, finals
+        all_rows = every[0] if directions == 1 else torch.cat(every, dim=-1)  # (n, N, D*H)
         return output, finals, tuple(self._layout(s, input, batch_sizes, shape, unbatched) for s in all_rows.unbind(0))
 
     # -- layouts ----------------------------------------------------------------------------

@@ -18,17 +18,17 @@ torch.from_numpy).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import generated
 from derive.runtime import RecurrentCell, Tape
 
 _CLASSES: dict[str, type[RecurrentCell]] = {}  # op key -> cell class (ops take the key, a string)
-_PROTOTYPES: dict[tuple, RecurrentCell] = {}  # one instance per (key, I, H, dtype), copied per call
+_PROTOTYPES: dict[tuple, RecurrentCell] = {}  # one instance per (key, I, H, dtype)
 
 
 def register(cls: type[RecurrentCell]) -> str:
@@ -46,15 +46,13 @@ def cell_class(key: str) -> type[RecurrentCell]:
     return _CLASSES[key]
 
 
-def _cell(key: str, params: list[np.ndarray], input_size: int, hidden_size: int) -> RecurrentCell:
-    """An instance of the cell whose params are `params` (shared, not copied)."""
-    cls = cell_class(key)
-    index = (key, input_size, hidden_size, params[0].dtype)
+def _prototype(key: str, input_size: int, hidden_size: int, dtype: np.dtype) -> RecurrentCell:
+    """One instance per (cell, sizes, dtype), never changed: the ops pass parameters to its kernels
+    explicitly (`_record`, `_gradients`), so its own are never used."""
+    index = (key, input_size, hidden_size, dtype)
     if index not in _PROTOTYPES:
-        _PROTOTYPES[index] = cls(input_size, hidden_size, dtype=params[0].dtype)
-    cell = copy.copy(_PROTOTYPES[index])
-    cell.params = {p.name: value for p, value in zip(cls.parameters, params)}
-    return cell
+        _PROTOTYPES[index] = cell_class(key)(input_size, hidden_size, dtype=dtype)
+    return _PROTOTYPES[index]
 
 
 def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor]) -> None:
@@ -87,18 +85,24 @@ def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, pa
             raise ValueError(f"parameter {p.name} must have shape {p.shape(I, H)} for input_size={I}, hidden_size={H}, got {tuple(value.shape)}")
 
 
-def _check_batch_sizes(batch_sizes: np.ndarray, x: np.ndarray, state0: np.ndarray) -> None:
-    B = state0.shape[1]
-    if len(batch_sizes) and (batch_sizes[0] != B or np.any(np.diff(batch_sizes) > 0) or batch_sizes[-1] < 1):
+def _check_batch_sizes(batch_sizes: np.ndarray, rows: int, B: int) -> None:
+    """batch_sizes fits x's `rows` and state0's batch B."""
+    if len(batch_sizes) and (batch_sizes[0] != B or np.any(batch_sizes[1:] > batch_sizes[:-1]) or batch_sizes[-1] < 1):
         raise ValueError(f"batch_sizes must be non-increasing, from B = {B} (state0) down to at least 1, got {batch_sizes.tolist()}")
-    if batch_sizes.sum() != len(x):
-        raise ValueError(f"batch_sizes must sum to the {len(x)} rows of x, got {batch_sizes.sum()}")
+    if batch_sizes.sum() != rows:
+        raise ValueError(f"batch_sizes must sum to the {rows} rows of x, got {batch_sizes.sum()}")
 
 
-def _runs(batch_sizes: np.ndarray, single_steps: bool = False) -> list[tuple[int, int, int, int]]:
-    """(first step, end step, first packed row, batch) of each run of steps of equal batch size."""
+def _runs(batch_sizes: np.ndarray, cut_after: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+    """(first step, end step, first packed row, batch) of each run of steps of equal batch size;
+    a run also ends after every step where `cut_after` (T,) is true."""
     T = len(batch_sizes)
-    starts = np.arange(T) if single_steps else np.flatnonzero(np.diff(batch_sizes, prepend=-1))
+    if T and cut_after is None and batch_sizes[0] == batch_sizes[-1]:  # one batch size: batch_sizes is non-increasing
+        return [(0, T, 0, int(batch_sizes[0]))]
+    new = np.diff(batch_sizes, prepend=-1) != 0
+    if cut_after is not None:
+        new[1:] |= cut_after[:-1]
+    starts = np.flatnonzero(new)
     ends = np.append(starts[1:], T)
     batches = batch_sizes[starts]
     first_rows = np.concatenate([[0], np.cumsum((ends - starts) * batches)[:-1]])
@@ -123,26 +127,35 @@ def _reversed(array: np.ndarray, order, axis: int = 0) -> np.ndarray:
     return array if order is None else np.ascontiguousarray(np.take(array, order, axis=axis))
 
 
+def _weights(model: RecurrentCell, params: list[Tensor]) -> dict[str, np.ndarray]:
+    return {p.name: _numpy(value) for p, value in zip(model.parameters, params)}
+
+
 @torch.library.custom_op("derive::recurrent", mutates_args=())
-def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """One layer, one direction. Returns (states (n, B + N, H): every state, its initial value for
-    the B rows then its value after every step in the rows of x; final (n, B, H): each row's state
-    after its last step; tape (flat, for backward)).
-    reverse=True runs every sequence from its last step to its first."""
+def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer, one direction. Returns (y (N, H): h after every step, in the rows of x;
+    states (n, B + N, H): every state, its initial value for the B rows then its value after every
+    step in the rows of x; final (n, B, H): each row's state after its last step; tape (flat, for
+    backward)). reverse=True runs every sequence from its last step to its first.
+    x and the parameters are not copied: the kernels only read them, and autograd keeps the tensors
+    it saves for backward unchanged (an in-place change is an error at backward)."""
     check_arguments(cell, x, batch_sizes, state0, params)
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     xs = _numpy(x)
-    _check_batch_sizes(bs, xs, s0)
+    _check_batch_sizes(bs, len(xs), s0.shape[1])
     order = _reversal(bs) if reverse else None
     xs = _reversed(xs, order)
-    model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
+    model = _prototype(cell, x.shape[1], state0.shape[2], xs.dtype)
+    weights = _weights(model, params)
     final, records = s0.copy(), []
     for start, end, row, b in _runs(bs):
-        _, last, record = model.forward(xs[row:row + (end - start) * b].reshape(end - start, b, -1), tuple(final[:, :b]))
+        record = model._record(xs[row:row + (end - start) * b].reshape(end - start, b, -1), final[:, :b], weights)
         records.append(record)
-        final[:, :b] = last
+        final[:, :b] = record.states[:, -1]
     states, tape = _join(records, s0)
-    return torch.from_numpy(_reversed(states, _state_rows(order, s0), axis=1)), torch.from_numpy(final), torch.from_numpy(tape)
+    states = _reversed(states, _state_rows(order, s0), axis=1)
+    B = s0.shape[1]
+    return torch.from_numpy(states[0, B:].copy()), torch.from_numpy(states), torch.from_numpy(final), torch.from_numpy(tape)
 
 
 def _join(records: list[Tape], s0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,34 +179,67 @@ def _(cell, x, batch_sizes, state0, params, reverse):
     check_arguments(cell, x, batch_sizes, state0, params)
     n, B, H = state0.shape
     N = x.shape[0]
-    return x.new_empty(n, B + N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
+    return x.new_empty(N, H), x.new_empty(n, B + N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
+
+
+def check_recorded(key: str, x: Tensor, state0: Tensor, states: Tensor, tape: Tensor, gradients: dict[str, Tensor | None]) -> None:
+    """What `recurrent_backward` gets besides recurrent's arguments: the outputs of `recurrent` and
+    the gradients of its outputs (None: zero), shapes and dtypes, errors naming the argument."""
+    n, B, H = state0.shape
+    N = x.shape[0]
+    expected = {"states": (states, (n, B + N, H)), "tape": (tape, (N * len(cell_class(key).saved_names) * H,)),
+                "d_y": (gradients["d_y"], (N, H)), "d_states": (gradients["d_states"], (n, B + N, H)),
+                "d_final": (gradients["d_final"], (n, B, H))}
+    for name, (value, shape) in expected.items():
+        if value is None and name.startswith("d_"):
+            continue
+        if not isinstance(value, Tensor) or value.device.type not in ("cpu", "meta") or value.dtype != x.dtype or tuple(value.shape) != shape:
+            got = f"{value.dtype} of shape {tuple(value.shape)} on {value.device}" if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a {x.dtype} CPU tensor of shape {shape}, got {got}")
 
 
 @torch.library.custom_op("derive::recurrent_backward", mutates_args=())
 def recurrent_backward(
     cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool,
-    states: Tensor, tape: Tensor, d_states: Tensor, d_final: Tensor,
+    states: Tensor, tape: Tensor, d_y: Tensor | None, d_states: Tensor | None, d_final: Tensor | None,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Gradients (dx, d_state0, d_params) of `recurrent` given dL/d(states) and dL/d(final)."""
+    """Gradients (dx, d_state0, d_params) of `recurrent` given dL/dy, dL/d(states) and dL/d(final),
+    each None where it is zero."""
+    check_arguments(cell, x, batch_sizes, state0, params)
+    check_recorded(cell, x, state0, states, tape, {"d_y": d_y, "d_states": d_states, "d_final": d_final})
+    _check_batch_sizes(batch_sizes.numpy(), x.shape[0], state0.shape[1])
+    return _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y, d_states, d_final)
+
+
+def _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y, d_states, d_final):
+    """`recurrent_backward` on arguments known to be consistent."""
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
+    n, B, H = s0.shape
+    N = x.shape[0]
     order = _reversal(bs) if reverse else None
     rows_order = _state_rows(order, s0)
-    xs, states, d_states = (_reversed(_numpy(t), o, axis) for t, o, axis in ((x, order, 0), (states, rows_order, 1), (d_states, rows_order, 1)))
-    model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
-    n, B, H = s0.shape
+    model = _prototype(cell, x.shape[1], H, s0.dtype)
+    weights = _weights(model, params)
+    dy = np.zeros((N, H), s0.dtype) if d_y is None else _numpy(d_y)
+    d_running = np.zeros_like(s0) if d_final is None else _numpy(d_final).copy()
+    # Gradients reaching the other states (an LSTM's c_t) after a step enter between kernel calls:
+    # a run ends after every step that has some (the kernels take dL/dy for h only).
+    d_all = None if d_states is None else _reversed(_numpy(d_states), rows_order, axis=1)
+    inject = _steps_with(d_all[1:, B:], bs) if d_all is not None and n > 1 and N else None
+    dy = _reversed(dy, order)
+    if d_all is not None:
+        dy = dy + d_all[0, B:]
+    xs, states = _reversed(_numpy(x), order), _reversed(_numpy(states), rows_order, axis=1)
     n_saved = len(model.saved_names)
     tape = _numpy(tape)
-    d_running = _numpy(d_final).copy()
-    # Gradients reaching the other states (an LSTM's c_t) at every step enter between steps.
-    inject = n > 1 and bool(np.any(d_states[1:, B:]))
-    runs = _runs(bs, single_steps=inject)
-    first_rows = B + np.concatenate([[0], np.cumsum(bs)]).astype(np.int64)  # of each step in `states`
-    dx_parts, d_params = [], [np.zeros_like(value) for value in model.params.values()]
+    runs = _runs(bs, cut_after=inject)
+    first_rows = None if len(runs) == 1 else B + np.concatenate([[0], np.cumsum(bs)])  # of each step in `states`
+    dx_parts, d_params = [], None
     for start, end, row, b in reversed(runs):
         steps = end - start
         rows = slice(B + row, B + row + steps * b)
-        if inject:
-            d_running[1:, :b] += d_states[1:, rows]
+        if inject is not None:  # what reaches the states after the run's last step
+            d_running[1:, :b] += d_all[1:, rows.stop - b:rows.stop]
         if len(runs) == 1:  # the layout the tape was recorded in: no copy
             record_states = states.reshape(n, steps + 1, b, H)
         else:
@@ -202,35 +248,56 @@ def recurrent_backward(
             record_states[:, 0] = states[:, previous:previous + b]
             record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
         record = Tape(model, xs[row:row + steps * b].reshape(steps, b, -1), record_states,
-                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), model.params)
-        grads = model.backward(record, d_states[0, rows].reshape(steps, b, H), tuple(d_running[:, :b]))
+                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), weights)
+        grads = model._gradients(record, dy[row:row + steps * b].reshape(steps, b, H), np.ascontiguousarray(d_running[:, :b]))
         dx_parts.append(grads.x.reshape(-1, xs.shape[1]))
-        d_params = list(grads.params.values()) if len(runs) == 1 else [t + p for t, p in zip(d_params, grads.params.values())]
+        d_params = list(grads.params.values()) if d_params is None else [t + p for t, p in zip(d_params, grads.params.values())]
         d_running[:, :b] = grads.state0
     dx = dx_parts[0] if len(dx_parts) == 1 else np.concatenate(dx_parts[::-1] or [np.empty_like(xs)])
-    d_running += d_states[:, :B]
+    d_params = d_params or [np.zeros_like(w) for w in weights.values()]
+    if d_all is not None:
+        d_running += d_all[:, :B]
     return torch.from_numpy(_reversed(dx, order)), torch.from_numpy(d_running), [torch.from_numpy(d) for d in d_params]
 
 
+def _steps_with(gradients: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray | None:
+    """(T,) bool: the steps with a nonzero gradient in `gradients` (k, N, H), rows in packed order;
+    None if there is none."""
+    rows = np.any(gradients != 0, axis=(0, 2))
+    if not rows.any():
+        return None
+    return np.logical_or.reduceat(rows, np.concatenate([[0], np.cumsum(batch_sizes)[:-1]]))
+
+
 @recurrent_backward.register_fake
-def _(cell, x, batch_sizes, state0, params, reverse, states, tape, d_states, d_final):
+def _(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y, d_states, d_final):
     return torch.empty_like(x), torch.empty_like(state0), [torch.empty_like(p) for p in params]
 
 
 def _setup_context(ctx, inputs, output):
     cell, x, batch_sizes, state0, params, reverse = inputs
-    states, _, tape = output
+    _, states, _, tape = output
     ctx.cell, ctx.reverse, ctx.n_params = cell, reverse, len(params)
     ctx.save_for_backward(x, batch_sizes, state0, states, tape, *params)
     ctx.mark_non_differentiable(tape)
+    ctx.set_materialize_grads(False)  # an output the loss does not use gets no zero gradient
 
 
-def _backward(ctx, d_states, d_final, _d_tape):
+def _backward(ctx, d_y, d_states, d_final, _d_tape):
     x, batch_sizes, state0, states, tape, *params = ctx.saved_tensors
-    d_states = torch.zeros_like(states) if d_states is None else d_states
-    d_final = torch.zeros_like(state0) if d_final is None else d_final
-    dx, d_state0, d_params = recurrent_backward(ctx.cell, x, batch_sizes, state0, params, ctx.reverse, states, tape, d_states, d_final)
+    arguments = (ctx.cell, x, batch_sizes, state0, params, ctx.reverse, states, tape, d_y, d_states, d_final)
+    # Eager, the arguments are those `recurrent` checked and autograd kept unchanged: the
+    # implementation runs without the op's dispatch (about 0.3 ms a call). Traced (compile, export,
+    # torch.func) or with create_graph=True it runs as the op, recorded or refusing double backward.
+    run = _gradients if _plain_eager(x, *params, d_y, d_states, d_final) else recurrent_backward
+    dx, d_state0, d_params = run(*arguments)
     return None, dx, None, d_state0, list(d_params), None
+
+
+def _plain_eager(*tensors: Tensor | None) -> bool:
+    """No tracing, no transform, no graph of the backward being recorded: plain CPU tensors only."""
+    return (not torch.is_grad_enabled() and _get_current_dispatch_mode() is None
+            and all(t is None or (type(t) in (Tensor, torch.nn.Parameter) and not is_functorch_wrapped_tensor(t)) for t in tensors))
 
 
 recurrent.register_autograd(_backward, setup_context=_setup_context)

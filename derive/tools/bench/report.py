@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from . import torch_layers
 from .load import NOISY_CORES
 from .workloads import BUILTIN_SIDES, PEERS, Point
 
@@ -327,6 +328,8 @@ def markdown(results: dict, plot_name: str | None) -> str:
         lines += _compile(results)
     if results.get("accuracy"):
         lines += _accuracy(results)
+    if results.get("torch_layers"):
+        lines += [line for section in torch_layers.sections(results["torch_layers"]) for line in _table(*section)]
     if NOTES.is_file():
         lines += ["", NOTES.read_text(encoding="utf-8").rstrip()]
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from derive.write import paths
 from . import compile as compile_probe
 from . import load
 from . import sides as peer_sides
+from . import torch_layers
 from .workloads import BUILTIN_SIDES, PEERS, SIDES, Point, available_cells, has_builtin, matmul_flops
 
 CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
@@ -216,6 +217,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the activation accuracy sweep (about 30 s)")
+    parser.add_argument("--no-torch-layers", action="store_true", help="skip derive.torch: bridge overhead, layers against torch.nn")
     parser.add_argument("--out", type=Path, help="report path (default: docs/benchmarks.md of the source checkout)")
     parser.add_argument("--no-report", action="store_true", help="print only; write no report")
     parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
@@ -259,6 +261,9 @@ def main(argv: list[str]) -> int:
         measure_compile(results, args.cells)
     if not args.no_accuracy:
         measure_accuracy(results)
+    if not args.no_torch_layers:
+        progress("derive.torch: bridge overhead, 2-layer bidirectional LSTM and GRU against torch.nn (float32) ...")
+        results["torch_layers"] = torch_layers.measure(args.sizes, args.repeats, worker_env())
     results["load_average"]["end"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
     progress(f"done in {results['seconds'] / 60:.1f} min")

@@ -1,24 +1,27 @@
 """Speed of derive.torch: the bridge's overhead over the NumPy API, and layers against torch.nn.
 
-    python -m derive.tools.bench.torch_layers --size 64x32x128 --repeats 20
+    python -m derive.tools.bench.torch_layers --sizes 64x32x128 --repeats 20
 
-Forward plus backward, float32, medians of `repeats` runs after a warm-up. Not yet part of
-`python -m derive bench` (its report, processes and turns); this is the quick measurement.
+Forward plus backward, float32, from fresh gradients (`zero_grad()` first, as a training step has
+and as the NumPy API returns them); medians of `repeats` runs after a warm-up, the runs taking turns.
+Rows: the bridge against the cell's NumPy API at the first size (1 layer, lstm and gru), then
+2-layer bidirectional LSTM and GRU against torch.nn at every size. `python -m derive bench` runs
+this in a fresh process (`measure`) and adds its tables (`sections`) to the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
-import numba
-import numpy as np
-import torch
-
-import generated
-from derive.torch import GRU, LSTM, Recurrent
+OVERHEAD_GOAL = 0.05  # the bridge's forward+backward at most 5% slower than the NumPy API
+OVERHEAD_CELLS = ("lstm", "gru")
+LAYERS = ("LSTM", "GRU")  # 2 layers, bidirectional, against torch.nn's
 
 
 def median_seconds(runs: dict, repeats: int) -> dict:
@@ -37,19 +40,11 @@ def median_seconds(runs: dict, repeats: int) -> dict:
     return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}
 
 
-def overhead(ours, other) -> str:
-    return f"bridge overhead {100 * (ours[0] / other[0] - 1):+.1f}% wall, {100 * (ours[1] / other[1] - 1):+.1f}% CPU"
-
-
-def speedup(ours, other) -> str:
-    return f"speedup {other[0] / ours[0]:.2f}x wall, {other[1] / ours[1]:.2f}x CPU"
-
-
-def ms(pair):
-    return f"{pair[0] * 1e3:.2f} ms ({pair[1] * 1e3:.2f} ms CPU)"
-
-
 def numpy_api(name, x, dy):
+    import numpy as np
+
+    import generated
+
     cell = generated.CELLS[name](x.shape[2], dy.shape[2], dtype=np.float32, seed=0)
 
     def run():
@@ -59,38 +54,126 @@ def numpy_api(name, x, dy):
 
 
 def torch_layer(layer, x, dy):
-    x = torch.from_numpy(x)
-    dy = torch.from_numpy(dy)
+    import torch
+
+    x, dy = torch.from_numpy(x), torch.from_numpy(dy)
 
     def run():
+        layer.zero_grad()  # fresh gradients, as the NumPy API returns and a training step has
         y, _ = layer(x)
         y.backward(dy)
     return run
 
 
+def results(sizes: list[tuple[int, int, int]], repeats: int) -> dict:
+    """{"overhead": [...], "layers": [...], "threads": ..., "load_average": ...}; times (wall, CPU) in s."""
+    import numba
+    import numpy as np
+    import torch
+
+    from derive.torch import GRU, LSTM, Recurrent
+
+    rng = np.random.default_rng(0)
+    out = {"threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()}, "repeats": repeats,
+           "load_average": {"start": os.getloadavg()[0]}, "overhead": [], "layers": []}
+    T, B, H = sizes[0]
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    for name in OVERHEAD_CELLS:
+        dy = rng.standard_normal((T, B, H)).astype(np.float32)
+        times = median_seconds({"numpy": numpy_api(name, x, dy), "torch": torch_layer(Recurrent(name, H, H), x, dy)}, repeats)
+        out["overhead"].append({"cell": name, "size": [T, B, H], **times})
+        progress(overhead_text(out["overhead"][-1]))
+    classes = {"LSTM": (LSTM, torch.nn.LSTM), "GRU": (GRU, torch.nn.GRU)}
+    for T, B, H in sizes:
+        x = rng.standard_normal((T, B, H)).astype(np.float32)
+        dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
+        for mode in LAYERS:
+            ours, theirs = classes[mode]
+            layer, reference = ours(H, H, num_layers=2, bidirectional=True), theirs(H, H, num_layers=2, bidirectional=True)
+            layer.load_state_dict(reference.state_dict())
+            times = median_seconds({"derive": torch_layer(layer, x, dy), "torch": torch_layer(reference, x, dy)}, repeats)
+            out["layers"].append({"layer": mode, "size": [T, B, H], **times})
+            progress(layers_text(out["layers"][-1]))
+    out["load_average"]["end"] = os.getloadavg()[0]
+    return out
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _ms(pair) -> str:
+    return f"{pair[0] * 1e3:.2f} ms ({pair[1] * 1e3:.2f} ms CPU)"
+
+
+def _size(entry) -> str:
+    return "×".join(map(str, entry["size"]))
+
+
+def overhead_text(e: dict) -> str:
+    wall, cpu = (e["torch"][k] / e["numpy"][k] - 1 for k in (0, 1))
+    return f"{e['cell']} 1 layer {_size(e)}: NumPy API {_ms(e['numpy'])}, derive.torch {_ms(e['torch'])}, bridge overhead {100 * wall:+.1f}% wall, {100 * cpu:+.1f}% CPU"
+
+
+def layers_text(e: dict) -> str:
+    wall, cpu = (e["torch"][k] / e["derive"][k] for k in (0, 1))
+    return f"{e['layer']} 2 layers bidirectional {_size(e)}: derive.torch {_ms(e['derive'])}, torch.nn {_ms(e['torch'])}, speedup {wall:.2f}x wall, {cpu:.2f}x CPU"
+
+
+def measure(sizes: list[tuple[int, int, int]], repeats: int, env: dict) -> dict:
+    """`results` in a fresh process (python -m derive.tools.bench.torch_layers --json)."""
+    command = [sys.executable, "-m", "derive.tools.bench.torch_layers", "--json", "--repeats", str(repeats),
+               "--sizes", *("x".join(map(str, s)) for s in sizes)]
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed (exit code {done.returncode})")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def sections(r: dict) -> list[tuple]:
+    """The report's tables on derive.torch: (title, intro lines, header, rows, align) each."""
+
+    def pct(e, k):
+        return f"{100 * (e['torch'][k] / e['numpy'][k] - 1):+.1f}%"
+
+    overhead = (
+        "derive.torch: the bridge over the NumPy API",
+        [f"One layer, forward + backward from fresh gradients, float32, medians of {r['repeats']} runs taking turns; "
+         f"goal: at most {100 * OVERHEAD_GOAL:.0f}% slower. Threads: torch {r['threads']['torch']}, Numba {r['threads']['numba']}; "
+         f"load average {r['load_average']['start']:.1f} to {r['load_average']['end']:.1f}. "
+         "On a loaded machine the CPU time is the steadier measure."],
+        ["cell", "T×B×H", "NumPy API ms", "derive.torch ms", "overhead (wall)", "NumPy API CPU ms", "derive.torch CPU ms", "overhead (CPU)"],
+        [[e["cell"], _size(e), f"{e['numpy'][0] * 1e3:.2f}", f"{e['torch'][0] * 1e3:.2f}", pct(e, 0),
+          f"{e['numpy'][1] * 1e3:.2f}", f"{e['torch'][1] * 1e3:.2f}", pct(e, 1)] for e in r["overhead"]],
+        "llrrrrrr",
+    )
+    layers = (
+        "derive.torch layers against torch.nn",
+        ["2 layers, bidirectional, forward + backward from fresh gradients, float32; speedup = torch.nn / derive.torch "
+         "(goal: at least 1 everywhere)."],
+        ["layer", "T×B×H", "derive.torch ms", "torch.nn ms", "speedup (wall)", "speedup (CPU)"],
+        [[e["layer"], _size(e), f"{e['derive'][0] * 1e3:.2f}", f"{e['torch'][0] * 1e3:.2f}",
+          f"{e['torch'][0] / e['derive'][0]:.2f}x", f"{e['torch'][1] / e['derive'][1]:.2f}x"] for e in r["layers"]],
+        "llrrrr",
+    )
+    return [overhead, layers]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="64x32x128", help="TxBxH, with I = H")
+    parser.add_argument("--sizes", "--size", nargs="+", default=["64x32x128"], help="TxBxH, with I = H; the overhead rows use the first")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line (progress goes to stderr)")
     args = parser.parse_args(argv)
-    T, B, H = (int(v) for v in args.size.split("x"))
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((T, B, H)).astype(np.float32)
-    print(f"(T, B, I=H) = ({T}, {B}, {H}) float32, forward + backward, median of {args.repeats} (taking turns); "
-          f"torch threads {torch.get_num_threads()}, Numba threads {numba.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
-    for name in ("lstm", "gru"):
-        dy = rng.standard_normal((T, B, H)).astype(np.float32)
-        times = median_seconds({"numpy": numpy_api(name, x, dy), "torch": torch_layer(Recurrent(name, H, H), x, dy)}, args.repeats)
-        plain, bridged = times["numpy"], times["torch"]
-        print(f"{name} 1 layer: NumPy API {ms(plain)}, derive.torch {ms(bridged)}, {overhead(bridged, plain)}")
-    for ours, theirs in ((LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)):
-        dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
-        options = {"num_layers": 2, "bidirectional": True}
-        layer, reference = ours(H, H, **options), theirs(H, H, **options)
-        layer.load_state_dict(reference.state_dict())
-        times = median_seconds({"ours": torch_layer(layer, x, dy), "torch.nn": torch_layer(reference, x, dy)}, args.repeats)
-        mine, builtin = times["ours"], times["torch.nn"]
-        print(f"{ours.__name__} 2 layers bidirectional: derive.torch {ms(mine)}, torch.nn {ms(builtin)}, {speedup(mine, builtin)}")
+    try:
+        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    except ValueError:
+        parser.error(f"--sizes must look like 64x32x128 (T x B x H), got {args.sizes}")
+    if any(len(s) != 3 or min(s) < 1 for s in sizes) or args.repeats < 1:
+        parser.error(f"--sizes must be three positive integers TxBxH and --repeats positive, got {args.sizes}, {args.repeats}")
+    out = results(sizes, args.repeats)
+    if args.json:
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":
