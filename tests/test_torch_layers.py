@@ -199,7 +199,8 @@ def op_arguments(name, dtype=torch.float64, reverse=True):
     x = torch.randn(int(batch_sizes.sum()), I, generator=generator, dtype=dtype, requires_grad=True)
     state0 = torch.randn(len(cls.state_names), 3, H, generator=generator, dtype=dtype, requires_grad=True)
     params = [torch.randn(p.shape(I, H), generator=generator, dtype=dtype, requires_grad=True) for p in cls.parameters]
-    return (name, x, batch_sizes, state0, params, reverse)
+    constants = torch.tensor([0.5 * default for default in cls.constants.values()], dtype=torch.float64)  # not the defaults
+    return (name, x, batch_sizes, state0, params, constants, reverse)
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -233,11 +234,13 @@ def test_errors_name_the_argument():
         layer(torch.zeros(2, 1, I, dtype=torch.float64), torch.zeros(1, 1, H, dtype=torch.float64))
     with pytest.raises(ValueError, match="device must be the CPU"):
         GRU(I, H, device="cuda")
-    name, x, batch_sizes, state0, params, reverse = op_arguments("gru")
+    name, x, batch_sizes, state0, params, constants, reverse = op_arguments("gru")
     with pytest.raises(ValueError, match=r"parameter W_hh must have shape \(12, 4\)"):
-        torch.ops.derive.recurrent(name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], reverse)
+        torch.ops.derive.recurrent(name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], constants, reverse)
     with pytest.raises(ValueError, match="batch_sizes must be non-increasing"):
-        torch.ops.derive.recurrent(name, x, torch.tensor([3, 1, 2, 3]), state0, params, reverse)
+        torch.ops.derive.recurrent(name, x, torch.tensor([3, 1, 2, 3]), state0, params, constants, reverse)
+    with pytest.raises(ValueError, match=r"constants must be a float64 tensor of shape \(0,\), the values of \[\], got torch.float64 of shape \(1,\)"):
+        torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, torch.tensor([0.1], dtype=torch.float64), reverse)
 
 
 def test_double_backward_raises_a_clear_error():
@@ -307,3 +310,31 @@ def test_a_cell_generated_outside_the_package_runs_through_its_class():
     y_np, _, tape = cell.forward(x.detach().numpy())
     np.testing.assert_allclose(y.detach().numpy(), y_np, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(x.grad.numpy(), cell.backward(tape, dy.numpy()).x, rtol=1e-13, atol=1e-13)
+
+
+def test_a_layer_passes_the_cells_constants_to_every_layer():
+    layer = Recurrent("cornn", I, H, num_layers=2, dtype=torch.float64, dt=0.1, gamma=2.0)
+    assert layer.constants == {"dt": 0.1, "gamma": 2.0, "epsilon": 4.7}
+    assert repr(layer) == "Recurrent('cornn', 3, 4, num_layers=2, dt=0.1, gamma=2.0)"
+    x = torch.randn(5, 2, I, dtype=torch.float64)
+    y, _ = layer(x)
+    y_cell = x.numpy()
+    for k in range(2):
+        cell = CELLS["cornn"](I if k == 0 else H, H, dtype=np.float64, dt=0.1, gamma=2.0)
+        cell.params = {p.name: getattr(layer, f"{p.name}_l{k}").detach().numpy().copy() for p in cell.parameters}
+        y_cell, _, _ = cell.forward(y_cell)
+    assert relative_error(y.detach().numpy(), y_cell) <= 1e-12
+    default = Recurrent("cornn", I, H, num_layers=2, dtype=torch.float64)
+    default.load_state_dict(layer.state_dict())
+    assert relative_error(default(x)[0].detach().numpy(), y_cell) > 1e-3  # the constants matter
+
+
+def test_a_layers_constants_are_checked():
+    with pytest.raises(TypeError, match=r"CoRNN\(\) got unexpected keyword argument\(s\) \['delta'\]"):
+        Recurrent("cornn", I, H, delta=0.1)
+    with pytest.raises(ValueError, match=r"CoRNN constant 'dt' must be a finite number in float32, got inf"):
+        Recurrent("cornn", I, H, dtype=torch.float32, dt=float("inf"))
+    layer = Recurrent("cornn", I, H, dtype=torch.float64)
+    layer.constants["dt"] = float("nan")  # set later: checked when the op runs
+    with pytest.raises(ValueError, match=r"CoRNN constant 'dt' must be a finite number in float64, got nan"):
+        layer(torch.zeros(2, 1, I, dtype=torch.float64))

@@ -16,6 +16,7 @@ BUILTIN = (
     "janet",
     "ugrnn",
     "ligru",
+    "cornn",
 )
 
 

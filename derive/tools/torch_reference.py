@@ -99,15 +99,22 @@ def ligru(p, x, h):
     return (z * h + (1 - z) * torch.relu(n),)
 
 
-STEPS = {f.__name__: f for f in (rnn, rnn_relu, lstm, lstm_peephole, lstm_cifg, gru, gru_reset_before, mgu, indrnn, janet, ugrnn, ligru)}
+def cornn(p, x, y, z, dt=0.042, gamma=2.7, epsilon=4.7):
+    z = z + dt * (torch.tanh(_linear(p, "W", y) + _linear(p, "W_z", z) + _linear(p, "V", x) + p["b"]) - gamma * y - epsilon * z)
+    return y + dt * z, z
 
 
-def run(name: str, params: dict, x, state0: tuple):
-    """Unroll cell `name` over x (T, B, I) as an eager loop; returns (y (T, B, H), final states)."""
+STEPS = {f.__name__: f for f in (rnn, rnn_relu, lstm, lstm_peephole, lstm_cifg, gru, gru_reset_before, mgu, indrnn, janet, ugrnn, ligru,
+                                  cornn)}
+
+
+def run(name: str, params: dict, x, state0: tuple, constants: dict | None = None):
+    """Unroll cell `name` over x (T, B, I) as an eager loop; returns (y (T, B, H), final states).
+    `constants` (name -> value) sets the cell's named constants; their defaults otherwise."""
     step = STEPS[name]
     state = tuple(state0)
     outputs = []
     for x_t in x:
-        state = step(params, x_t, *state)
+        state = step(params, x_t, *state, **(constants or {}))
         outputs.append(state[0])
     return torch.stack(outputs), state

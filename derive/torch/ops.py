@@ -46,20 +46,25 @@ def cell_class(key: str) -> type[RecurrentCell]:
     return _CLASSES[key]
 
 
-def _cell(key: str, params: list[np.ndarray], input_size: int, hidden_size: int) -> RecurrentCell:
-    """An instance of the cell whose params are `params` (shared, not copied)."""
+def _cell(key: str, params: list[np.ndarray], constants: Tensor, input_size: int, hidden_size: int) -> RecurrentCell:
+    """An instance of the cell whose params are `params` (shared, not copied) and constants `constants`."""
     cls = cell_class(key)
     index = (key, input_size, hidden_size, params[0].dtype)
     if index not in _PROTOTYPES:
         _PROTOTYPES[index] = cls(input_size, hidden_size, dtype=params[0].dtype)
     cell = copy.copy(_PROTOTYPES[index])
     cell.params = {p.name: value for p, value in zip(cls.parameters, params)}
+    for name, value in zip(cls.constants, constants.tolist()):
+        setattr(cell, name, value)  # checked
     return cell
 
 
-def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor]) -> None:
+def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor) -> None:
     """Devices, dtypes and shapes of an op call; errors name the argument (values are not read)."""
     cls = cell_class(key)
+    if not isinstance(constants, Tensor) or constants.dtype != torch.float64 or constants.shape != (len(cls.constants),):
+        got = f"{constants.dtype} of shape {tuple(constants.shape)}" if isinstance(constants, Tensor) else type(constants).__name__
+        raise ValueError(f"constants must be a float64 tensor of shape ({len(cls.constants)},), the values of {list(cls.constants)}, got {got}")
     tensors = {"x": x, "batch_sizes": batch_sizes, "state0": state0, **{f"params[{k}] ({p.name})": v for k, (p, v) in enumerate(zip(cls.parameters, params))}}
     for name, value in tensors.items():
         if not isinstance(value, Tensor):
@@ -124,18 +129,20 @@ def _reversed(array: np.ndarray, order, axis: int = 0) -> np.ndarray:
 
 
 @torch.library.custom_op("derive::recurrent", mutates_args=())
-def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """One layer, one direction. Returns (states (n, B + N, H): every state, its initial value for
+def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor,
+              reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One layer, one direction; `constants` (float64, CPU) holds the values of the cell's constants in order.
+    Returns (states (n, B + N, H): every state, its initial value for
     the B rows then its value after every step in the rows of x; final (n, B, H): each row's state
     after its last step; tape (flat, for backward)).
     reverse=True runs every sequence from its last step to its first."""
-    check_arguments(cell, x, batch_sizes, state0, params)
+    check_arguments(cell, x, batch_sizes, state0, params, constants)
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     xs = _numpy(x)
     _check_batch_sizes(bs, xs, s0)
     order = _reversal(bs) if reverse else None
     xs = _reversed(xs, order)
-    model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
+    model = _cell(cell, [_numpy(p) for p in params], constants, x.shape[1], state0.shape[2])
     final, records = s0.copy(), []
     for start, end, row, b in _runs(bs):
         _, last, record = model.forward(xs[row:row + (end - start) * b].reshape(end - start, b, -1), tuple(final[:, :b]))
@@ -162,8 +169,8 @@ def _state_rows(order, s0: np.ndarray):
 
 
 @recurrent.register_fake
-def _(cell, x, batch_sizes, state0, params, reverse):
-    check_arguments(cell, x, batch_sizes, state0, params)
+def _(cell, x, batch_sizes, state0, params, constants, reverse):
+    check_arguments(cell, x, batch_sizes, state0, params, constants)
     n, B, H = state0.shape
     N = x.shape[0]
     return x.new_empty(n, B + N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
@@ -171,7 +178,7 @@ def _(cell, x, batch_sizes, state0, params, reverse):
 
 @torch.library.custom_op("derive::recurrent_backward", mutates_args=())
 def recurrent_backward(
-    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool,
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool,
     states: Tensor, tape: Tensor, d_states: Tensor, d_final: Tensor,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Gradients (dx, d_state0, d_params) of `recurrent` given dL/d(states) and dL/d(final)."""
@@ -179,7 +186,7 @@ def recurrent_backward(
     order = _reversal(bs) if reverse else None
     rows_order = _state_rows(order, s0)
     xs, states, d_states = (_reversed(_numpy(t), o, axis) for t, o, axis in ((x, order, 0), (states, rows_order, 1), (d_states, rows_order, 1)))
-    model = _cell(cell, [_numpy(p) for p in params], x.shape[1], state0.shape[2])
+    model = _cell(cell, [_numpy(p) for p in params], constants, x.shape[1], state0.shape[2])
     n, B, H = s0.shape
     n_saved = len(model.saved_names)
     tape = _numpy(tape)
@@ -202,7 +209,8 @@ def recurrent_backward(
             record_states[:, 0] = states[:, previous:previous + b]
             record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
         record = Tape(model, xs[row:row + steps * b].reshape(steps, b, -1), record_states,
-                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), model.params)
+                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), model.params,
+                      model.constant_values)
         grads = model.backward(record, d_states[0, rows].reshape(steps, b, H), tuple(d_running[:, :b]))
         dx_parts.append(grads.x.reshape(-1, xs.shape[1]))
         d_params = list(grads.params.values()) if len(runs) == 1 else [t + p for t, p in zip(d_params, grads.params.values())]
@@ -213,24 +221,25 @@ def recurrent_backward(
 
 
 @recurrent_backward.register_fake
-def _(cell, x, batch_sizes, state0, params, reverse, states, tape, d_states, d_final):
+def _(cell, x, batch_sizes, state0, params, constants, reverse, states, tape, d_states, d_final):
     return torch.empty_like(x), torch.empty_like(state0), [torch.empty_like(p) for p in params]
 
 
 def _setup_context(ctx, inputs, output):
-    cell, x, batch_sizes, state0, params, reverse = inputs
+    cell, x, batch_sizes, state0, params, constants, reverse = inputs
     states, _, tape = output
     ctx.cell, ctx.reverse, ctx.n_params = cell, reverse, len(params)
-    ctx.save_for_backward(x, batch_sizes, state0, states, tape, *params)
+    ctx.save_for_backward(x, batch_sizes, state0, constants, states, tape, *params)
     ctx.mark_non_differentiable(tape)
 
 
 def _backward(ctx, d_states, d_final, _d_tape):
-    x, batch_sizes, state0, states, tape, *params = ctx.saved_tensors
+    x, batch_sizes, state0, constants, states, tape, *params = ctx.saved_tensors
     d_states = torch.zeros_like(states) if d_states is None else d_states
     d_final = torch.zeros_like(state0) if d_final is None else d_final
-    dx, d_state0, d_params = recurrent_backward(ctx.cell, x, batch_sizes, state0, params, ctx.reverse, states, tape, d_states, d_final)
-    return None, dx, None, d_state0, list(d_params), None
+    dx, d_state0, d_params = recurrent_backward(ctx.cell, x, batch_sizes, state0, params, constants, ctx.reverse,
+                                                states, tape, d_states, d_final)
+    return None, dx, None, d_state0, list(d_params), None, None
 
 
 recurrent.register_autograd(_backward, setup_context=_setup_context)
