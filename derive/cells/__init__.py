@@ -16,6 +16,9 @@ BUILTIN = (
     "janet",
     "ugrnn",
     "ligru",
+    "min_gru",
+    "min_lstm",
+    "slstm",
     "cornn",
 )
 
