@@ -97,3 +97,46 @@ def test_a_tape_belongs_to_the_values_of_its_forward():
         cell.jacobian(tape)
     cell.dt = 0.042
     cell.backward(tape)  # the same values again: the tape is valid
+
+
+def test_formulas_and_docs_show_constants_by_name():
+    from derive.analysis.formulas import formulas
+
+    shown = formulas("cornn")
+    text = shown.text()
+    assert "Constants (defaults; set per instance)\n  dt = 0.042\n  gamma = 2.7\n  epsilon = 4.7" in text
+    assert "y_t = y_{t-1} + z_t ⊙ dt" in text
+    assert "∂y_t/∂z_{t-1} = dt·∂z_t/∂z_{t-1}" in text  # a scalar of constants, not diag(dt)
+    markdown = shown.markdown()
+    assert "| `gamma` | $\\gamma$ | 2.7 |" in markdown and "| `dt` | $\\mathrm{dt}$ | 0.042 |" in markdown
+    assert "\\mathrm{dt}" in shown.latex("forward")
+
+
+def test_a_users_spec_with_a_constant_generates_and_runs(tmp_path):
+    """A constant used inside a let and an activation, in a cell generated outside the package."""
+    from derive.build import build
+
+    spec = tmp_path / "scaled_rnn.py"
+    spec.write_text(
+        "from derive.activations import tanh\n"
+        "from derive.spec import Cell\n"
+        "cell = Cell('scaled_rnn', class_name='ScaledRNN')\n"
+        "x = cell.input()\n"
+        "h = cell.state('h')\n"
+        "beta = cell.constant('beta', 2)\n"
+        "a = cell.let('a', tanh(beta * cell.preactivations(x, h)))\n"
+        "cell.update(h, a / beta)\n"
+    )
+    ScaledRNN = build(spec, tmp_path / "usercells")["scaled_rnn"]
+    assert ScaledRNN.constants == {"beta": 2.0}
+    problem = Problem.random(ScaledRNN, 3, 2, 3, 4, seed=2)
+    problem.cell.beta = 0.7
+    report = Report("scaled_rnn")
+    check_gradients(problem, report)
+    assert max(report.errors.values()) < 1e-6, report.errors
+    y, _, _ = problem.cell.forward(problem.x)
+    W, U, b1, b2 = (problem.cell.params[k] for k in ("W_ih", "W_hh", "b_ih", "b_hh"))
+    h = np.zeros((2, 4))
+    for x_t in problem.x:
+        h = np.tanh(0.7 * (x_t @ W.T + b1 + h @ U.T + b2)) / 0.7
+    np.testing.assert_allclose(y[-1], h, rtol=1e-12, atol=1e-14)
