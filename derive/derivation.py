@@ -5,7 +5,9 @@ activation nested inside an expression). Its *leaves* are the previous states, t
 parameters and the projections (W v)_g, each of which ends the pointwise graph at a matrix
 product. A projection of a value computed in this step (e.g. W_hn (r*h)) needs that value first,
 so nodes get a *level*: the number of matrix products on their longest path from the step's
-inputs. Kernels compute level 0, then its projections, then level 1, and so on.
+inputs. Kernels compute level 0, then its projections, then level 1, and so on. Named constants
+(`cell.constant`) are neither nodes nor leaves: scalars the kernels take as arguments, held fixed
+by every derivative (no gradient is computed for them).
 
 Backward is symbolic reverse mode over the nodes: the adjoint of a node is the sum, over the
 nodes that use it, of their adjoint times the local derivative, where an activation's local
@@ -157,8 +159,11 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
     nodes: list[Node] = []
     level: dict[sp.Symbol, int] = {}
     declared = {name for name, _, _ in declared_names(cell)}  # names a nested activation must not take
+    constants = {c.symbol for c in cell.constants}  # kernel arguments, there from the start
 
     def level_of(symbol: sp.Symbol) -> int:
+        if symbol in constants:
+            return 0
         leaf = leaves.get(symbol)
         if leaf is None:
             return level[symbol]

@@ -91,6 +91,16 @@ class State:
     new: sp.Symbol | None = None
 
 
+@dataclass(frozen=True)
+class Constant:
+    """A named hyperparameter: one scalar for all units, `default` unless an instance sets it
+    (`CoRNN(input_size, hidden_size, dt=0.1)`). Kernels take it as an argument at run time."""
+
+    name: str
+    default: float
+    symbol: sp.Symbol
+
+
 @dataclass
 class Equation:
     """`symbol = expr`, per unit; `state` names the state an update equation defines."""
@@ -111,6 +121,7 @@ class Cell:
     states: list[State] = field(default_factory=list)
     params: list[Param] = field(default_factory=list)
     equations: list[Equation] = field(default_factory=list)
+    constants: list[Constant] = field(default_factory=list)
     torch_module: str | None = None  # torch.nn class computing the same function, if any
     torch_options: dict = field(default_factory=dict)  # its constructor options
     source: str | None = None  # name of the spec file, for headers and errors
@@ -152,6 +163,13 @@ class Cell:
         return self._add_param(name, "vector", gates, torch, init)
 
     bias = vector
+
+    def constant(self, name: str, default: float) -> sp.Symbol:
+        """A named scalar hyperparameter with a default, set per instance without regenerating:
+        `dt = cell.constant("dt", 0.042)`; use the returned symbol in equations."""
+        constant = Constant(name, default, _symbol(name))
+        self.constants.append(constant)
+        return constant.symbol
 
     def preactivations(self, x, h, gates=None):
         """PyTorch's gate inputs W_ih x + b_ih + W_hh h + b_hh, per gate.

@@ -8,21 +8,24 @@ Errors (one SpecError listing them; equations are checked once the names are sou
 - a function that is not in the table (activations.py: SymPy's spellings are rewritten to it by the
   spec), a power other than an integer or half-integer one, a complex or infinite constant;
 - parameters: gates empty or repeated, a weight acting on something that is not a vector, a bad
-  init, a PyTorch name used twice or missing while the cell names a torch module.
-Warnings (SpecWarning): a let or a parameter gate block that is never used, an update that depends on
-nothing, an output that never depends on the input, a state that never influences the output.
+  init, a PyTorch name used twice or missing while the cell names a torch module;
+- constants: a default that is not a finite real number, a name that a cell instance or
+  derive.torch.Recurrent already uses (CONSTANT_RESERVED: constants become keyword arguments and attributes).
+Warnings (SpecWarning): a let, a constant or a parameter gate block that is never used, an update that depends
+on no input, state or parameter, an output that never depends on the input, a state that never influences the output.
 """
 
 from __future__ import annotations
 
 import keyword
+import math
 import re
 import warnings
 from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.runtime import kernel_math
+from derive.runtime import RecurrentCell, kernel_math
 from derive.activations import ACTIVATIONS, SUPPORTED
 from derive.spec import INITS, Cell, Param
 
@@ -40,6 +43,13 @@ RESERVED = MODULE_NAMES | {
     "chunk", "start", "stop", "steps", "real", "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY",
     "cancel", "cancelled",
 }
+# A constant is a keyword argument and an attribute of the cell (`CoRNN(I, H, dt=0.1)`, `cell.dt`) and a
+# keyword argument of derive.torch.Recurrent: it must not take a name either already has.
+CONSTANT_RESERVED = frozenset(
+    {name for name in dir(RecurrentCell) if not name.startswith("_")}
+    | {"input_size", "hidden_size", "dtype", "seed", "params"}  # RecurrentCell.__init__ and its attributes
+    | {"cell", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "device"}  # Recurrent.__init__
+)
 # Families of generated names: adjoints and gradient arrays (d_*), shared terms (cse0, ...),
 # Jacobian coefficients (coef0, ...), Jacobian buffers (J_v, W_J), packed weights (W_T, W_panels) and
 # gate views of stacked vectors (b_gates).
@@ -74,6 +84,7 @@ def validate(cell: Cell) -> None:
     if not problems.errors:
         _check_names(problems)
         _check_params(problems)
+        _check_constants(problems)
     if not problems.errors:
         _check_equations(problems)
     if not problems.errors:
@@ -133,6 +144,7 @@ def declared_names(cell: Cell) -> list[tuple[str, str, int]]:
     for eq in cell.equations:
         if eq.state is None:
             names.append((eq.symbol.name, f"let {eq.symbol.name!r}", id(eq)))
+    names += [(c.name, f"constant {c.name!r}", id(c)) for c in cell.constants]
     return names
 
 
@@ -176,10 +188,24 @@ def _check_params(p: _Problems) -> None:
             p.error(where, f"the cell names torch.nn.{cell.torch_module} but this parameter has no torch= name")
 
 
+def _check_constants(p: _Problems) -> None:
+    for constant in p.cell.constants:
+        where = f"constant {constant.name!r}"
+        default = constant.default
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or not math.isfinite(default):
+            p.error(where, f"the default must be a finite real number (int or float), got {default!r}")
+        if constant.name in CONSTANT_RESERVED or constant.name.startswith("_"):
+            p.error(where, f"{constant.name!r} is taken: a constant becomes a keyword argument and an attribute of the "
+                           "cell and of derive.torch.Recurrent, which already use it (derive.validate.CONSTANT_RESERVED "
+                           "and every name starting with _)")
+
+
 def _what_is(cell: Cell, name: str) -> str:
     for param in cell.params:
         if name == param.name or name in {s.name for s in param.symbols}:
             return f"; {name!r} belongs to parameter {param.name!r}, a weight acts on vectors, not on parameters"
+    if name in {c.name for c in cell.constants}:
+        return f"; {name!r} is a constant, one scalar for all units: multiply by it instead"
     return ""
 
 
@@ -196,6 +222,7 @@ def _check_equations(p: _Problems) -> None:
     states updated exactly once, lets defined once."""
     cell = p.cell
     declared = {s.prev for s in cell.states} | {sym for param in cell.params for sym in param.symbols}
+    declared |= {c.symbol for c in cell.constants}
     by_name = {sym.name: sym for sym in declared | {eq.symbol for eq in cell.equations}}
     defined_at = {eq.symbol for eq in cell.equations}
     product_of = {
@@ -231,7 +258,8 @@ def _check_equations(p: _Problems) -> None:
                                "assumptions); use the symbol that cell.input/state/let/weight returned"
                                + ("; the input enters only through a weight" if cell.x and symbol.name == cell.x.name else ""))
             else:
-                p.error(where, f"symbol {symbol.name!r} is not declared (declare it with cell.state, cell.let, cell.weight or cell.vector)")
+                p.error(where, f"symbol {symbol.name!r} is not declared (declare it with cell.state, cell.let, cell.weight, "
+                               "cell.vector or cell.constant)")
         defined.add(eq.symbol)
     for s in cell.states:
         count = updates.get(s.name, 0)
@@ -316,12 +344,16 @@ def _check_expression(p: _Problems, where: str, expr) -> None:
 def _check_dependencies(p: _Problems) -> None:
     cell = p.cell
     used = set().union(*(eq.expr.free_symbols for eq in cell.equations))
+    constants = {c.symbol for c in cell.constants}
     operands = {param.operand for param in cell.params if param.kind == "matrix" and set(param.symbols) & used}
     for eq in cell.equations:
         if eq.state is None and eq.symbol not in used and eq.symbol.name not in operands:
             p.warn(_equation(eq), f"let {eq.symbol.name!r} is never used")
-        if eq.state is not None and not eq.expr.free_symbols:
+        if eq.state is not None and not eq.expr.free_symbols - constants:
             p.warn(_equation(eq), f"the update of {eq.state!r} is a constant: it depends on no input, state or parameter")
+    for constant in cell.constants:
+        if constant.symbol not in used:
+            p.warn(f"constant {constant.name!r}", "is never used")
     for param in cell.params:
         unused = [g for g, s in zip(param.gates or [None], param.symbols) if s not in used]
         if len(unused) == len(param.symbols):

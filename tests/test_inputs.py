@@ -32,14 +32,14 @@ def run_all(cell, x, state0=None, dy=None, dstate=None):
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_wrong_rank_or_size_names_the_argument(name):
     cell, x, state0 = make(name)
-    n = len(cell.state_names)
+    n, first = len(cell.state_names), cell.state_names[0]  # the output state: h, or y for cornn
     cases = [
         ((x[0],), {}, r"x must have shape \(T, B, input_size=5\), got \(3, 5\)"),
         ((x[..., :4],), {}, r"x must have shape \(T, B, input_size=5\) = \(4, 3, 5\), got \(4, 3, 4\)"),
-        ((x, tuple(s[:, :5] for s in state0)), {}, r"state0\[0\] \(h\) must have shape .* = \(3, 6\), got \(3, 5\)"),
-        ((x, tuple(s[None] for s in state0)), {}, r"state0\[0\] \(h\) must have shape .*got \(1, 3, 6\)"),
+        ((x, tuple(s[:, :5] for s in state0)), {}, rf"state0\[0\] \({first}\) must have shape .* = \(3, 6\), got \(3, 5\)"),
+        ((x, tuple(s[None] for s in state0)), {}, rf"state0\[0\] \({first}\) must have shape .*got \(1, 3, 6\)"),
         ((x, state0 + (state0[0],)), {}, rf"state0 must be a tuple of {n} arrays .*got {n + 1} arrays"),
-        ((x, [np.zeros((2, H))] * n), {}, r"state0\[0\] \(h\) must have shape \(B, hidden_size\) with B = 3 from x = \(3, 6\), got \(2, 6\)"),
+        ((x, [np.zeros((2, H))] * n), {}, rf"state0\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x = \(3, 6\), got \(2, 6\)"),
     ]
     for args, kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -49,7 +49,7 @@ def test_wrong_rank_or_size_names_the_argument(name):
         cell.backward(tape, np.ones((T, 2, H)))
     with pytest.raises(ValueError, match=r"dy must have shape .*got \(4, 3\)"):
         cell.backward(tape, np.ones((T, B)))
-    with pytest.raises(ValueError, match=r"dstate\[0\] \(h\) must have shape \(B, hidden_size\) with B = 3 from x"):
+    with pytest.raises(ValueError, match=rf"dstate\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x"):
         cell.backward(tape, None, tuple(np.ones((2, H)) for _ in range(n)))
     with pytest.raises(ValueError, match=rf"dstate must be a tuple of {n} arrays"):
         cell.backward(tape, None, [np.ones((B, H))] * (n + 1))
@@ -112,14 +112,15 @@ def test_torch_tensors_that_require_grad_are_read_detached(torch):
 def test_float64_given_to_a_float32_cell_is_a_type_error_for_every_argument(name):
     cell, x, state0 = make(name, np.float32)
     wide = lambda a: tuple(s.astype(np.float64) for s in a)  # noqa: E731
+    first = cell.state_names[0]
     with pytest.raises(TypeError, match=r"x has dtype float64 but the cell is float32; cast it explicitly"):
         cell.forward(x.astype(np.float64))
-    with pytest.raises(TypeError, match=r"state0\[0\] \(h\) has dtype float64 but the cell is float32"):
+    with pytest.raises(TypeError, match=rf"state0\[0\] \({first}\) has dtype float64 but the cell is float32"):
         cell.forward(x, wide(state0))
     y, final, tape = cell.forward(x, state0)
     with pytest.raises(TypeError, match=r"dy has dtype float64 but the cell is float32"):
         cell.backward(tape, y.astype(np.float64))
-    with pytest.raises(TypeError, match=r"dstate\[0\] \(h\) has dtype float64 but the cell is float32"):
+    with pytest.raises(TypeError, match=rf"dstate\[0\] \({first}\) has dtype float64 but the cell is float32"):
         cell.backward(tape, None, wide(final))
     # Python numbers carry no dtype: they take the cell's, like torch.tensor does.
     assert cell.forward(x.tolist())[0].dtype == np.float32
@@ -371,6 +372,12 @@ def test_check_finite_in_backward_and_jacobian():
         cell.backward(tape, np.full((2, 1, H), 1e300), check_finite=True)
 
 
+# The saved value that shows the saturation where the first one does not: slstm's first is log σ(f̃) + m and its
+# i' is normalised by the stabiliser m, so its output gate σ(õ); min_lstm's gates are normalised (both saturated
+# give 1/2), so its candidate n = W_in x + b_in.
+FIRST_GATE = {"slstm": "sigmoid_h_new", "min_lstm": "n"}
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_saturated_preactivations_give_finite_values_and_gradients(name, dtype):
@@ -383,7 +390,7 @@ def test_saturated_preactivations_give_finite_values_and_gradients(name, dtype):
     grads = cell.backward(tape, np.ones_like(y), tuple(np.ones_like(s) for s in final))
     for array in [y, *final, grads.x, *grads.params.values(), *grads.state0, cell.jacobian(tape)]:
         assert np.isfinite(array).all()
-    gate = tape.saved[:, 0] if cell.saved_names else y  # the first gate (RNN: the output h)
+    gate = tape.saved[:, cell.saved_names.index(FIRST_GATE.get(name, cell.saved_names[0]))] if cell.saved_names else y  # RNN: h
     saturated = np.isin(np.abs(gate), [0.0, 1.0]) | (np.abs(gate) > 1e3)  # exactly 0 or ±1; relu passes ~1e4
     assert saturated.mean() > 0.9
 

@@ -97,6 +97,11 @@ def test_lstm_with_a_constant_forget_gate_has_the_exponents_log_f():
 
 
 # -- identities for every cell -------------------------------------------------------------------
+# Cells whose Jacobian is singular by construction. slstm: its stabiliser m is a redundant coordinate; whenever
+# ĩ wins m_t = max(log σ(f̃) + m, ĩ), moving m by δ and c, n by -c δ, -n δ changes nothing after the step.
+SINGULAR = {"slstm"}
+
+
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_exponents_match_the_plain_product_of_the_jacobians(name, monkeypatch):
     """Every cell, user cells too, float64, one step per chunk (the state carried from chunk to chunk):
@@ -118,6 +123,9 @@ def test_exponents_match_the_plain_product_of_the_jacobians(name, monkeypatch):
         top = np.log(np.linalg.norm(product @ lyap.start_columns(S, 1), axis=(1, 2))) / 12
         np.testing.assert_allclose(flow.lyapunov(cell, x, 1, state0)[:, 0], top, rtol=1e-10)
         log_det = np.linalg.slogdet(J)[1].mean(axis=0)
+    if name in SINGULAR:  # log|det| = -inf; exponents of singular directions are rounding, not comparable
+        assert np.isneginf(log_det).all()
+        return
     np.testing.assert_allclose(flow.lyapunov(cell, x, S, state0).sum(axis=1), log_det, rtol=1e-10)
 
 

@@ -74,16 +74,17 @@ def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
 # -- random valid specs -------------------------------------------------------------------
 @st.composite
 def valid_cells(draw):
-    """A small cell from a grammar: gates act(W x + U h + b), optionally a product of a gate
-    (a second level), and updates combining gates and states (a second state like LSTM's c)."""
+    """A small cell from a grammar: gates act(k (W x + U h + b)) with k a named constant or 1, optionally a
+    product of a gate (a second level), and updates combining gates and states (a second state like LSTM's c)."""
     cell = Cell("cell")
     x = cell.input()
     states = [cell.state(name) for name in ("h", "c")[: draw(st.integers(1, 2))]]
     gates = "abc"[: draw(st.integers(1, 3))]
     W, U, b = cell.weight("W", x, gates=gates), cell.weight("U", states[0], gates=gates), cell.bias("b", gates=gates)
+    scale = cell.constant("k", draw(st.sampled_from([0.5, 1.5, 3]))) if draw(st.booleans()) else 1
     values = []
     for k, g in enumerate(gates):
-        pre = W[g] + U[g] + b[g]
+        pre = scale * (W[g] + U[g] + b[g])
         if len(states) > 1 and draw(st.booleans()):
             pre += cell.vector(f"p{k}") * states[1]  # a peephole
         values.append(cell.let(f"g{k}", draw(st.sampled_from(ACTIVATIONS))(pre)))
@@ -160,6 +161,9 @@ def break_spec(cell, mistake, name):
     if mistake == "state never updated":
         cell.equations.remove(last)
         return rf"state '{last.state}': never updated"
+    if mistake == "constant shadowing a state":
+        cell.constant(h.name, 1.0)
+        return rf"constant '{h.name}': name '{h.name}' is already used by state '{h.name}'"
     if mistake == "cycle":
         later = sp.Symbol("later", real=True)
         first = cell.equations[0]
@@ -175,7 +179,8 @@ RESERVED_EXAMPLES = ["H", "step", "row", "saved", "states", "np", "tanh", "d_g0"
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     cell=valid_cells(),
-    mistake=st.sampled_from(["undefined symbol", "reserved name", "unsupported function", "state never updated", "cycle"]),
+    mistake=st.sampled_from(["undefined symbol", "reserved name", "unsupported function", "state never updated", "cycle",
+                             "constant shadowing a state"]),
     name=st.one_of(st.sampled_from(RESERVED_EXAMPLES), st.from_regex(r"q[a-z]{0,3}", fullmatch=True)),
 )
 def test_random_invalid_specs_are_rejected_and_change_nothing(tmp_path, cell, mistake, name):

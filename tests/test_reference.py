@@ -19,7 +19,8 @@ def test_matches_hand_written_torch_loop(torch, name, shape):
     T, B, I, H = shape
     cls = CELLS[name]
     rng = np.random.default_rng(9)
-    cell = cls(I, H, dtype=np.float64, seed=2)
+    constants = {name: 1.5 * default for name, default in cls.constants.items()}  # not the defaults: set at run time
+    cell = cls(I, H, dtype=np.float64, seed=2, **constants)
     for value in cell.params.values():
         value[...] = rng.uniform(-1, 1, value.shape)
     x = rng.standard_normal((T, B, I))
@@ -30,7 +31,7 @@ def test_matches_hand_written_torch_loop(torch, name, shape):
     params = {k: torch.tensor(v, requires_grad=True) for k, v in cell.params.items()}
     xt = torch.tensor(x, requires_grad=True)
     s0 = tuple(torch.tensor(s, requires_grad=True) for s in state0)
-    y_ref, final_ref = torch_reference.run(name, params, xt, s0)
+    y_ref, final_ref = torch_reference.run(name, params, xt, s0, constants)
     loss = (y_ref * torch.tensor(R)).sum() + sum((f * torch.tensor(r)).sum() for f, r in zip(final_ref, R_state))
     loss.backward()
 

@@ -199,7 +199,8 @@ def op_arguments(name, dtype=torch.float64, reverse=True):
     x = torch.randn(int(batch_sizes.sum()), I, generator=generator, dtype=dtype, requires_grad=True)
     state0 = torch.randn(len(cls.state_names), 3, H, generator=generator, dtype=dtype, requires_grad=True)
     params = [torch.randn(p.shape(I, H), generator=generator, dtype=dtype, requires_grad=True) for p in cls.parameters]
-    return (name, x, batch_sizes, state0, params, reverse)
+    constants = torch.tensor([0.5 * default for default in cls.constants.values()], dtype=torch.float64)  # not the defaults
+    return (name, x, batch_sizes, state0, params, constants, reverse)
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -233,11 +234,13 @@ def test_errors_name_the_argument():
         layer(torch.zeros(2, 1, I, dtype=torch.float64), torch.zeros(1, 1, H, dtype=torch.float64))
     with pytest.raises(ValueError, match="device must be the CPU"):
         GRU(I, H, device="cuda")
-    name, x, batch_sizes, state0, params, reverse = op_arguments("gru")
+    name, x, batch_sizes, state0, params, constants, reverse = op_arguments("gru")
     with pytest.raises(ValueError, match=r"parameter W_hh must have shape \(12, 4\)"):
-        torch.ops.derive.recurrent(name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], reverse)
+        torch.ops.derive.recurrent(name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], constants, reverse)
     with pytest.raises(ValueError, match="batch_sizes must be non-increasing"):
-        torch.ops.derive.recurrent(name, x, torch.tensor([3, 1, 2, 3]), state0, params, reverse)
+        torch.ops.derive.recurrent(name, x, torch.tensor([3, 1, 2, 3]), state0, params, constants, reverse)
+    with pytest.raises(ValueError, match=r"constants must be a float64 tensor of shape \(0,\), the values of \[\], got torch.float64 of shape \(1,\)"):
+        torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, torch.tensor([0.1], dtype=torch.float64), reverse)
 
 
 def test_double_backward_raises_a_clear_error():
@@ -312,9 +315,9 @@ def test_a_cell_generated_outside_the_package_runs_through_its_class():
 def test_unused_outputs_get_no_zero_gradient_and_none_means_zero():
     """recurrent_backward takes None for the gradient of an output the loss does not use, and
     gives what zeros give; autograd passes None (no zero tensor of every state is made)."""
-    name, x, batch_sizes, state0, params, reverse = op_arguments("lstm")
-    y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, reverse)
-    recorded = (name, x, batch_sizes, state0, params, reverse, states, tape)
+    name, x, batch_sizes, state0, params, constants, reverse = op_arguments("lstm")
+    y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, constants, reverse)
+    recorded = (name, x, batch_sizes, state0, params, constants, reverse, states, tape)
     d_y = torch.randn_like(y)
     with_none = torch.ops.derive.recurrent_backward(*recorded, d_y, None, None)
     with_zeros = torch.ops.derive.recurrent_backward(*recorded, d_y, torch.zeros_like(states), torch.zeros_like(final))
@@ -332,14 +335,14 @@ def test_unused_outputs_get_no_zero_gradient_and_none_means_zero():
 
 
 def test_the_op_backward_checks_what_it_is_given():
-    name, x, batch_sizes, state0, params, reverse = op_arguments("gru")
-    y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, reverse)
+    name, x, batch_sizes, state0, params, constants, reverse = op_arguments("gru")
+    y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, constants, reverse)
     with pytest.raises(ValueError, match=r"tape must be a torch.float64 CPU tensor of shape \(144,\), got torch.float64 of shape \(143,\)"):
-        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, reverse, states, tape[1:], y, None, None)
+        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, constants, reverse, states, tape[1:], y, None, None)
     with pytest.raises(ValueError, match=r"d_y must be a torch.float64 CPU tensor of shape \(9, 4\)"):
-        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, reverse, states, tape, y[1:], None, None)
+        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, constants, reverse, states, tape, y[1:], None, None)
     with pytest.raises(ValueError, match="batch_sizes must sum to the 9 rows"):
-        torch.ops.derive.recurrent_backward(name, x, torch.tensor([3, 3, 2]), state0, params, reverse, states, tape, y, None, None)
+        torch.ops.derive.recurrent_backward(name, x, torch.tensor([3, 3, 2]), state0, params, constants, reverse, states, tape, y, None, None)
 
 
 def test_outputs_do_not_alias_the_tape_and_inputs_are_guarded_by_autograd():
@@ -397,3 +400,31 @@ def test_state_gradients_at_a_few_steps_cost_a_kernel_call_each(monkeypatch):
     function(x, *layer.parameters()).backward()
     assert calls == [1, 2, 3]  # steps 5, 3-4, 0-2, last first
     assert torch.autograd.gradcheck(function, (x, *layer.parameters()), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_a_layer_passes_the_cells_constants_to_every_layer():
+    layer = Recurrent("cornn", I, H, num_layers=2, dtype=torch.float64, dt=0.1, gamma=2.0)
+    assert layer.constants == {"dt": 0.1, "gamma": 2.0, "epsilon": 4.7}
+    assert repr(layer) == "Recurrent('cornn', 3, 4, num_layers=2, dt=0.1, gamma=2.0)"
+    x = torch.randn(5, 2, I, dtype=torch.float64)
+    y, _ = layer(x)
+    y_cell = x.numpy()
+    for k in range(2):
+        cell = CELLS["cornn"](I if k == 0 else H, H, dtype=np.float64, dt=0.1, gamma=2.0)
+        cell.params = {p.name: getattr(layer, f"{p.name}_l{k}").detach().numpy().copy() for p in cell.parameters}
+        y_cell, _, _ = cell.forward(y_cell)
+    assert relative_error(y.detach().numpy(), y_cell) <= 1e-12
+    default = Recurrent("cornn", I, H, num_layers=2, dtype=torch.float64)
+    default.load_state_dict(layer.state_dict())
+    assert relative_error(default(x)[0].detach().numpy(), y_cell) > 1e-3  # the constants matter
+
+
+def test_a_layers_constants_are_checked():
+    with pytest.raises(TypeError, match=r"CoRNN\(\) got unexpected keyword argument\(s\) \['delta'\]"):
+        Recurrent("cornn", I, H, delta=0.1)
+    with pytest.raises(ValueError, match=r"CoRNN constant 'dt' must be a finite number in float32, got inf"):
+        Recurrent("cornn", I, H, dtype=torch.float32, dt=float("inf"))
+    layer = Recurrent("cornn", I, H, dtype=torch.float64)
+    layer.constants["dt"] = float("nan")  # set later: checked when the op runs
+    with pytest.raises(ValueError, match=r"CoRNN constant 'dt' must be a finite number in float64, got nan"):
+        layer(torch.zeros(2, 1, I, dtype=torch.float64))

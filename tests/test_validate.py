@@ -125,6 +125,31 @@ def mistake(kind):
     elif kind == "torch name missing":
         cell.torch_module = "RNN"
         cell.update(h, tanh(W + U))
+    elif kind == "constant shadowing a state":
+        cell.update(h, tanh(W + U) * cell.constant("h", 0.5))
+    elif kind == "constant shadowing a parameter":
+        cell.update(h, tanh(W + U) * cell.constant("b", 0.5))
+    elif kind == "constant named like a kernel argument":
+        cell.update(h, tanh(W + U) * cell.constant("dx", 0.5))
+    elif kind == "constant named like a cell attribute":
+        cell.update(h, tanh(W + U) * cell.constant("hidden_size", 0.5))
+    elif kind == "constant named like a layer option":
+        cell.update(h, tanh(W + U) * cell.constant("dropout", 0.5))
+    elif kind == "private constant name":
+        cell.update(h, tanh(W + U) * cell.constant("_forward", 0.5))
+    elif kind == "constant declared twice":
+        cell.constant("dt", 0.1)
+        cell.update(h, tanh(W + U) * cell.constant("dt", 0.2))
+    elif kind == "non-finite constant":
+        cell.update(h, tanh(W + U) * cell.constant("dt", float("inf")))
+    elif kind == "constant that is not a number":
+        cell.update(h, tanh(W + U) * cell.constant("dt", "0.1"))
+    elif kind == "weight on a constant":
+        G = cell.weight("G", cell.constant("dt", 0.1))
+        cell.update(h, tanh(W + G))
+    elif kind == "constant typed as a plain symbol":
+        cell.constant("dt", 0.1)
+        cell.update(h, tanh(W + U) * sp.Symbol("dt"))
     return cell
 
 
@@ -166,6 +191,19 @@ MISTAKES = {
     "reserved class name": r"class name: 'RecurrentCell' must be an ASCII Python identifier, not a name the generated module uses",
     "backslash in doc": r"doc: the docstring must not contain",
     "torch name missing": r"parameter 'W': the cell names torch.nn.RNN but this parameter has no torch= name",
+    "constant shadowing a state": r"constant 'h': name 'h' is already used by state 'h'",
+    "constant shadowing a parameter": r"constant 'b': name 'b' is already used by parameter 'b'",
+    "constant named like a kernel argument": r"constant 'dx': 'dx' is reserved by the generated code",
+    "constant named like a cell attribute": r"constant 'hidden_size': 'hidden_size' is taken: a constant becomes a keyword "
+                                            r"argument and an attribute of the cell and of derive.torch.Recurrent",
+    "constant named like a layer option": r"constant 'dropout': 'dropout' is taken",
+    "private constant name": r"constant '_forward': '_forward' is taken.*every name starting with _",
+    "constant declared twice": r"constant 'dt': name 'dt' is already used by constant 'dt'",
+    "non-finite constant": r"constant 'dt': the default must be a finite real number \(int or float\), got inf",
+    "constant that is not a number": r"constant 'dt': the default must be a finite real number \(int or float\), got '0.1'",
+    "weight on a constant": r"parameter 'G': acts on 'dt', which is not a vector of this cell .*'dt' is a constant, one scalar "
+                            r"for all units: multiply by it instead",
+    "constant typed as a plain symbol": r"symbol 'dt' was not made by this cell",
 }
 
 
@@ -235,6 +273,34 @@ def test_suspicious_specs_derive_with_warnings():
         "cell 'toy': parameter 'G': gate block(s) ['b'] are never used",
         "cell 'toy': state 'c': never influences the output 'h'",
     ]
+
+
+def test_an_unused_constant_is_a_warning_and_constants_alone_are_no_dependency():
+    cell, x, h, W, U, b = minimal()
+    cell.constant("unused", 1.0)
+    dt = cell.constant("dt", 0.1)
+    cell.update(h, tanh(W + U + b) * dt)
+    assert warnings_of(cell) == ["cell 'toy': constant 'unused': is never used"]
+    cell, x, h, W, U, b = minimal()
+    cell.update(h, 2 * cell.constant("dt", 0.1))
+    found = warnings_of(cell)
+    assert "cell 'toy': equation h_new = 2*dt (update of 'h'): the update of 'h' is a constant: it depends on no input, state or parameter" in found
+
+
+def test_constant_reserved_names_cover_the_constructors_and_attributes(torch):
+    """A constant is a keyword argument of the cell and of derive.torch.Recurrent, and an attribute of the cell."""
+    import inspect
+
+    import numpy as np
+
+    from derive.torch.layers import Recurrent
+    from derive.validate import CONSTANT_RESERVED
+    from generated import CELLS
+
+    arguments = set(inspect.signature(Recurrent.__init__).parameters) | set(inspect.signature(CELLS["rnn"].__init__).parameters)
+    attributes = set(vars(CELLS["rnn"](2, 3, dtype=np.float64)))
+    missing = {name for name in arguments | attributes if not name.startswith("_")} - {"self", "constants"} - CONSTANT_RESERVED
+    assert missing == set(), f"add to derive.validate.CONSTANT_RESERVED: {sorted(missing)}"
 
 
 def test_the_builtin_cells_are_valid_without_warnings():
@@ -316,7 +382,8 @@ def test_the_cli_reports_an_invalid_spec_file_and_writes_nothing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "generate: cell 'bad' is invalid:",
-        "  equation h_new = tanh(W_x + q) (update of 'h'): symbol 'q' is not declared (declare it with cell.state, cell.let, cell.weight or cell.vector)",
+        "  equation h_new = tanh(W_x + q) (update of 'h'): symbol 'q' is not declared (declare it with cell.state, cell.let, cell.weight, "
+            "cell.vector or cell.constant)",
         "nothing was written",
     ]
     assert not out.exists()

@@ -31,6 +31,8 @@ PARTS = ("forward", "backward", "jacobian")
 LEGENDS = {
     "parameters": "Matrices and per-unit vectors stack their gate blocks in the order given, PyTorch style; "
     "W[g] is gate block g of W.",
+    "constants": "One scalar each, the same for all units; the cell's constructor takes them as keyword arguments "
+    "(their defaults below) and they can be set on an instance: the kernels read them at run time.",
     "forward": "per unit, for one step: x_t is the input, {previous} the state before the step; "
     "⊙ multiplies per unit; W[g] v is gate block g of W times v",
     "backward": "one step of backpropagation through time: δv = ∂L/∂v; {incoming} {arrive} from y_t and step t+1; "
@@ -281,7 +283,7 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
             elif inner is not None:
                 factors.append(name(path.block))
                 referenced.add(path.block)
-            terms.append(sp.Mul(*([] if path.coefficient == 1 else [nt.diag(n(path.coefficient))]), *factors))
+            terms.append(sp.Mul(*([] if path.coefficient == 1 else [_diag(n, path.coefficient, scaled=True)]), *factors))
         if direct != 0:
             terms.append(_diag(n, direct))
         return sp.Add(*terms)
@@ -298,8 +300,12 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
     return matrix, named, [inner[key] for key in in_order(inner)]
 
 
-def _diag(n: nt.Notation, coefficient: sp.Expr) -> sp.Expr:
-    return nt.identity(n) if coefficient == 1 else nt.diag(n(coefficient))
+def _diag(n: nt.Notation, coefficient: sp.Expr, scaled: bool = False) -> sp.Expr:
+    """diag(coefficient); where it is the same for every unit (made of constants) a multiple of I, or with
+    `scaled` (a factor of a product) the scalar itself."""
+    if coefficient.free_symbols <= set(n.constants):
+        return n(coefficient) if scaled else nt.identity(n) if coefficient == 1 else n(coefficient) * nt.identity(n)
+    return nt.diag(n(coefficient))
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -353,6 +359,9 @@ def _text(f: CellFormulas, parts: tuple[str, ...]) -> str:
             torch = f", PyTorch {p['torch']}" if p["torch"] else ""
             role = f"acts on {p['operand']}" if p["operand"] else "per-unit vector"
             out.append(f"  {p['name'].ljust(width)}  {p['shape']}, {role}{gates}{torch}")
+        if f.cell.constants:
+            out += ["", "Constants (defaults; set per instance)"]
+            out += [f"  {c.name} = {float(c.default)!r}" for c in f.cell.constants]
     for part in parts:
         out += ["", f"{TITLES[part]} — {_legend(f, part)}"]
         if part == "jacobian":
@@ -395,6 +404,10 @@ def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:
             torch = f"`{p['torch']}`" if p["torch"] else ""
             out.append(f"| `{p['name']}` | {p['shape']} | {on} | {p['gates']} | {torch} |")
         out.append("")
+        if f.cell.constants:
+            out += ["## Constants", "", LEGENDS["constants"], "", "| constant | symbol | default |", "| --- | --- | --- |"]
+            out += [f"| `{c.name}` | ${f.notation.to_latex(f.notation(c.symbol))}$ | {float(c.default)!r} |" for c in f.cell.constants]
+            out.append("")
     for part in parts:
         legend = _legend(f, part)
         out += [f"## {TITLES[part]}", "", f"{legend[0].upper()}{legend[1:]}.", "", "```math", *_aligned(f, part), "```", ""]

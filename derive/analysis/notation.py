@@ -13,6 +13,7 @@ a Unicode text form:
       equation
     unit j of block g of W·v          W_hh[i] h_{t-1}     W_{hh}[i] h_{t-1}
     a per-unit parameter              b_ih[i]             b_{ih}[i]
+    a named constant                  dt, gamma           \\mathrm{dt}, \\gamma
     adjoints (∂L/∂v)                  δf_t, δh_{t-1}, δ(W_hh h_{t-1}), δb_ih
     adjoint of a pre-activation       δf_t^pre
     adjoint arriving from t+1 and y_t δh_t^in
@@ -66,6 +67,7 @@ class Notation:
     rank: dict[sp.Symbol, tuple[int, int]] = field(default_factory=dict)  # display symbol -> reading order
     bracketed: set[sp.Symbol] = field(default_factory=set)  # products W·v, parenthesized as factors
     vectors: dict[str, tuple[str, str]] = field(default_factory=dict)  # vector name -> (text, LaTeX) at this step
+    constants: list[sp.Symbol] = field(default_factory=list)  # the cell's named constants (derivation symbols)
 
     def symbol(self, latex: str, text: str, group: int, commutative: bool = True) -> sp.Symbol:
         """A display symbol (created once per LaTeX name)."""
@@ -119,6 +121,10 @@ def notation(d: Derivation) -> Notation:
                 n.bracketed.add(symbol)
             else:
                 n.name(source, _latex_param(p, gate), _text_param(p, gate), PARAMETER)
+    n.constants = [c.symbol for c in cell.constants]
+    for c in cell.constants:
+        latex = latex_name(c.name)
+        n.name(c.symbol, latex if latex.startswith("\\") or len(latex) == 1 else f"\\mathrm{{{latex}}}", c.name, PARAMETER)
     for node in d.nodes:
         if node.auto:  # written out where it is used: tanh(c_t)
             n.display[node.symbol] = n(node.expr)

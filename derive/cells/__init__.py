@@ -16,6 +16,10 @@ BUILTIN = (
     "janet",
     "ugrnn",
     "ligru",
+    "min_gru",
+    "min_lstm",
+    "slstm",
+    "cornn",
 )
 
 

@@ -136,11 +136,13 @@ class CellCode:
         return exprs
 
     def _params_inline(self) -> dict[sp.Symbol, str]:
-        return {
+        """Per-unit parameters read in place, and the constants, which are kernel arguments."""
+        inline = {
             s: f"{gated(leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
             for s, leaf in self.d.leaves.items()
             if leaf.kind == "param"
         }
+        return inline | {c.symbol: c.name for c in self.cell.constants}
 
     def gate_views(self, lines: list[str], prefix: str = "") -> list[str]:
         """Views with a gate axis of the gated per-unit parameters (or, with prefix `d_`, of their
@@ -543,9 +545,12 @@ def module_context(d: Derivation) -> dict:
         "n_states": len(cell.states),
         "n_saved": len(d.saved),
         "saved_names_text": ", ".join(s.name for s in d.saved) or "nothing",
-        "param_args": ", ".join(p.name for p in cell.params),
+        # the kernels' parameter arguments, then the constants as scalars of the cell's dtype
+        "param_args": ", ".join([p.name for p in cell.params] + [c.name for c in cell.constants]),
         "grad_args": ", ".join(f"d_{p.name}" for p in cell.params),
-        "param_shapes": "; ".join(f"{p['name']} {p['shape']}" for p in params),
+        "param_shapes": "; ".join([f"{p['name']} {p['shape']}" for p in params]
+                                  + [f"{c.name} a scalar of x's dtype" for c in cell.constants]),
+        "constants": {c.name: float(c.default) for c in cell.constants},
         "grad_shapes": "; ".join(f"d_{p['name']} like {p['name']}" for p in params),
         "parameters": params,
         "helpers": code.helpers(),

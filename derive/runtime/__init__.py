@@ -10,6 +10,6 @@ threading_layer.py  which Numba threading layer, safe with fork and threads
 torch_weights.py    torch.nn modules and state_dicts into a cell's parameters
 """
 
-from .cell import DTYPES, Gradients, Parameter, RecurrentCell, Tape
+from .cell import DTYPES, Constant, Gradients, Parameter, RecurrentCell, Tape
 
-__all__ = ["DTYPES", "Gradients", "Parameter", "RecurrentCell", "Tape"]
+__all__ = ["DTYPES", "Constant", "Gradients", "Parameter", "RecurrentCell", "Tape"]

@@ -53,6 +53,31 @@ class Parameter:
         return f"({rows},)" if self.columns is None else f"({rows}, {'input_size' if self.columns == 'I' else 'hidden_size'})"
 
 
+class Constant:
+    """A named constant of a cell (`cell.dt`) as an attribute of its instances: set per instance,
+    checked when set (a finite real number, also in the cell's dtype), read as a float."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, cell, owner=None):
+        return self if cell is None else cell.__dict__[self.name]
+
+    def __set__(self, cell, value) -> None:
+        cell.__dict__[self.name] = checked_constant(f"{type(cell).__name__} constant {self.name!r}", value, cell.dtype)
+
+
+def checked_constant(where: str, value, dtype: np.dtype) -> float:
+    """`value` as a constant's float: a real number, finite also once converted to `dtype`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where} must be a real number (int or float), got {type(value).__name__} {value!r}")
+    with np.errstate(over="ignore"):  # a value too large for float32 becomes inf: refused below
+        converted = dtype.type(value)
+    if not (math.isfinite(value) and np.isfinite(converted)):
+        raise ValueError(f"{where} must be a finite number in {dtype}, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Tape:
     """What `forward` keeps for `backward` and `jacobian`; it owns all its arrays.
@@ -61,6 +86,7 @@ class Tape:
     states: (n_states, T+1, B, H), the initial state then every s_t.
     saved:  (T, n_saved, B, H), the per-step values named by the cell's `saved_names`.
     params: a copy of the parameters forward used.
+    constants: the values of the cell's constants forward used.
     """
 
     cell: "RecurrentCell"
@@ -68,6 +94,7 @@ class Tape:
     states: np.ndarray
     saved: np.ndarray
     params: dict[str, np.ndarray]
+    constants: dict[str, float]
 
 
 @dataclass
@@ -87,11 +114,18 @@ class RecurrentCell:
     parameters: ClassVar[tuple[Parameter, ...]]
     saved_names: ClassVar[tuple[str, ...]]
     torch_reference: ClassVar[tuple[str, dict] | None]  # (torch.nn class name, options) computing the same
+    constants: ClassVar[dict[str, float]] = {}  # name -> default of the cell's named constants (attributes: `Constant`)
     _forward: ClassVar[Callable]
     _backward: ClassVar[Callable]
     _jacobian: ClassVar[Callable]
 
-    def __init__(self, input_size: int, hidden_size: int, dtype=np.float32, seed: int | None = None):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.constants:
+            setattr(cls, name, Constant(name))
+
+    def __init__(self, input_size: int, hidden_size: int, dtype=np.float32, seed: int | None = None, **constants):
+        """`constants` set the cell's named constants (see `constants` for their names and defaults)."""
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
@@ -100,11 +134,34 @@ class RecurrentCell:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
+        for name, value in self.constants_with(constants, self.dtype).items():
+            setattr(self, name, value)
         self.params = self._init_params(np.random.default_rng(seed))
         self._parameter_count = sum(value.size for value in self.params.values())  # the shapes never change
 
     def __repr__(self):
-        return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name})"
+        constants = "".join(f", {name}={value!r}" for name, value in self.constant_values.items())
+        return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name}{constants})"
+
+    @classmethod
+    def constants_with(cls, values: Mapping, dtype) -> dict[str, float]:
+        """Every constant, from `values` (keyword arguments) or its default, checked for `dtype`."""
+        unknown = sorted(set(values) - set(cls.constants))
+        if unknown:
+            has = f"its constants are {list(cls.constants)}" if cls.constants else "it has no constants"
+            raise TypeError(f"{cls.__name__}() got unexpected keyword argument(s) {unknown}; {has}")
+        dtype = np.dtype(dtype)
+        return {name: checked_constant(f"{cls.__name__} constant {name!r}", values.get(name, default), dtype)
+                for name, default in cls.constants.items()}
+
+    @property
+    def constant_values(self) -> dict[str, float]:
+        """The current value of each named constant."""
+        return {name: getattr(self, name) for name in self.constants}
+
+    def _constant_args(self, constants: dict[str, float]) -> tuple:
+        """The constants as kernel arguments: scalars of the cell's dtype, after the parameters."""
+        return tuple(self.dtype.type(value) for value in constants.values())
 
     # -- parameters -------------------------------------------------------------------------
     def _init_params(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -223,7 +280,7 @@ class RecurrentCell:
         # the tape keeps its own copy of the parameters; without one, C-contiguous views do
         params = {name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()}
         if not tape:
-            states, _ = self._run(x, initial, params, record=False)
+            states, _ = self._run(x, initial, params, self.constant_values, record=False)
             if check_finite:
                 finite.check_forward(self, x, initial, params, states, None)
             return states[0, 1:], tuple(states[:, T].copy()), None  # nothing else holds states: y is a view
@@ -232,13 +289,16 @@ class RecurrentCell:
             finite.check_forward(self, x, initial, params, recorded.states, recorded.saved)
         return recorded.states[0, 1:].copy(), tuple(recorded.states[:, T].copy()), recorded
 
-    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray]) -> Tape:
+    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float] | None = None) -> Tape:
         """The forward kernel on checked arguments: x (T, B, I) and the params (in the cell's order)
-        C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays. The tape holds x and
-        params themselves: `forward` passes copies, derive.torch tensors autograd keeps unchanged."""
-        return Tape(self, x, *self._run(x, initial, params, record=True), params)
+        C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays, constants checked
+        (default: the cell's). The tape holds x and params themselves: `forward` passes copies,
+        derive.torch tensors autograd keeps unchanged."""
+        constants = self.constant_values if constants is None else constants
+        return Tape(self, x, *self._run(x, initial, params, constants, record=True), params, constants)
 
-    def _run(self, x: np.ndarray, initial, params: dict[str, np.ndarray], record: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float],
+             record: bool) -> tuple[np.ndarray, np.ndarray]:
         """(states, saved) after the forward kernel; without `record`, saved is one step of scratch."""
         T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
@@ -246,7 +306,8 @@ class RecurrentCell:
         saved = np.empty((T if record else min(T, 1), len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
-            kernel_call.call(type(self)._forward, (x, *params.values(), states, saved), work=T * B * self._parameter_count)
+            arrays = (x, *params.values(), *self._constant_args(constants), states, saved)
+            kernel_call.call(type(self)._forward, arrays, work=T * B * self._parameter_count)
         return states, saved
 
     def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
@@ -274,7 +335,8 @@ class RecurrentCell:
         dparams = {name: new(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
-            arrays = (tape.x, *tape.params.values(), tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
+            constants = self._constant_args(tape.constants)
+            arrays = (tape.x, *tape.params.values(), *constants, tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
             kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
@@ -287,7 +349,8 @@ class RecurrentCell:
         S = self.hidden_size * len(self.state_names)
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
-            kernel_call.call(type(self)._jacobian, (*tape.params.values(), tape.states, tape.saved, J), work=J.size)
+            arrays = (*tape.params.values(), *self._constant_args(tape.constants), tape.states, tape.saved, J)
+            kernel_call.call(type(self)._jacobian, arrays, work=J.size)
         if check_finite:
             finite.check_jacobian(tape, J)
         return J
@@ -314,6 +377,11 @@ class RecurrentCell:
                 raise ValueError(f"tape is inconsistent: tape.{name} must be a C-contiguous {self.dtype} array of shape {shape}, got {_describe(value)}")
         if list(tape.params) != list(self.param_shapes()):
             raise ValueError(f"tape is inconsistent: tape.params must hold {list(self.param_shapes())}, got {list(tape.params)}")
+        if tape.constants != self.constant_values:
+            raise ValueError(
+                f"constants changed after the forward that recorded this tape ({tape.constants} then, "
+                f"{self.constant_values} now); its gradients would belong to other values: run forward again"
+            )
         for name, value in self._live_params().items():
             if not same_bits(value, tape.params[name]):
                 raise ValueError(

@@ -99,15 +99,44 @@ def ligru(p, x, h):
     return (z * h + (1 - z) * torch.relu(n),)
 
 
-STEPS = {f.__name__: f for f in (rnn, rnn_relu, lstm, lstm_peephole, lstm_cifg, gru, gru_reset_before, mgu, indrnn, janet, ugrnn, ligru)}
+def min_gru(p, x, h):
+    z, n = _split(_linear(p, "W_ih", x) + p["b_ih"], 2)
+    z = torch.sigmoid(z)
+    return ((1 - z) * h + z * n,)
 
 
-def run(name: str, params: dict, x, state0: tuple):
-    """Unroll cell `name` over x (T, B, I) as an eager loop; returns (y (T, B, H), final states)."""
+def min_lstm(p, x, h):
+    f, i, n = _split(_linear(p, "W_ih", x) + p["b_ih"], 3)
+    f, i = torch.sigmoid(f), torch.sigmoid(i)
+    return (f / (f + i) * h + i / (f + i) * n,)
+
+
+def slstm(p, x, h, c, n, m):
+    i, f, z, o = _split(_linear(p, "W_ih", x) + _linear(p, "W_hh", h) + p["b"], 4)
+    log_f = torch.nn.functional.logsigmoid(f) + m
+    m = torch.maximum(log_f, i)
+    i, f = torch.exp(i - m), torch.exp(log_f - m)
+    c = f * c + i * torch.tanh(z)
+    n = f * n + i
+    return torch.sigmoid(o) * c / n, c, n, m
+
+
+def cornn(p, x, y, z, dt=0.042, gamma=2.7, epsilon=4.7):
+    z = z + dt * (torch.tanh(_linear(p, "W", y) + _linear(p, "W_z", z) + _linear(p, "V", x) + p["b"]) - gamma * y - epsilon * z)
+    return y + dt * z, z
+
+
+STEPS = {f.__name__: f for f in (rnn, rnn_relu, lstm, lstm_peephole, lstm_cifg, gru, gru_reset_before, mgu, indrnn, janet, ugrnn, ligru,
+                                  min_gru, min_lstm, slstm, cornn)}
+
+
+def run(name: str, params: dict, x, state0: tuple, constants: dict | None = None):
+    """Unroll cell `name` over x (T, B, I) as an eager loop; returns (y (T, B, H), final states).
+    `constants` (name -> value) sets the cell's named constants; their defaults otherwise."""
     step = STEPS[name]
     state = tuple(state0)
     outputs = []
     for x_t in x:
-        state = step(params, x_t, *state)
+        state = step(params, x_t, *state, **(constants or {}))
         outputs.append(state[0])
     return torch.stack(outputs), state

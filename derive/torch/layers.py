@@ -51,11 +51,13 @@ class Recurrent(nn.Module):
     (num_layers * num_directions, B, H) tensors, one per state of the cell (h first); hx likewise
     (a bare tensor for single-state cells). all_states=True also returns every step's full state
     of the last layer: a tuple, one tensor shaped like `output` (or a PackedSequence) per state.
-    bias=False leaves out the biases (see `_is_bias`), which are then zero.
+    bias=False leaves out the biases (see `_is_bias`), which are then zero. Keyword arguments named
+    after the cell's constants set them (`Recurrent("cornn", I, H, dt=0.1)`); every layer and direction
+    uses the values in `self.constants`.
     """
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None):
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, **constants):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -69,6 +71,7 @@ class Recurrent(nn.Module):
             raise ValueError(f"device must be the CPU: the generated kernels run on the CPU only, got {device}")
         self.cell_class = _cell_class(cell)
         self.cell = ops.register(self.cell_class)
+        self.constants = self.cell_class.constants_with(constants, str(dtype).removeprefix("torch."))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
         self._weights: list[list[str | None]] = []  # per (layer, direction): attribute names, None for a left-out bias
@@ -105,6 +108,9 @@ class Recurrent(nn.Module):
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)}"
+        for name, value in self.constants.items():
+            if value != self.cell_class.constants[name]:
+                text += f", {name}={value!r}"
         return text
 
     def _params(self, index: int, layer_input: Tensor) -> list[Tensor]:
@@ -125,11 +131,13 @@ class Recurrent(nn.Module):
         state0 = self._initial_states(hx, B, data, sorted_indices, unbatched)
         directions = 2 if self.bidirectional else 1
         layer_input, finals = data, []
+        constants = torch.tensor(list(self.constants.values()), dtype=torch.float64)
         for layer in range(self.num_layers):
             outputs, every = [], []
             for direction in range(directions):
                 index = layer * directions + direction
-                y, states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input), direction == 1)
+                y, states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input),
+                                                                 constants, direction == 1)
                 outputs.append(y)
                 if all_states:
                     every.append(states[:, B:])  # after every step; the first B rows are state0

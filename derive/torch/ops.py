@@ -55,9 +55,12 @@ def _prototype(key: str, input_size: int, hidden_size: int, dtype: np.dtype) -> 
     return _PROTOTYPES[index]
 
 
-def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor]) -> None:
+def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor) -> None:
     """Devices, dtypes and shapes of an op call; errors name the argument (values are not read)."""
     cls = cell_class(key)
+    if not isinstance(constants, Tensor) or constants.dtype != torch.float64 or constants.shape != (len(cls.constants),):
+        got = f"{constants.dtype} of shape {tuple(constants.shape)}" if isinstance(constants, Tensor) else type(constants).__name__
+        raise ValueError(f"constants must be a float64 tensor of shape ({len(cls.constants)},), the values of {list(cls.constants)}, got {got}")
     tensors = {"x": x, "batch_sizes": batch_sizes, "state0": state0, **{f"params[{k}] ({p.name})": v for k, (p, v) in enumerate(zip(cls.parameters, params))}}
     for name, value in tensors.items():
         if not isinstance(value, Tensor):
@@ -131,25 +134,32 @@ def _weights(model: RecurrentCell, params: list[Tensor]) -> dict[str, np.ndarray
     return {p.name: _numpy(value) for p, value in zip(model.parameters, params)}
 
 
+def _constants(model: RecurrentCell, constants: Tensor) -> dict[str, float]:
+    """The cell's named constants from the op's float64 tensor, checked for the cell's dtype."""
+    return model.constants_with(dict(zip(model.constants, constants.tolist())), model.dtype)
+
+
 @torch.library.custom_op("derive::recurrent", mutates_args=())
-def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One layer, one direction. Returns (y (N, H): h after every step, in the rows of x;
+def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor,
+              reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer, one direction; `constants` (float64, CPU) holds the values of the cell's constants
+    in order. Returns (y (N, H): h after every step, in the rows of x;
     states (n, B + N, H): every state, its initial value for the B rows then its value after every
     step in the rows of x; final (n, B, H): each row's state after its last step; tape (flat, for
     backward)). reverse=True runs every sequence from its last step to its first.
     x and the parameters are not copied: the kernels only read them, and autograd keeps the tensors
     it saves for backward unchanged (an in-place change is an error at backward)."""
-    check_arguments(cell, x, batch_sizes, state0, params)
+    check_arguments(cell, x, batch_sizes, state0, params, constants)
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     xs = _numpy(x)
     _check_batch_sizes(bs, len(xs), s0.shape[1])
     order = _reversal(bs) if reverse else None
     xs = _reversed(xs, order)
     model = _prototype(cell, x.shape[1], state0.shape[2], xs.dtype)
-    weights = _weights(model, params)
+    weights, values = _weights(model, params), _constants(model, constants)
     final, records = s0.copy(), []
     for start, end, row, b in _runs(bs):
-        record = model._record(xs[row:row + (end - start) * b].reshape(end - start, b, -1), final[:, :b], weights)
+        record = model._record(xs[row:row + (end - start) * b].reshape(end - start, b, -1), final[:, :b], weights, values)
         records.append(record)
         final[:, :b] = record.states[:, -1]
     states, tape = _join(records, s0)
@@ -175,8 +185,8 @@ def _state_rows(order, s0: np.ndarray):
 
 
 @recurrent.register_fake
-def _(cell, x, batch_sizes, state0, params, reverse):
-    check_arguments(cell, x, batch_sizes, state0, params)
+def _(cell, x, batch_sizes, state0, params, constants, reverse):
+    check_arguments(cell, x, batch_sizes, state0, params, constants)
     n, B, H = state0.shape
     N = x.shape[0]
     return x.new_empty(N, H), x.new_empty(n, B + N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
@@ -200,18 +210,18 @@ def check_recorded(key: str, x: Tensor, state0: Tensor, states: Tensor, tape: Te
 
 @torch.library.custom_op("derive::recurrent_backward", mutates_args=())
 def recurrent_backward(
-    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], reverse: bool,
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool,
     states: Tensor, tape: Tensor, d_y: Tensor | None, d_states: Tensor | None, d_final: Tensor | None,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Gradients (dx, d_state0, d_params) of `recurrent` given dL/dy, dL/d(states) and dL/d(final),
     each None where it is zero."""
-    check_arguments(cell, x, batch_sizes, state0, params)
+    check_arguments(cell, x, batch_sizes, state0, params, constants)
     check_recorded(cell, x, state0, states, tape, {"d_y": d_y, "d_states": d_states, "d_final": d_final})
     _check_batch_sizes(batch_sizes.numpy(), x.shape[0], state0.shape[1])
-    return _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y, d_states, d_final)
+    return _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states, tape, d_y, d_states, d_final)
 
 
-def _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y, d_states, d_final):
+def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states, tape, d_y, d_states, d_final):
     """`recurrent_backward` on arguments known to be consistent."""
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     n, B, H = s0.shape
@@ -219,7 +229,7 @@ def _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y,
     order = _reversal(bs) if reverse else None
     rows_order = _state_rows(order, s0)
     model = _prototype(cell, x.shape[1], H, s0.dtype)
-    weights = _weights(model, params)
+    weights, values = _weights(model, params), _constants(model, constants)
     dy = np.zeros((N, H), s0.dtype) if d_y is None else _numpy(d_y)
     d_running = np.zeros_like(s0) if d_final is None else _numpy(d_final).copy()
     # Gradients reaching the other states (an LSTM's c_t) after a step enter between kernel calls:
@@ -248,7 +258,7 @@ def _gradients(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y,
             record_states[:, 0] = states[:, previous:previous + b]
             record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
         record = Tape(model, xs[row:row + steps * b].reshape(steps, b, -1), record_states,
-                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), weights)
+                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), weights, values)
         grads = model._gradients(record, dy[row:row + steps * b].reshape(steps, b, H), np.ascontiguousarray(d_running[:, :b]))
         dx_parts.append(grads.x.reshape(-1, xs.shape[1]))
         d_params = list(grads.params.values()) if d_params is None else [t + p for t, p in zip(d_params, grads.params.values())]
@@ -270,28 +280,28 @@ def _steps_with(gradients: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray | 
 
 
 @recurrent_backward.register_fake
-def _(cell, x, batch_sizes, state0, params, reverse, states, tape, d_y, d_states, d_final):
+def _(cell, x, batch_sizes, state0, params, constants, reverse, states, tape, d_y, d_states, d_final):
     return torch.empty_like(x), torch.empty_like(state0), [torch.empty_like(p) for p in params]
 
 
 def _setup_context(ctx, inputs, output):
-    cell, x, batch_sizes, state0, params, reverse = inputs
+    cell, x, batch_sizes, state0, params, constants, reverse = inputs
     _, states, _, tape = output
     ctx.cell, ctx.reverse, ctx.n_params = cell, reverse, len(params)
-    ctx.save_for_backward(x, batch_sizes, state0, states, tape, *params)
+    ctx.save_for_backward(x, batch_sizes, state0, constants, states, tape, *params)
     ctx.mark_non_differentiable(tape)
     ctx.set_materialize_grads(False)  # an output the loss does not use gets no zero gradient
 
 
 def _backward(ctx, d_y, d_states, d_final, _d_tape):
-    x, batch_sizes, state0, states, tape, *params = ctx.saved_tensors
-    arguments = (ctx.cell, x, batch_sizes, state0, params, ctx.reverse, states, tape, d_y, d_states, d_final)
+    x, batch_sizes, state0, constants, states, tape, *params = ctx.saved_tensors
+    arguments = (ctx.cell, x, batch_sizes, state0, params, constants, ctx.reverse, states, tape, d_y, d_states, d_final)
     # Eager, the arguments are those `recurrent` checked and autograd kept unchanged: the
     # implementation runs without the op's dispatch (about 0.3 ms a call). Traced (compile, export,
     # torch.func) or with create_graph=True it runs as the op, recorded or refusing double backward.
     run = _gradients if _plain_eager(x, *params, d_y, d_states, d_final) else recurrent_backward
     dx, d_state0, d_params = run(*arguments)
-    return None, dx, None, d_state0, list(d_params), None
+    return None, dx, None, d_state0, list(d_params), None, None
 
 
 def _plain_eager(*tensors: Tensor | None) -> bool:

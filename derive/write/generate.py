@@ -110,7 +110,8 @@ def _spec_bytes(cell: Cell) -> bytes:
     if cell.source_path:
         return Path(cell.source_path).read_bytes()
     return repr(([(p.name, p.kind, p.gates, p.operand, p.init) for p in cell.params],
-                 [(e.symbol.name, sp.srepr(e.expr), e.state) for e in cell.equations])).encode()
+                 [(e.symbol.name, sp.srepr(e.expr), e.state) for e in cell.equations],
+                 [(c.name, c.default) for c in cell.constants])).encode()
 
 
 def _with_header(body: str, template: str, spec: str, inputs_hash: str) -> str:
