@@ -76,9 +76,7 @@ class Backward:
             stages.append(stage)
             used |= reads
             gradients |= targets
-        prologue = at.gate_views(used) + self._buffer_notes()
-        prologue += [f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # dL/d({p.name} {p.operand}), per chunk"
-                     for buffer, p in self.owners.items()]
+        prologue = at.gate_views(used) + self._buffers()
         prologue += [f"{names.panels(p.name)} = pack({p.name})  # in column panels (see derive.runtime.matrix)"
                      for p in d.matrices]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self.accumulators]
@@ -96,21 +94,25 @@ class Backward:
         return {"prologue": prologue, "resets": resets, "stages": stages,
                 "chunk": self._weight_gradients() + sums, "end": copies}
 
-    def _buffer_notes(self) -> list[str]:
-        """Comments on the gradient buffers that serve several products or biases."""
-        notes = []
+    def _buffers(self) -> list[str]:
+        """The per-chunk gradient buffers, each after a comment on what it serves if that is more
+        than its own matrix's product."""
+        lines, firsts = [], {}
         for buffer, owner in self.owners.items():
-            shared = self._sharing(buffer)
-            shared += [name for name, sources in self.column_sums.items() if sources[0][0] == buffer]
-            if len(shared) > 1:
-                notes.append(f"# {', '.join(shared)} enter the gates alike: one gradient buffer, {buffer}"
-                             + (" (biases: its column sums)" if len(shared) > len(self._sharing(buffer)) else ""))
-        firsts: dict[tuple, str] = {}
-        for name, sources in self.column_sums.items():
-            first = firsts.setdefault(tuple((buffer, j) for buffer, _, j in sources), name)
-            if first != name:
-                notes.append(f"# so {names.gradient(name)} equals {names.gradient(first)}")
-        return notes
+            serves = self._sharing(buffer)
+            biases = [name for name, sources in self.column_sums.items() if sources[0][0] == buffer]
+            copies = []
+            for name in biases:
+                first = firsts.setdefault(tuple((b, j) for b, _, j in self.column_sums[name]), name)
+                if first != name:
+                    copies.append(f"{names.gradient(name)} equals {names.gradient(first)}")
+            if len(serves) + len(biases) > 1:
+                note = f"# {', '.join(serves + biases)} enter the gates alike: one gradient buffer"
+                note += "; the biases' gradients are its column sums" if biases else ""
+                lines.append(note + "".join(f"; {c}" for c in copies))
+            lines.append(f"{buffer} = np.empty((chunk, B, {gate_axes(owner)}), x.dtype)"
+                         f"  # dL/d({owner.name} {owner.operand}), per chunk")
+        return lines
 
     def _sharing(self, buffer: str) -> list[str]:
         return [f"{p.name} {p.operand}" for p in self.d.matrices if self.buffers[p.name] == buffer]

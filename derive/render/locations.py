@@ -117,26 +117,27 @@ class Locations:
                 views.append(f"{gated(prefix + p.name, p)} = {prefix}{p.name}.reshape({gate_axes(p)})")
         return views
 
-    def vector_at(self, name: str, step: str) -> str:
-        """Code for the (B, H) array of vector `name` (a previous state or a node) at `step`."""
+    def _place(self, name: str) -> tuple[str, int, bool]:
+        """Where vector `name` (a previous state or a node) lives: ("states", k, is the new value)
+        or ("saved", k, False)."""
         for s, k in self.state_index.items():
             if s.name == name:
-                return f"states[{k}, {step}]"
+                return "states", k, False
         for s, k in self.new_state_index.items():
             if s.name == name:
-                return f"states[{k}, {step} + 1]"
-        k = next(k for s, k in self.saved_index.items() if s.name == name)
-        return f"saved[{step}, {k}]"
+                return "states", k, True
+        return "saved", next(k for s, k in self.saved_index.items() if s.name == name), False
+
+    def vector_at(self, name: str, step: str) -> str:
+        """Code for the (B, H) array of vector `name` at `step`."""
+        array, k, new = self._place(name)
+        return f"states[{k}, {step}{' + 1' if new else ''}]" if array == "states" else f"saved[{step}, {k}]"
 
     def sequence_of(self, name: str) -> str:
         """Code for the (steps, B, H) values of vector `name` over the steps of a chunk."""
-        for s, k in self.state_index.items():
-            if s.name == name:
-                return f"states[{k}, start:stop]"
-        for s, k in self.new_state_index.items():
-            if s.name == name:
-                return f"states[{k}, start + 1:stop + 1]"
-        k = next(k for s, k in self.saved_index.items() if s.name == name)
+        array, k, new = self._place(name)
+        if array == "states":
+            return f"states[{k}, {'start + 1:stop + 1' if new else 'start:stop'}]"
         return f"np.ascontiguousarray(saved[start:stop, {k}])"
 
     def value_location(self, symbol: sp.Symbol) -> str:
