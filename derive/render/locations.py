@@ -104,9 +104,6 @@ class Locations:
             s: f"{gated(leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
             for s, leaf in d.param_leaves().items()
         }
-        # loads follow the cell: states, then values in equation (gate) order, then projections
-        order = [*self.state_index, *(n.symbol for n in d.nodes), *d.leaves]
-        self._order = {s: k for k, s in enumerate(dict.fromkeys(order))}
 
     def gate_views(self, used: set[sp.Symbol], prefix: str = "") -> list[str]:
         """Views with a gate axis of the stacked per-unit parameters whose symbols are in `used`
@@ -149,7 +146,10 @@ class Locations:
         return f"saved[step, {self.saved_index[symbol]}, row, unit]"
 
     def loads(self, symbols: set[sp.Symbol], extra: dict[sp.Symbol, str] | None = None) -> list[str]:
-        """`name = <where it lives>` for each symbol, in the cell's order (`extra`: other places)."""
+        """`name = <where it lives>` for each symbol, by name (`extra`: other places).
+
+        By name, not in gate order: the order of the loads is the order of the instructions LLVM
+        sees, and with `fastmath={"contract"}` it decides which products fuse into FMAs from it
+        (gate order changed one Jacobian entry of lstm_peephole in the last bit)."""
         extra = extra or {}
-        ordered = sorted(symbols, key=lambda s: (self._order.get(s, -1), s.name))
-        return [f"{s.name} = {extra[s] if s in extra else self.value_location(s)}" for s in ordered]
+        return [f"{s.name} = {extra[s] if s in extra else self.value_location(s)}" for s in sorted(symbols, key=lambda s: s.name)]
