@@ -97,15 +97,11 @@ class Backward:
     def _buffers(self) -> list[str]:
         """The per-chunk gradient buffers, each after a comment on what it serves if that is more
         than its own matrix's product."""
-        lines, firsts = [], {}
+        lines, same = [], self._same_gradients()
         for buffer, owner in self.owners.items():
             serves = self._sharing(buffer)
             biases = [name for name, sources in self.column_sums.items() if sources[0][0] == buffer]
-            copies = []
-            for name in biases:
-                first = firsts.setdefault(tuple((b, j) for b, _, j in self.column_sums[name]), name)
-                if first != name:
-                    copies.append(f"{names.gradient(name)} equals {names.gradient(first)}")
+            copies = [f"{names.gradient(name)} equals {names.gradient(same[name])}" for name in biases if name in same]
             if len(serves) + len(biases) > 1:
                 note = f"# {', '.join(serves + biases)} enter the gates alike: one gradient buffer"
                 note += "; the biases' gradients are its column sums" if biases else ""
@@ -189,20 +185,24 @@ class Backward:
             lines.append(f"matmul({rows}.T, {names.panels(p.operand)}, {names.gradient(p.name)}, 1.0)")
         return lines
 
+    def _same_gradients(self) -> dict[str, str]:
+        """Vector parameter -> the earlier one summed from the same columns (its gradient is equal)."""
+        first: dict[tuple, str] = {}
+        return {name: first[key] for name, sources in self.column_sums.items()
+                if first.setdefault(key := tuple((b, j) for b, _, j in sources), name) != name}
+
     def _bias_gradients(self) -> tuple[list[str], list[str]]:
         """Vector parameters whose gradient is a column sum of gradient buffers: per chunk, the
         sums; after the loop, copies for parameters with the same gradient as an earlier one."""
-        sums, copies, done = [], [], {}
+        sums, same = [], self._same_gradients()
         for name, sources in self.column_sums.items():
-            key = tuple((buffer, j) for buffer, _, j in sources)
-            if key in done:
-                copies.append(f"{names.gradient(name)}[:] = {names.gradient(done[key])}")
+            if name in same:
                 continue
-            done[key] = name
             buffer, p, _ = sources[0]
-            if key == tuple((buffer, g) for g in range(p.blocks)):
+            if [(b, j) for b, _, j in sources] == [(buffer, g) for g in range(p.blocks)]:
                 sums.append(f"add_column_sums({rows_of(buffer, p, 'steps')}, {names.gradient(name)})")
             else:
                 sums += [f"add_column_sums({rows_of(b, q, 'steps')}[:, {span(j)}], {names.gradient(name)}[{span(g)}])"
                          for g, (b, q, j) in enumerate(sources)]
+        copies = [f"{names.gradient(name)}[:] = {names.gradient(first)}" for name, first in same.items()]
         return sums, copies
