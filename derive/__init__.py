@@ -3,6 +3,7 @@
 The pipeline, left to right; each layer imports only the ones before it:
 
     spec.py, activations.py, cells/   declare a cell (the built-ins are specs too)
+    kernel_names.py                   the identifiers of the generated code (validate reserves them)
     validate.py                       reject what cannot be derived, with the reason
     derivation.py                     SymPy: forward, BPTT backward and Jacobian equations, once per cell
     render/                           equations → kernel source and template context

@@ -112,11 +112,38 @@ class Derivation:
         """Buffer of the adjoint of `symbol` that arrives from later levels."""
         return sp.Symbol(f"d_{symbol.name}_acc", real=True)
 
+    def accumulators(self) -> list[sp.Symbol]:
+        """The `d_<node>_acc` buffers, by name: adjoints arriving from later levels and products."""
+        found = {a.target for b in self.backward.values() for a in b if a.op == "+=" and a.target not in self.adjoint.values()}
+        return sorted(found | {self.accumulator(n.symbol) for n in self.operand_nodes()}, key=lambda s: s.name)
+
     def preactivation(self, symbol: sp.Symbol, k: int = 0) -> sp.Symbol:
         """Adjoint of argument k of an activation node: the gate pre-activation gradient
         (`d_m_pre`; `d_m_pre1`, `d_m_pre2` for the arguments of max(a, b))."""
         several = self.node(symbol).activation.nargs.args[0] > 1
         return sp.Symbol(f"d_{symbol.name}_pre{k + 1 if several else ''}", real=True)
+
+    @property
+    def matrices(self) -> list[Param]:
+        """The weight matrices, in spec order."""
+        return [p for p in self.cell.params if p.kind == "matrix"]
+
+    def on_input(self, param: Param) -> bool:
+        """Whether the matrix `param` acts on the input x (its product runs per chunk, not per step)."""
+        return param.operand == self.cell.x.name
+
+    def recurrent(self, level: int | None = None) -> list[Param]:
+        """Matrices acting on a value of the recurrence (not on x), whose products feed `level` if given."""
+        return [p for p in self.matrices
+                if not self.on_input(p) and (level is None or self.leaves[p.symbols[0]].level == level)]
+
+    def leaves_of(self, kind: str) -> dict[sp.Symbol, Leaf]:
+        """The leaves of one kind ("state", "projection" or "param"), in order."""
+        return {s: leaf for s, leaf in self.leaves.items() if leaf.kind == kind}
+
+    def param_leaves(self) -> dict[sp.Symbol, Leaf]:
+        """Per-unit parameters, one symbol per gate block."""
+        return self.leaves_of("param")
 
     def operand_nodes(self) -> list[Node]:
         """Nodes that a matrix multiplies (their projections sit at a later level)."""

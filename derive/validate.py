@@ -19,30 +19,16 @@ from __future__ import annotations
 
 import keyword
 import math
-import re
 import warnings
 from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.runtime import RecurrentCell, kernel_math
+from derive.runtime import RecurrentCell
 from derive.activations import ACTIVATIONS, SUPPORTED
-from derive.spec import INITS, Cell, Param
+from derive.kernel_names import MODULE_NAMES, RESERVED, RESERVED_PATTERN  # what a spec must not name
+from derive.spec import INITS, Cell
 
-# Identifiers of the generated modules that a spec name must not shadow (tests/test_validate.py
-# checks these lists against every generated module). Module level: imports, kernels, helpers.
-MODULE_NAMES = frozenset(
-    {"math", "np", "numba", "jit", "Parameter", "RecurrentCell", "forward", "backward", "jacobian", "CELLS"}
-    | set(SUPPORTED)
-    | {name for name in vars(kernel_math) if not name.startswith("_") and name != "np"}  # helpers and their callees
-)
-# Inside kernels: arguments, locals and the builtins they call.
-RESERVED = MODULE_NAMES | {
-    "x", "states", "saved", "dy", "d_state", "dx", "d_state0", "J", "T", "B", "I", "H", "S",
-    "step", "row", "unit", "col", "d_in", "d_prev", "range", "abs", "min", "max",
-    "chunk", "start", "stop", "steps", "real", "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY",
-    "cancel", "cancelled",
-}
 # A constant is a keyword argument and an attribute of the cell (`CoRNN(I, H, dt=0.1)`, `cell.dt`) and a
 # keyword argument of derive.torch.Recurrent: it must not take a name either already has.
 CONSTANT_RESERVED = frozenset(
@@ -50,10 +36,6 @@ CONSTANT_RESERVED = frozenset(
     | {"input_size", "hidden_size", "dtype", "seed", "params"}  # RecurrentCell.__init__ and its attributes
     | {"cell", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "device"}  # Recurrent.__init__
 )
-# Families of generated names: adjoints and gradient arrays (d_*), shared terms (cse0, ...),
-# Jacobian coefficients (coef0, ...), Jacobian buffers (J_v, W_J), packed weights (W_T, W_panels) and
-# gate views of stacked vectors (b_gates).
-RESERVED_PATTERN = re.compile(r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_panels|.*_gates")
 
 
 class SpecError(ValueError):
@@ -154,7 +136,7 @@ def _check_names(p: _Problems) -> None:
         if not _is_name(name):
             p.error(origin, f"{name!r} is not an ASCII Python identifier (or is a keyword)")
         elif (name in RESERVED or RESERVED_PATTERN.fullmatch(name)) and origin != "the input":  # x is the kernels' input
-            p.error(origin, f"{name!r} is reserved by the generated code (kernel names: see derive.validate.RESERVED; "
+            p.error(origin, f"{name!r} is reserved by the generated code (kernel names: see derive.kernel_names; "
                             "d_*, cse<n>, coef<n>, J_*, *_J are generated)")
         elif name in seen and seen[name][1] != owner and not (origin.startswith("let") and seen[name][0].startswith("let")):
             p.error(origin, f"name {name!r} is already used by {seen[name][0]}")  # a let twice: _check_equations

@@ -144,7 +144,7 @@ def test_a_read_only_install_caches_its_kernels_in_the_user_cache(tmp_path):
         result = run(install, RUN_RNN, HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(user_cache), PYTHONDONTWRITEBYTECODE="1")
     assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
     assert "RuntimeWarning" not in result.stderr, result.stderr
-    assert list(user_cache.glob("numba/*/rnn.forward-*.nbi")), sorted(map(str, user_cache.rglob("*")))
+    assert list(user_cache.glob("numba/*/rnn._forward-*.nbi")), sorted(map(str, user_cache.rglob("*")))
 
 
 def test_a_read_only_install_without_any_cache_directory_works_and_warns_once(tmp_path):
@@ -178,7 +178,7 @@ DAMAGE = {  # name: (file suffix, how its bytes change)
 
 @pytest.fixture(scope="module")
 def cached_package(tmp_path_factory):
-    """The scaled package, run once: its kernel `forward` is cached in its __pycache__."""
+    """The scaled package, run once: its kernel `_forward` is cached in its __pycache__."""
     parent = tmp_path_factory.mktemp("cached")
     gen.write_package(scaled("0.25"), parent / "scaledpkg", **QUIET)
     assert scale_used(parent) == 0.25
@@ -190,19 +190,19 @@ def test_a_damaged_cache_file_is_dropped_with_one_warning_and_the_kernel_compile
     shutil.copytree(cached_package, tmp_path, dirs_exist_ok=True)  # copy2: times kept, the cache stays valid
     cache = tmp_path / "scaledpkg" / "__pycache__"
     suffix, change = DAMAGE[damage]
-    (damaged,) = cache.glob(f"scaled.forward-*{suffix}")
+    (damaged,) = cache.glob(f"scaled._forward-*{suffix}")
     damaged.write_bytes(change(damaged.read_bytes()))
     unrelated = cache / "unrelated.forward-1.py311.1.nbc"
     unrelated.write_bytes(b"another function's cache file")
 
     result = run(tmp_path, RUN_SCALED)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count(f"{damaged}: numba's cache of forward could not be loaded") == 1, result.stderr[-3000:]
+    assert result.stderr.count(f"{damaged}: numba's cache of _forward could not be loaded") == 1, result.stderr[-3000:]
     assert "removed it; the kernel compiles again and is cached afresh" in result.stderr
     expected = run(cached_package, RUN_SCALED).stdout
     assert result.stdout == expected
     again = run(tmp_path, RUN_SCALED)  # repaired: loads from the cache, no warning
     assert again.returncode == 0 and again.stdout == expected and "could not be loaded" not in again.stderr, again.stderr
     assert unrelated.read_bytes() == b"another function's cache file"
-    (data,) = cache.glob("scaled.forward-*.nbc")
+    (data,) = cache.glob("scaled._forward-*.nbc")
     assert data.read_bytes().startswith(b"rnn-derive sha256\n")  # saved afresh, with its checksum

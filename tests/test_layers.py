@@ -15,6 +15,7 @@ LAYERS = {
     "generated": 1,
     "derive.activations": 1,
     "derive.spec": 2,
+    "derive.kernel_names": 2,  # the generated code's identifiers: validate reserves them, render uses them
     "derive.cells": 3,
     "derive.validate": 4,
     "derive.derivation": 5,

@@ -11,6 +11,7 @@ from derive.write import generate as gen
 from derive.activations import relu, sigmoid, tanh
 from derive.derivation import derive
 from derive.spec import Cell
+from derive.kernel_names import KERNELS
 from derive.validate import RESERVED, RESERVED_PATTERN, SpecError, SpecWarning, declared_names, validate, validate_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,7 +339,7 @@ def kernel_identifiers(source: str) -> set[str]:
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.FunctionDef):
             names.add(node.name)
-            if node.name not in ("forward", "backward", "jacobian"):
+            if node.name not in KERNELS:
                 continue  # a helper (activation, exp, ...): its locals live in its own scope
             names |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             names |= {a.arg for a in node.args.args}

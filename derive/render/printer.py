@@ -1,9 +1,10 @@
 """Print SymPy expressions as kernel code, and lay out blocks of assignments with CSE.
 
 Each kernel has its own map from symbols to code: a local variable name, or an array element
-such as `b_ih[H + unit]`. Common subexpressions are eliminated once over every expression of
-a cell (forward, backward and Jacobian together); each block then defines only the shared
-terms it uses.
+such as `b_ih[H + unit]`. Common subexpressions are eliminated once over the backward and
+Jacobian expressions of a cell (forward computes each node once, from leaves: nothing to share);
+each block then defines only the shared terms it uses, named `cse0`, `cse1`, ... in the order a
+kernel first defines them.
 
 Numbers print as `real(1)`, `real(1/6)`: `real` is the kernel's float type (`x.dtype.type`), so
 a float32 kernel computes in float32 (Numba would promote `1 - o` with float32 `o` to float64).
@@ -19,6 +20,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 from derive.activations import ACTIVATIONS, INDICATORS, kernel_name
+from derive.kernel_names import shared_term
 
 
 class KernelPrinter(PythonCodePrinter):
@@ -26,7 +28,15 @@ class KernelPrinter(PythonCodePrinter):
 
     def __init__(self, locations: dict[sp.Symbol, str] | None = None):
         super().__init__({"standard": "python3", "fully_qualified_modules": False})
-        self.locations = locations or {}
+        self.locations = dict(locations or {})
+        self.shared_terms = 0
+
+    def define(self, term: sp.Symbol) -> str:
+        """The kernel's name of a shared term: the next `cse<k>` when the kernel first defines it."""
+        if term not in self.locations:
+            self.locations[term] = shared_term(self.shared_terms)
+            self.shared_terms += 1
+        return self.locations[term]
 
     def _print_Symbol(self, expr):
         return self.locations.get(expr, expr.name)
@@ -136,7 +146,7 @@ def block(
         for term in shared.needed([reduced], done):
             definition = shared.definitions[term]
             reads |= definition.free_symbols
-            lines.append(Line(term.name, "=", printer.doprint(definition)).render())
+            lines.append(Line(printer.define(term), "=", printer.doprint(definition)).render())
         reads |= reduced.free_symbols
         code = printer.doprint(reduced)
         note = display(expr) if comment and code != display(expr) and reduced == expr else None

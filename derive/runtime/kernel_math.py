@@ -1,4 +1,4 @@
-"""Kernel code of the activation functions, copied verbatim into every generated module.
+"""The activation functions as the kernels compute them; generated modules import them from here.
 
 The functions work for float32 and float64: `real = type(z)` is the argument's type and every
 constant is converted to it, so float32 arithmetic stays float32; `real is np.float32` selects
@@ -6,16 +6,29 @@ shorter polynomials for float32 (Numba decides it at compile time). There is no 
 libm, no loop and only branches that compile to selects, so LLVM vectorizes the kernel loops
 they are inlined into. log, silu, gelu, sin and cos compute a float32 argument in float64 and round
 once (the conversions vectorize too). NaN propagates (each function returns NaN when z is NaN) and
-±inf gives the limits (NaN for sin and cos, as IEEE says). Accuracy is measured in tests/test_kernel_math.py over every float32 where the
-result is not trivially rounded, and over dense float64 samples against extended precision.
+±inf gives the limits (NaN for sin and cos, as IEEE says). Accuracy is measured in
+tests/test_kernel_math.py over every float32 where the result is not trivially rounded, and over
+dense float64 samples against extended precision.
 
-They also run as plain Python on NumPy scalars (as under NUMBA_DISABLE_JIT=1). Each function is
-self-contained (no module constants), since generate.py copies the source of the ones a cell uses.
+Each function is jitted with `inline="always"`: Numba inlines it into every kernel that calls it,
+so a kernel compiles as if the function were written in it. Numba keys a cached kernel on the
+kernel's own file only, so this file's bytes enter every generated module's header hash
+(`derive.write.generate.KERNEL_SUPPORT`): a change here changes the generated text and refreshes
+the kernels' caches. Under NUMBA_DISABLE_JIT=1 the functions run as plain Python on NumPy scalars.
 """
 
 import numpy as np
 
+from .compiler import jit
 
+
+def _inlined(function):
+    """Jitted as the kernels call it: inlined into the caller, with the kernels' `fastmath` and
+    error model (see `derive.runtime.compiler`)."""
+    return jit(function, inline="always", fastmath={"contract"}, error_model="numpy")
+
+
+@_inlined
 def pow2(k, real):
     """2**k for an integer-valued k in the normal exponent range of `real`, from its bit pattern."""
     if real is np.float32:
@@ -23,6 +36,7 @@ def pow2(k, real):
     return real(np.int64((np.int64(k) + 1023) << 52).view(np.float64))
 
 
+@_inlined
 def exp(z):
     """e**z within 1 ulp: z = k ln2 + r with |r| <= ln2/2, e**z = 2**k (1 + p(r))."""
     real = type(z)
@@ -59,6 +73,7 @@ def exp(z):
     return y if z == z else z
 
 
+@_inlined
 def sigmoid(z):
     """1/(1 + e**-z), as 1/(1 + e) for z >= 0 and e/(1 + e) for z < 0, with e = e**-|z| <= 1."""
     real = type(z)
@@ -67,6 +82,7 @@ def sigmoid(z):
     return numerator / (real(1) + e) if z == z else z
 
 
+@_inlined
 def tanh(z):
     """tanh(z) = sign(z) (1 - 2/(e**2|z| + 1)) for |z| >= 0.625; below, where that formula
     cancels, z + z s P(s) with s = z**2: a polynomial for float32, a rational function for
@@ -90,12 +106,14 @@ def tanh(z):
     return small if near_zero else large
 
 
+@_inlined
 def relu(z):
     """max(z, 0), NaN kept."""
     real = type(z)
     return real(0) if z < real(0) else z
 
 
+@_inlined
 def hard_sigmoid(z):
     """PyTorch's Hardsigmoid: clamp(z/6 + 1/2, 0, 1), NaN kept."""
     real = type(z)
@@ -103,12 +121,14 @@ def hard_sigmoid(z):
     return real(0) if t < real(0) else (real(1) if t > real(1) else t)
 
 
+@_inlined
 def softsign(z):
     """z/(1 + |z|)."""
     real = type(z)
     return z / (real(1) + abs(z))
 
 
+@_inlined
 def log(z):
     """Natural logarithm within 1 ulp (fdlibm, as in musl), in float64 (a float32 rounds it once):
     z = 2**k m with sqrt(1/2) <= m < sqrt(2), f = m - 1, s = f/(2 + f),
@@ -133,6 +153,7 @@ def log(z):
     return y if finite_positive else (-infinity if z == real(0) else (z if z > real(0) else real(np.nan)))
 
 
+@_inlined
 def log1p(z):
     """log(1 + z) for z >= -1 with u = 1 + z rounded: log(u) + (z - (u - 1))/u corrects the rounding
     of u (Goldberg), so tiny z give z; accurate to about 1 ulp more than log."""
@@ -142,26 +163,31 @@ def log1p(z):
     return log(u) + (correction if u < real(np.inf) else real(0))
 
 
+@_inlined
 def sqrt(z):
     """The correctly rounded square root (one instruction, vectorized); sqrt(z < 0) = NaN."""
     return np.sqrt(z)
 
 
+@_inlined
 def absolute(z):
     """|z| (one instruction)."""
     return abs(z)
 
 
+@_inlined
 def maximum(a, b):
     """The larger of a and b, NaN if either is NaN (as torch.maximum)."""
     return a if a > b else (b if b >= a else a + b)
 
 
+@_inlined
 def minimum(a, b):
     """The smaller of a and b, NaN if either is NaN (as torch.minimum)."""
     return a if a < b else (b if b <= a else a + b)
 
 
+@_inlined
 def softplus(z):
     """log(1 + e**z) = max(z, 0) + log1p(e**-|z|): no overflow, no cancellation (the exact function,
     where torch.nn.functional.softplus returns z itself above its threshold 20)."""
@@ -169,11 +195,13 @@ def softplus(z):
     return (z if z > real(0) else real(0)) + log1p(exp(-abs(z)))
 
 
+@_inlined
 def log_sigmoid(z):
     """log σ(z) = -softplus(-z), never log(σ(z)) (which is -inf once σ(z) underflows)."""
     return -softplus(-z)
 
 
+@_inlined
 def silu(z):
     """z σ(z); float32 is computed in float64, so a subnormal result is still rounded once (z times
     a subnormal σ(z) would be |z|/2 subnormal spacings off); silu(-inf) = 0, the limit (torch gives NaN)."""
@@ -182,6 +210,7 @@ def silu(z):
     return real(0) if z == real(-np.inf) else real(t * sigmoid(t))
 
 
+@_inlined
 def gelu(z):
     """GELU, tanh form (torch.nn.GELU(approximate="tanh")): z (1 + tanh(u))/2 = z σ(2u), u =
     sqrt(2/π)(z + 0.044715 z³); σ keeps the negative tail accurate, where 1 + tanh(u) cancels.
@@ -194,6 +223,7 @@ def gelu(z):
     return real(0) if z == real(-np.inf) else y
 
 
+@_inlined
 def elu(z):
     """ELU with alpha 1 (torch.nn.functional.elu): z for z > 0, else e**z - 1 = 2t/(1 - t) with
     t = tanh(z/2), which has no cancellation for small |z| (no expm1 needed)."""
@@ -202,6 +232,7 @@ def elu(z):
     return z if z >= real(0) else real(2) * t / (real(1) - t)  # elu(-0) = -0
 
 
+@_inlined
 def quarter_turns(z):
     """z = k π/2 + r with k an integer (as a float64) and |r| <= π/4, in float64: π/2 in three parts
     of 33 bits (fdlibm) makes k times each part exact for |k| < 2**20, i.e. |z| < 1.6e6. Beyond,
@@ -215,6 +246,7 @@ def quarter_turns(z):
     return k, (r if r > -0.8 else -0.8)
 
 
+@_inlined
 def sin_cos_kernels(r):
     """sin r and cos r for |r| <= π/4 in float64 (fdlibm's polynomials, within 1 ulp)."""
     t = r * r
@@ -230,6 +262,7 @@ def sin_cos_kernels(r):
     return sine, cosine
 
 
+@_inlined
 def sin(z):
     """sin z in float64 (float32 rounds it once): reduced by quarter_turns, then the quadrant picks
     ±sin r or ±cos r. sin(±0) = ±0, sin(±inf) = NaN."""
@@ -242,6 +275,7 @@ def sin(z):
     return real(y) if finite_nonzero else (z if z == real(0) else real(np.nan))
 
 
+@_inlined
 def cos(z):
     """cos z, as sin (see there). cos(±inf) = NaN."""
     real = type(z)

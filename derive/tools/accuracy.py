@@ -3,15 +3,13 @@
 float32: every float32 of the range where the result is not trivially rounded (checked
 exhaustively), against the correctly rounded result (float64 math rounded to float32).
 float64: dense samples against extended precision (np.longdouble, 64-bit mantissa on x86-64).
-The functions measured are the jitted helpers of a generated module, as the kernels use them.
+The functions measured are kernel_math's jitted functions, which the kernels inline.
 Used by tests/test_kernel_math.py (which asserts bounds) and by `python -m derive bench`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import sys
 from dataclasses import asdict, dataclass
 
 import numba
@@ -201,14 +199,11 @@ def float64_errors(name: str, function, n: int = 1_000_000, seed: int = 0):
 
 
 def jitted(name: str):
-    """The kernel_math function `name` as the first generated module that has it compiled it."""
-    import generated
-
-    for cls in generated.CELLS.values():
-        function = getattr(sys.modules[cls.__module__], name, None)
-        if isinstance(function, numba.core.registry.CPUDispatcher):
-            return function
-    raise LookupError(f"no generated module has a jitted {name!r}")
+    """The kernel_math function `name`, jitted as the kernels inline it."""
+    function = getattr(kernel_math, name, None)
+    if not isinstance(function, numba.core.registry.CPUDispatcher):
+        raise LookupError(f"kernel_math has no jitted function {name!r}")
+    return function
 
 
 def report() -> list[dict]:
@@ -218,16 +213,3 @@ def report() -> list[dict]:
         results.append(float32_sweep(name, jitted(name), odd=name in ODD))
         results.append(float64_sample(name, jitted(name)))
     return [asdict(r) for r in results]
-
-
-def compiled(name: str):
-    """The kernel_math function `name` compiled as a generated module compiles its helpers (with
-    the functions it calls), for functions no built-in cell uses."""
-    from derive.render.codegen import HELPER_OPTIONS, with_callees
-
-    namespace = {"np": np, "numba": numba, "math": math}
-    decorate = eval(f"numba.njit({HELPER_OPTIONS})", namespace)
-    for function in with_callees([getattr(kernel_math, name)]):
-        exec(inspect.getsource(function), namespace)
-        namespace[function.__name__] = decorate(namespace[function.__name__])
-    return namespace[name]

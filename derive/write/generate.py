@@ -23,7 +23,8 @@ import sympy as sp
 
 from . import paths
 from derive.cells import builtin_cells
-from derive.render.codegen import module_context
+from derive.render.layout import wrap_module
+from derive.render.module import module_context
 from derive.analysis.formulas import formulas
 from derive.derivation import Derivation, derive
 from derive.spec import Cell
@@ -99,10 +100,10 @@ def _template_bytes(*names: str) -> list[bytes]:
     return [(TEMPLATES / name).read_bytes() for name in names]
 
 
-# Compiled into every kernel. Numba keys a cached kernel on its own file only, so these files'
+# Compiled into every kernel (imported by the generated modules). Numba keys a cached kernel on its own file only, so these files'
 # bytes enter the header hash: a change to them changes the generated text (`check` fails until
 # regenerated), and regenerating refreshes the kernels' caches.
-KERNEL_SUPPORT = [paths.RUNTIME / name for name in ("matrix.py", "compiler.py")]
+KERNEL_SUPPORT = [paths.RUNTIME / name for name in ("matrix.py", "compiler.py", "kernel_math.py")]
 
 
 def _spec_bytes(cell: Cell) -> bytes:
@@ -135,7 +136,8 @@ def render_cell(cell: Cell | Derivation, spec_bytes: bytes | None = None) -> str
     """The full text of `<cell.name>.py`."""
     derivation = cell if isinstance(cell, Derivation) else derive(cell)
     cell = derivation.cell
-    body = _env.get_template(CELL_TEMPLATE).render(**module_context(derivation))
+    equations = [f.text() for f in formulas(derivation).forward]  # as on the docs pages
+    body = wrap_module(_env.get_template(CELL_TEMPLATE).render(**module_context(derivation, equations)))
     spec_bytes = _spec_bytes(cell) if spec_bytes is None else spec_bytes
     inputs = _sha256(spec_bytes, *_template_bytes(CELL_TEMPLATE, HEADER_TEMPLATE), *(p.read_bytes() for p in KERNEL_SUPPORT))
     return _with_header(body, CELL_TEMPLATE, cell.source or "<interactive>", inputs)
@@ -144,7 +146,7 @@ def render_cell(cell: Cell | Derivation, spec_bytes: bytes | None = None) -> str
 def render_package(cells: list[Cell]) -> str:
     """The text of the package's `__init__.py`, listing `cells` in CELLS."""
     entries = [{"module": c.name, "class_name": c.class_name, "name": c.name} for c in cells]
-    body = _env.get_template(PACKAGE_TEMPLATE).render(cells=entries)
+    body = wrap_module(_env.get_template(PACKAGE_TEMPLATE).render(cells=entries))
     inputs = _sha256(" ".join(c.name for c in cells).encode(), *_template_bytes(PACKAGE_TEMPLATE, HEADER_TEMPLATE))
     return _with_header(body, PACKAGE_TEMPLATE, ", ".join(c.name for c in cells), inputs)
 

@@ -1,0 +1,61 @@
+"""The forward kernel's code: per chunk the input products, per step and level the recurrent
+products and one fused pointwise loop that computes the level's nodes and stores what backward
+reads (new states into `states`, other values into the tape `saved` at `tape_step`: the step, or
+0 when the caller keeps no tape and `saved` holds one step)."""
+
+from __future__ import annotations
+
+from derive import kernel_names as names
+from derive.derivation import Derivation
+
+from .locations import Locations, Stage, gate_axes, projection_buffer, unit_of
+from .printer import KernelPrinter, SharedTerms, block
+
+
+def level_title(d: Derivation, level: int, values: list[str], backward: bool = False) -> list[str]:
+    """`# level 1, after W_hn·rh: n, h_new` (backward: `# level 1: n, h_new; then back through
+    W_hn·rh`); nothing for a cell of one level."""
+    if d.levels == 1:
+        return []
+    products = ", ".join(f"{p.name}·{p.operand}" for p in d.recurrent(level))
+    if backward:
+        return [f"# level {level}: {', '.join(values)}" + (f"; then back through {products}" if products else "")]
+    return [f"# level {level}{', after ' + products if products else ''}: {', '.join(values)}"]
+
+
+def forward(d: Derivation, at: Locations) -> dict:
+    inline = dict(at.params_inline)
+    for s, leaf in d.leaves_of("projection").items():
+        where = "step - start, row" if d.on_input(leaf.param) else "row"
+        inline[s] = f"{projection_buffer(leaf.param)}[{where}, {unit_of(leaf.param, leaf.index)}]"
+    printer = KernelPrinter(inline)
+    prologue, chunk = [], []
+    for p in d.matrices:
+        buffer, packed = projection_buffer(p), names.transposed_panels(p.name)
+        if d.on_input(p):
+            prologue.append(f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # {p.name} x for the steps of a chunk")
+            chunk.append(f"matmul(x[start:start + steps].reshape(steps * B, I), {packed}, "
+                         f"{buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
+        else:
+            prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)  # {p.name} {p.operand} for one step")
+        prologue.append(f"{packed} = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
+    stages, used = [], set()
+    for level in range(d.levels):
+        nodes = [n for n in d.nodes if n.level == level]
+        lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
+        used |= reads
+        reads -= {n.symbol for n in nodes} | set(inline)
+        stores = [f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
+                  for n in nodes if n.symbol in at.new_state_index or n.symbol in at.saved_index]
+        for s, k in at.saved_index.items():
+            leaf = d.leaves.get(s)
+            if leaf is not None and leaf.level == level:
+                stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
+        products = [
+            f"matmul({at.vector_at(p.operand, 'step', 'tape_step')}, {names.transposed_panels(p.name)}, "
+            f"{projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
+            for p in d.recurrent(level)
+        ]
+        title = level_title(d, level, [n.symbol.name for n in nodes])
+        stages.append(Stage(title + products, at.loads(reads, tape_step="tape_step") + lines + stores))
+    return {"prologue": at.gate_views(used) + prologue, "chunk": chunk, "stages": stages}
