@@ -16,8 +16,8 @@ are rewritten to these by `canonical`, which the spec applies to every equation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import sympy as sp
 
@@ -198,7 +198,13 @@ SUPPORTED = tuple(cls.__name__ for cls in ACTIVATIONS) + ("identity",)
 
 # SymPy's spellings of functions of the table (sp.sqrt(z) is the power z**(1/2): see `canonical`).
 SYMPY_SPELLINGS: dict[type, type] = {
-    sp.exp: exp, sp.log: log, sp.Abs: abs, sp.Max: max, sp.Min: min, sp.sin: sin, sp.cos: cos,
+    sp.exp: exp,
+    sp.log: log,
+    sp.Abs: abs,
+    sp.Max: max,
+    sp.Min: min,
+    sp.sin: sin,
+    sp.cos: cos,
 }
 
 
@@ -212,16 +218,17 @@ def canonical(expr: sp.Expr) -> sp.Expr:
         if type(e) in SYMPY_SPELLINGS:
             function = SYMPY_SPELLINGS[type(e)]
             args = list(e.args)
-            result = function(*args[:function.nargs.args[0]])
-            for more in args[function.nargs.args[0]:]:  # Max and Min take any number of arguments
+            result = function(*args[: function.nargs.args[0]])
+            for more in args[function.nargs.args[0] :]:  # Max and Min take any number of arguments
                 result = function(result, more)
             return result
         return e
 
     if not isinstance(expr, sp.Basic):
         return expr
-    expr = expr.replace(lambda e: isinstance(e, sp.Pow) and e.exp.is_Rational and e.exp.q == 2 or type(e) in SYMPY_SPELLINGS,
-                        rewrite)
+    expr = expr.replace(
+        lambda e: isinstance(e, sp.Pow) and e.exp.is_Rational and e.exp.q == 2 or type(e) in SYMPY_SPELLINGS, rewrite
+    )
     return expr.replace(lambda e: isinstance(e, Activation) and not e.free_symbols, lambda e: sp.Float(_evaluate(e)))
 
 
@@ -236,4 +243,3 @@ def _evaluate(call: sp.Expr) -> float:
 def kernel_name(function: type) -> str:
     """Name of the function's jitted helper in a generated module (`absolute` for abs)."""
     return ACTIVATIONS[function].kernel.__name__
-

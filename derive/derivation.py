@@ -114,7 +114,12 @@ class Derivation:
 
     def accumulators(self) -> list[sp.Symbol]:
         """The `d_<node>_acc` buffers, by name: adjoints arriving from later levels and products."""
-        found = {a.target for b in self.backward.values() for a in b if a.op == "+=" and a.target not in self.adjoint.values()}
+        found = {
+            a.target
+            for b in self.backward.values()
+            for a in b
+            if a.op == "+=" and a.target not in self.adjoint.values()
+        }
         return sorted(found | {self.accumulator(n.symbol) for n in self.operand_nodes()}, key=lambda s: s.name)
 
     def preactivation(self, symbol: sp.Symbol, k: int = 0) -> sp.Symbol:
@@ -134,8 +139,11 @@ class Derivation:
 
     def recurrent(self, level: int | None = None) -> list[Param]:
         """Matrices acting on a value of the recurrence (not on x), whose products feed `level` if given."""
-        return [p for p in self.matrices
-                if not self.on_input(p) and (level is None or self.leaves[p.symbols[0]].level == level)]
+        return [
+            p
+            for p in self.matrices
+            if not self.on_input(p) and (level is None or self.leaves[p.symbols[0]].level == level)
+        ]
 
     def leaves_of(self, kind: str) -> dict[sp.Symbol, Leaf]:
         """The leaves of one kind ("state", "projection" or "param"), in order."""
@@ -210,6 +218,7 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
 
     def lift(expr, owner: str):
         """Replace activation calls nested inside `expr` by nodes of their own."""
+
         def replace(call):
             inner = call.func(*[lift(arg, owner) for arg in call.args])
             arg = inner.args[0]
@@ -271,11 +280,11 @@ def _backward(d: Derivation) -> dict[int, list[Assignment]]:
         defines[node.level].append(Assignment(d.adjoint[node.symbol], expr))
         if node.activation:
             for k, partial in enumerate(node.partials()):
-                defines[node.level].append(Assignment(d.preactivation(node.symbol, k), d.adjoint[node.symbol] * partial))
+                defines[node.level].append(
+                    Assignment(d.preactivation(node.symbol, k), d.adjoint[node.symbol] * partial)
+                )
         for level in sorted({c.level for c in later}):
-            accumulates[level].append(
-                Assignment(d.accumulator(node.symbol), contributions(node.symbol, level), "+=")
-            )
+            accumulates[level].append(Assignment(d.accumulator(node.symbol), contributions(node.symbol, level), "+="))
     for leaf in d.leaves:
         for level in range(d.levels):
             expr = contributions(leaf, level)

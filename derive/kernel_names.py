@@ -24,11 +24,28 @@ KERNELS = ("_forward", "_backward", "_jacobian")
 
 # Module level: imports, the kernels, the activation functions (kernel_math), the package's CELLS.
 MODULE_NAMES = frozenset(
-    {"math", "np", "numba", "jit", "Parameter", "RecurrentCell", "CELLS", *KERNELS,
-     "matmul", "pack", "add_column_sums", "NoAliasPipeline", "PRANGE_ONLY", "cancelled"}
+    {
+        "math",
+        "np",
+        "numba",
+        "jit",
+        "Parameter",
+        "RecurrentCell",
+        "CELLS",
+        *KERNELS,
+        "matmul",
+        "pack",
+        "add_column_sums",
+        "NoAliasPipeline",
+        "PRANGE_ONLY",
+        "cancelled",
+    }
     | set(SUPPORTED)
-    | {name for name, value in vars(kernel_math).items()
-       if getattr(value, "__module__", None) == kernel_math.__name__ and not name.startswith("_")}
+    | {
+        name
+        for name, value in vars(kernel_math).items()
+        if getattr(value, "__module__", None) == kernel_math.__name__ and not name.startswith("_")
+    }
 )
 
 # Inside the kernels: sizes, loop indexes, arrays (arguments and buffers), and the builtins called.

@@ -70,9 +70,7 @@ class Gates:
 
     def __getitem__(self, gate: str) -> sp.Symbol:
         if gate not in self._by_gate:
-            raise KeyError(
-                f"parameter {self._param.name!r} has gates {list(self._param.gates)}, not {gate!r}"
-            )
+            raise KeyError(f"parameter {self._param.name!r} has gates {list(self._param.gates)}, not {gate!r}")
         return self._by_gate[gate]
 
     def __iter__(self):
@@ -234,7 +232,7 @@ def _symbol(name: str) -> sp.Symbol:
 
 
 def param_columns(param: Param, cell: Cell) -> str | None:
-    """"I" for a matrix acting on the input, "H" for one acting on a hidden-size vector, None for a vector."""
+    """ "I" for a matrix acting on the input, "H" for one acting on a hidden-size vector, None for a vector."""
     if param.kind == "vector":
         return None
     return "I" if param.operand == cell.x.name else "H"

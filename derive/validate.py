@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.runtime import RecurrentCell
 from derive.activations import ACTIVATIONS, SUPPORTED
 from derive.kernel_names import MODULE_NAMES, RESERVED, RESERVED_PATTERN  # what a spec must not name
+from derive.runtime import RecurrentCell
 from derive.spec import INITS, Cell
 
 # A constant is a keyword argument and an attribute of the cell (`CoRNN(I, H, dt=0.1)`, `cell.dt`) and a
@@ -87,7 +87,9 @@ def validate_package(cells: list[Cell]) -> None:
             seen[value] = seen.get(value, 0) + 1
         errors += [f"{attribute} {value!r} is used by {count} cells" for value, count in seen.items() if count > 1]
     modules = {c.name for c in cells}
-    errors += [f"cell {c.name!r}: class name {c.class_name!r} is also a module name" for c in cells if c.class_name in modules]
+    errors += [
+        f"cell {c.name!r}: class name {c.class_name!r} is also a module name" for c in cells if c.class_name in modules
+    ]
     if errors:
         raise SpecError("cells of one package clash:\n  " + "\n  ".join(errors))
 
@@ -98,7 +100,10 @@ def _check_cell(p: _Problems) -> None:
     if not _is_name(cell.name) or cell.name.startswith("__"):
         p.error("cell name", f"{cell.name!r} must be an ASCII Python identifier (it names the module {cell.name}.py)")
     if not _is_name(cell.class_name) or cell.class_name in MODULE_NAMES:
-        p.error("class name", f"{cell.class_name!r} must be an ASCII Python identifier, not a name the generated module uses")
+        p.error(
+            "class name",
+            f"{cell.class_name!r} must be an ASCII Python identifier, not a name the generated module uses",
+        )
     if cell.x is None:
         p.error("input", "no input declared: call cell.input()")
     if not cell.states:
@@ -135,10 +140,19 @@ def _check_names(p: _Problems) -> None:
     for name, origin, owner in declared_names(p.cell):
         if not _is_name(name):
             p.error(origin, f"{name!r} is not an ASCII Python identifier (or is a keyword)")
-        elif (name in RESERVED or RESERVED_PATTERN.fullmatch(name)) and origin != "the input":  # x is the kernels' input
-            p.error(origin, f"{name!r} is reserved by the generated code (kernel names: see derive.kernel_names; "
-                            "d_*, cse<n>, coef<n>, J_*, *_J are generated)")
-        elif name in seen and seen[name][1] != owner and not (origin.startswith("let") and seen[name][0].startswith("let")):
+        elif (
+            name in RESERVED or RESERVED_PATTERN.fullmatch(name)
+        ) and origin != "the input":  # x is the kernels' input
+            p.error(
+                origin,
+                f"{name!r} is reserved by the generated code (kernel names: see derive.kernel_names; "
+                "d_*, cse<n>, coef<n>, J_*, *_J are generated)",
+            )
+        elif (
+            name in seen
+            and seen[name][1] != owner
+            and not (origin.startswith("let") and seen[name][0].startswith("let"))
+        ):
             p.error(origin, f"name {name!r} is already used by {seen[name][0]}")  # a let twice: _check_equations
         seen.setdefault(name, (origin, owner))
 
@@ -158,8 +172,11 @@ def _check_params(p: _Problems) -> None:
             if len(param.symbols) != len(param.gates):
                 p.error(where, f"{len(param.symbols)} symbols for {len(param.gates)} gates")
         if param.kind == "matrix" and param.operand not in vectors:
-            p.error(where, f"acts on {param.operand!r}, which is not a vector of this cell (the input, a state, "
-                           f"a let or a new state value)" + _what_is(cell, param.operand))
+            p.error(
+                where,
+                f"acts on {param.operand!r}, which is not a vector of this cell (the input, a state, "
+                f"a let or a new state value)" + _what_is(cell, param.operand),
+            )
         if param.init not in INITS and not _is_range(param.init):
             p.error(where, f"init must be one of {INITS} or a (low, high) pair of finite numbers, got {param.init!r}")
         if param.torch_name is not None:
@@ -177,9 +194,12 @@ def _check_constants(p: _Problems) -> None:
         if isinstance(default, bool) or not isinstance(default, (int, float)) or not math.isfinite(default):
             p.error(where, f"the default must be a finite real number (int or float), got {default!r}")
         if constant.name in CONSTANT_RESERVED or constant.name.startswith("_"):
-            p.error(where, f"{constant.name!r} is taken: a constant becomes a keyword argument and an attribute of the "
-                           "cell and of derive.torch.Recurrent, which already use it (derive.validate.CONSTANT_RESERVED "
-                           "and every name starting with _)")
+            p.error(
+                where,
+                f"{constant.name!r} is taken: a constant becomes a keyword argument and an attribute of the "
+                "cell and of derive.torch.Recurrent, which already use it (derive.validate.CONSTANT_RESERVED "
+                "and every name starting with _)",
+            )
 
 
 def _what_is(cell: Cell, name: str) -> str:
@@ -193,8 +213,10 @@ def _what_is(cell: Cell, name: str) -> str:
 
 def _is_range(init) -> bool:
     return (
-        isinstance(init, tuple) and len(init) == 2
-        and all(isinstance(v, (int, float)) and abs(v) < float("inf") for v in init) and init[0] <= init[1]
+        isinstance(init, tuple)
+        and len(init) == 2
+        and all(isinstance(v, (int, float)) and abs(v) < float("inf") for v in init)
+        and init[0] <= init[1]
     )
 
 
@@ -221,7 +243,10 @@ def _check_equations(p: _Problems) -> None:
         if eq.state is not None:
             updates[eq.state] = updates.get(eq.state, 0) + 1
         elif eq.symbol in defined:
-            p.error(where, f"{eq.symbol.name!r} is defined twice; a let cannot be redefined, give the new value another name")
+            p.error(
+                where,
+                f"{eq.symbol.name!r} is defined twice; a let cannot be redefined, give the new value another name",
+            )
         reported = set()
         for symbol in sorted(eq.expr.free_symbols, key=str):
             if symbol in product_of and product_of[symbol][1] not in defined:
@@ -236,17 +261,26 @@ def _check_equations(p: _Problems) -> None:
                     reported.add(symbol)
                     p.error(where, _used_early(cell, eq, symbol, repr(symbol.name)))
             elif symbol.name in by_name or (cell.x and symbol.name == cell.x.name):
-                p.error(where, f"symbol {symbol.name!r} was not made by this cell (sympy.Symbol({symbol.name!r}) has other "
-                               "assumptions); use the symbol that cell.input/state/let/weight returned"
-                               + ("; the input enters only through a weight" if cell.x and symbol.name == cell.x.name else ""))
+                p.error(
+                    where,
+                    f"symbol {symbol.name!r} was not made by this cell (sympy.Symbol({symbol.name!r}) has other "
+                    "assumptions); use the symbol that cell.input/state/let/weight returned"
+                    + ("; the input enters only through a weight" if cell.x and symbol.name == cell.x.name else ""),
+                )
             else:
-                p.error(where, f"symbol {symbol.name!r} is not declared (declare it with cell.state, cell.let, cell.weight, "
-                               "cell.vector or cell.constant)")
+                p.error(
+                    where,
+                    f"symbol {symbol.name!r} is not declared (declare it with cell.state, cell.let, cell.weight, "
+                    "cell.vector or cell.constant)",
+                )
         defined.add(eq.symbol)
     for s in cell.states:
         count = updates.get(s.name, 0)
         if count != 1:
-            p.error(f"state {s.name!r}", f"never updated: call cell.update({s.name}, ...)" if count == 0 else f"updated {count} times")
+            p.error(
+                f"state {s.name!r}",
+                f"never updated: call cell.update({s.name}, ...)" if count == 0 else f"updated {count} times",
+            )
 
 
 def _equation(eq) -> str:
@@ -308,18 +342,27 @@ def _check_expression(p: _Problems, where: str, expr) -> None:
             continue
         if isinstance(node, sp.Pow):
             if not node.exp.is_Integer:
-                p.error(where, f"power {node} has a non-integer exponent; only integer powers and sqrt are supported "
-                               "(write a**b as exp(b*log(a)))")
+                p.error(
+                    where,
+                    f"power {node} has a non-integer exponent; only integer powers and sqrt are supported "
+                    "(write a**b as exp(b*log(a)))",
+                )
         elif isinstance(node, sp.Number):
             if not (node.is_real and node.is_finite):
                 p.error(where, f"constant {node} is not a finite real number")
         elif isinstance(node, sp.Function) or getattr(node, "is_Function", False):
             if type(node) not in ACTIVATIONS:
-                p.error(where, f"function {type(node).__name__} is not supported; supported: {', '.join(SUPPORTED)} "
-                               "(from derive.activations)")
+                p.error(
+                    where,
+                    f"function {type(node).__name__} is not supported; supported: {', '.join(SUPPORTED)} "
+                    "(from derive.activations)",
+                )
         else:
-            p.error(where, f"{node} ({type(node).__name__}) is not supported in an equation; use numbers, symbols "
-                           f"of the cell, + - * /, integer powers and the activations {', '.join(SUPPORTED)}")
+            p.error(
+                where,
+                f"{node} ({type(node).__name__}) is not supported in an equation; use numbers, symbols "
+                f"of the cell, + - * /, integer powers and the activations {', '.join(SUPPORTED)}",
+            )
 
 
 # -- warnings: parts that are never used or equations that depend on nothing ------------------
@@ -332,7 +375,9 @@ def _check_dependencies(p: _Problems) -> None:
         if eq.state is None and eq.symbol not in used and eq.symbol.name not in operands:
             p.warn(_equation(eq), f"let {eq.symbol.name!r} is never used")
         if eq.state is not None and not eq.expr.free_symbols - constants:
-            p.warn(_equation(eq), f"the update of {eq.state!r} is a constant: it depends on no input, state or parameter")
+            p.warn(
+                _equation(eq), f"the update of {eq.state!r} is a constant: it depends on no input, state or parameter"
+            )
     for constant in cell.constants:
         if constant.symbol not in used:
             p.warn(f"constant {constant.name!r}", "is never used")

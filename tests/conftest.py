@@ -21,7 +21,9 @@ def _user_cells() -> dict[str, type]:
     tutorial = (ROOT / "docs" / "variants.md").read_text()
     spec = re.search(r"```python\n(# leaky_rnn\.py\n.*?)```", tutorial, flags=re.S).group(1)
     (folder / "leaky_rnn.py").write_text(spec)
-    specs = [ROOT / "tests" / "specs" / f"{name}.py" for name in ("all_activations", "all_functions", "sympy_functions")]
+    specs = [
+        ROOT / "tests" / "specs" / f"{name}.py" for name in ("all_activations", "all_functions", "sympy_functions")
+    ]
     return build([folder / "leaky_rnn.py", *specs], folder / "usercells")
 
 

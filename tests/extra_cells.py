@@ -11,9 +11,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from derive.write import generate as gen
 from derive.activations import identity, relu, sigmoid, tanh
 from derive.spec import Cell
+from derive.write import generate as gen
 
 SOURCE = "tests/extra_cells.py"
 

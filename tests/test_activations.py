@@ -10,13 +10,24 @@ from derive import activations
 from derive.activations import ACTIVATIONS, INDICATORS, canonical
 
 TORCH = {  # name -> torch function of the same arguments
-    "sigmoid": lambda t: t.sigmoid, "tanh": lambda t: t.tanh, "relu": lambda t: t.relu,
-    "hard_sigmoid": lambda t: t.nn.functional.hardsigmoid, "softsign": lambda t: t.nn.functional.softsign,
-    "exp": lambda t: t.exp, "log": lambda t: t.log, "sqrt": lambda t: t.sqrt, "abs": lambda t: t.abs,
-    "max": lambda t: t.maximum, "min": lambda t: t.minimum, "softplus": lambda t: t.nn.functional.softplus,
-    "log_sigmoid": lambda t: t.nn.functional.logsigmoid, "silu": lambda t: t.nn.functional.silu,
-    "gelu": lambda t: (lambda z: t.nn.functional.gelu(z, approximate="tanh")), "elu": lambda t: t.nn.functional.elu,
-    "sin": lambda t: t.sin, "cos": lambda t: t.cos,
+    "sigmoid": lambda t: t.sigmoid,
+    "tanh": lambda t: t.tanh,
+    "relu": lambda t: t.relu,
+    "hard_sigmoid": lambda t: t.nn.functional.hardsigmoid,
+    "softsign": lambda t: t.nn.functional.softsign,
+    "exp": lambda t: t.exp,
+    "log": lambda t: t.log,
+    "sqrt": lambda t: t.sqrt,
+    "abs": lambda t: t.abs,
+    "max": lambda t: t.maximum,
+    "min": lambda t: t.minimum,
+    "softplus": lambda t: t.nn.functional.softplus,
+    "log_sigmoid": lambda t: t.nn.functional.logsigmoid,
+    "silu": lambda t: t.nn.functional.silu,
+    "gelu": lambda t: lambda z: t.nn.functional.gelu(z, approximate="tanh"),
+    "elu": lambda t: t.nn.functional.elu,
+    "sin": lambda t: t.sin,
+    "cos": lambda t: t.cos,
 }
 FUNCTIONS = list(ACTIVATIONS)
 ONE_ARGUMENT = [f for f in FUNCTIONS if f.nargs.args[0] == 1]
@@ -29,12 +40,18 @@ def evaluate(kernel, *z: float) -> float:
     with np.errstate(all="ignore"):
         if callable(kernel):
             return float(kernel(*z))
-        return float(eval(kernel.format(*[f"z{k}" for k in range(len(z))]), {"real": np.float64},
-                          {f"z{k}": v for k, v in enumerate(z)}))
+        return float(
+            eval(
+                kernel.format(*[f"z{k}" for k in range(len(z))]),
+                {"real": np.float64},
+                {f"z{k}": v for k, v in enumerate(z)},
+            )
+        )
 
 
 def numeric(expr: sp.Expr) -> float:
     """A derivative rule at numbers: table functions and indicators run as their kernels."""
+
     def run(e):
         code = ACTIVATIONS[type(e)].kernel if type(e) in ACTIVATIONS else INDICATORS[type(e)]
         return sp.Float(evaluate(code, *[float(a) for a in e.args]))
@@ -117,15 +134,45 @@ def test_derivative_indicators_keep_nan(indicator):
 
 def test_sympy_spellings_become_the_table_functions():
     a, b, c = sp.symbols("a b c", real=True)
-    expr = canonical(sp.exp(a) + sp.log(b) + sp.Abs(c) + sp.sin(a) * sp.cos(b) + sp.Max(a, b, c) + sp.Min(a, b)
-                     + sp.sqrt(1 + a**2) + (1 + b**2) ** sp.Rational(-3, 2))
+    expr = canonical(
+        sp.exp(a)
+        + sp.log(b)
+        + sp.Abs(c)
+        + sp.sin(a) * sp.cos(b)
+        + sp.Max(a, b, c)
+        + sp.Min(a, b)
+        + sp.sqrt(1 + a**2)
+        + (1 + b**2) ** sp.Rational(-3, 2)
+    )
     calls = {type(call) for call in expr.atoms(sp.Function)}
-    assert calls == {activations.exp, activations.log, activations.abs, activations.sin, activations.cos,
-                     activations.max, activations.min, activations.sqrt}
+    assert calls == {
+        activations.exp,
+        activations.log,
+        activations.abs,
+        activations.sin,
+        activations.cos,
+        activations.max,
+        activations.min,
+        activations.sqrt,
+    }
     assert not any(isinstance(p, sp.Pow) and not p.exp.is_Integer for p in expr.atoms(sp.Pow))
     assert float(canonical(sp.log(2) * a).coeff(a)) == pytest.approx(math.log(2))  # a constant call is a number
 
 
 def test_every_function_is_importable_by_its_name():
-    for name in ("exp", "log", "sqrt", "abs", "max", "min", "softplus", "log_sigmoid", "silu", "gelu", "elu", "sin", "cos"):
+    for name in (
+        "exp",
+        "log",
+        "sqrt",
+        "abs",
+        "max",
+        "min",
+        "softplus",
+        "log_sigmoid",
+        "silu",
+        "gelu",
+        "elu",
+        "sin",
+        "cos",
+    ):
         assert getattr(activations, name) in ACTIVATIONS and name in activations.SUPPORTED

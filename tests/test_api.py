@@ -20,7 +20,11 @@ def test_exports():
 def test_pytorch_parameter_layout():
     cell = LSTM(input_size=8, hidden_size=16, seed=0)
     assert {k: v.shape for k, v in cell.params.items()} == {
-        "W_ih": (64, 8), "W_hh": (64, 16), "b_ih": (64,), "b_hh": (64,)}
+        "W_ih": (64, 8),
+        "W_hh": (64, 16),
+        "b_ih": (64,),
+        "b_hh": (64,),
+    }
     assert [p.torch for p in LSTM.parameters] == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
     assert LSTM.parameters[0].gates == ("i", "f", "g", "o") and GRU.parameters[0].gates == ("r", "z", "n")
 
@@ -58,7 +62,10 @@ def test_init_needs_no_more_memory_than_the_parameters():
 
 
 def test_an_impossible_size_is_a_memory_error_naming_the_sizes():
-    with pytest.raises(MemoryError, match=r"LSTM\(input_size=3, hidden_size=1000000, dtype=float32\): its parameters .* need 14,901.2 GiB.*hidden_size=1000000"):
+    with pytest.raises(
+        MemoryError,
+        match=r"LSTM\(input_size=3, hidden_size=1000000, dtype=float32\): its parameters .* need 14,901.2 GiB.*hidden_size=1000000",
+    ):
         LSTM(3, 10**6)
     with pytest.raises(MemoryError, match=r"reduce hidden_size=1000000000000 or input_size=1000000000000"):
         RNN(10**12, 10**12)  # beyond what any array can hold

@@ -15,35 +15,61 @@ from derive.tools.bench.workloads import PEERS, Point, _inputs, build, derive_in
 
 def entry(cell, medians_ms):
     """A result record of one point: {side: {mode: ms}} as the driver stores it (seconds)."""
-    times = {side: {mode: {"median": ms / 1e3, "best": ms / 1e3, "samples": 3} for mode, ms in modes.items()}
-             for side, modes in medians_ms.items()}
-    return {"point": Point(cell, "float32", 64, 32, 128).as_dict(), "times": times,
-            "flops": {"inference": 1e9, "forward": 1e9, "forward_backward": 3e9}}
+    times = {
+        side: {mode: {"median": ms / 1e3, "best": ms / 1e3, "samples": 3} for mode, ms in modes.items()}
+        for side, modes in medians_ms.items()
+    }
+    return {
+        "point": Point(cell, "float32", 64, 32, 128).as_dict(),
+        "times": times,
+        "flops": {"inference": 1e9, "forward": 1e9, "forward_backward": 3e9},
+    }
 
 
 def synthetic_results():
     return {
-        "command": "python -m derive bench", "date": "today", "note": "", "seconds": 60.0,
+        "command": "python -m derive bench",
+        "date": "today",
+        "note": "",
+        "seconds": 60.0,
         "load_average": {"start": [0.1, 0.1, 0.1], "end": [0.2, 0.2, 0.2]},
-        "blas_gflops": {"float32": 200.0}, "blas_gflops_median": {"float32": 190.0},
-        "facts": {"derive": {"machine": "m", "cpu": "c", "cores": 2, "versions": {"numpy": "2"}, "threads": {},
-                             "inference": "cell.forward(x, tape=False)"}},
+        "blas_gflops": {"float32": 200.0},
+        "blas_gflops_median": {"float32": 190.0},
+        "facts": {
+            "derive": {
+                "machine": "m",
+                "cpu": "c",
+                "cores": 2,
+                "versions": {"numpy": "2"},
+                "threads": {},
+                "inference": "cell.forward(x, tape=False)",
+            }
+        },
         "points": [
-            entry("lstm", {
-                "derive": {"inference": 4.0, "forward": 5.0, "forward_backward": 10.0},
-                "eager": {"inference": 1.0, "forward": 1.0, "forward_backward": 1.0},  # ours: never a peer
-                "torch": {"inference": 6.0, "forward": 6.0, "forward_backward": 12.0},
-                "jax": {"inference": 5.0, "forward_backward": 8.0},
-                "onnxruntime": {"inference": 2.0},  # inference only
-            }),
-            entry("gru", {
-                "derive": {"inference": 3.0, "forward": 3.0, "forward_backward": 6.0},
-                "keras": {"inference": 6.0, "forward_backward": 24.0},
-            }),
-            entry("lstm_peephole", {  # no built-in anywhere: no peer row
-                "derive": {"inference": 3.0, "forward": 3.0, "forward_backward": 6.0},
-                "eager": {"inference": 9.0, "forward": 9.0, "forward_backward": 30.0},
-            }),
+            entry(
+                "lstm",
+                {
+                    "derive": {"inference": 4.0, "forward": 5.0, "forward_backward": 10.0},
+                    "eager": {"inference": 1.0, "forward": 1.0, "forward_backward": 1.0},  # ours: never a peer
+                    "torch": {"inference": 6.0, "forward": 6.0, "forward_backward": 12.0},
+                    "jax": {"inference": 5.0, "forward_backward": 8.0},
+                    "onnxruntime": {"inference": 2.0},  # inference only
+                },
+            ),
+            entry(
+                "gru",
+                {
+                    "derive": {"inference": 3.0, "forward": 3.0, "forward_backward": 6.0},
+                    "keras": {"inference": 6.0, "forward_backward": 24.0},
+                },
+            ),
+            entry(
+                "lstm_peephole",
+                {  # no built-in anywhere: no peer row
+                    "derive": {"inference": 3.0, "forward": 3.0, "forward_backward": 6.0},
+                    "eager": {"inference": 9.0, "forward": 9.0, "forward_backward": 30.0},
+                },
+            ),
         ],
     }
 
@@ -52,13 +78,18 @@ def test_best_peer_per_point_and_mode():
     best = report.best_peers(synthetic_results())
     fwd_bwd = [(r["label"], r["peer"], r["peer_ms"], r["ours_ms"], r["ratio"]) for r in best["forward_backward"]]
     inference = [(r["label"], r["peer"], r["ratio"]) for r in best["inference"]]
-    assert fwd_bwd == [("lstm float32 64×32×128", "jax", 8.0, 10.0, 0.8), ("gru float32 64×32×128", "keras", 24.0, 6.0, 4.0)]
+    assert fwd_bwd == [
+        ("lstm float32 64×32×128", "jax", 8.0, 10.0, 0.8),
+        ("gru float32 64×32×128", "keras", 24.0, 6.0, 4.0),
+    ]
     assert inference == [("lstm float32 64×32×128", "onnxruntime", 0.5), ("gru float32 64×32×128", "keras", 2.0)]
 
 
 def test_best_peer_table_is_the_first_table_with_geometric_means():
     text = report.markdown(synthetic_results(), None)
-    assert text.index("## Ours against the best peer at each point") < text.index("## The run") < text.index("## Targets")
+    assert (
+        text.index("## Ours against the best peer at each point") < text.index("## The run") < text.index("## Targets")
+    )
     assert "| **geometric mean** over 2 points | fwd+bwd |  |  |  | **1.79x** (worst 0.80x) |" in text  # √(0.8·4)
     assert "| **geometric mean** over 2 points | inference |  |  |  | **1.00x** (worst 0.50x) |" in text  # √(0.5·2)
     assert "| lstm float32 64×32×128 | inference | onnxruntime | 2.00 | 4.00 | 0.50x |" in text
@@ -94,11 +125,14 @@ class FakeWorker:
         self.attempt += 1
 
 
-@pytest.mark.parametrize("busy, kept, attempts", [
-    ([0, 0], 0, 1),  # quiet: measured once
-    ([0, 50, 50, 50], 1, 2),  # noisy, then quiet: the quiet repeat is kept
-    ([0, 50, 50, 80, 80, 200], 1, 3),  # noisy throughout (0.5, 0.3, 1.2 cores): the quietest of 1 + RETRIES
-])
+@pytest.mark.parametrize(
+    "busy, kept, attempts",
+    [
+        ([0, 0], 0, 1),  # quiet: measured once
+        ([0, 50, 50, 50], 1, 2),  # noisy, then quiet: the quiet repeat is kept
+        ([0, 50, 50, 80, 80, 200], 1, 3),  # noisy throughout (0.5, 0.3, 1.2 cores): the quietest of 1 + RETRIES
+    ],
+)
 def test_noisy_turns_are_repeated(monkeypatch, busy, kept, attempts):
     ticks, seconds = iter(busy), itertools.count()
     monkeypatch.setattr(load, "busy_ticks", lambda: next(ticks))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive.write import generate as gen
 from derive.activations import tanh
 from derive.spec import Cell
+from derive.write import generate as gen
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = dict(log=lambda message: None)
@@ -46,7 +46,9 @@ def run(parent: Path, script: str, **env) -> subprocess.CompletedProcess:
     """`script` in a fresh interpreter with the default caches: bytecode and numba's in __pycache__."""
     environment = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")}
     environment.update(PYTHONPATH=os.pathsep.join([str(parent), str(ROOT)]), **env)
-    return subprocess.run([sys.executable, "-c", script], cwd=parent, env=environment, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=parent, env=environment, capture_output=True, text=True, timeout=900
+    )
 
 
 def scale_used(parent: Path) -> float:
@@ -141,7 +143,9 @@ def test_a_read_only_install_caches_its_kernels_in_the_user_cache(tmp_path):
     """What the README says: numba falls back to the user's cache directory, without a warning."""
     user_cache = tmp_path / "user-cache"
     with read_only_install(tmp_path) as install:
-        result = run(install, RUN_RNN, HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(user_cache), PYTHONDONTWRITEBYTECODE="1")
+        result = run(
+            install, RUN_RNN, HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(user_cache), PYTHONDONTWRITEBYTECODE="1"
+        )
     assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
     assert "RuntimeWarning" not in result.stderr, result.stderr
     assert list(user_cache.glob("numba/*/rnn._forward-*.nbi")), sorted(map(str, user_cache.rglob("*")))
@@ -154,7 +158,9 @@ def test_a_read_only_install_without_any_cache_directory_works_and_warns_once(tm
     env = dict(HOME=str(blocked / "home"), XDG_CACHE_HOME=str(blocked / "cache"), PYTHONDONTWRITEBYTECODE="1")
     with read_only_install(tmp_path) as install:
         control = run(install, "import generated.probe", **env)
-        assert "cannot cache function 'one'" in control.stderr, "the cache is writable after all: the test proves nothing"
+        assert "cannot cache function 'one'" in control.stderr, (
+            "the cache is writable after all: the test proves nothing"
+        )
         result = run(install, RUN_RNN, **env)
     assert result.returncode == 0 and result.stdout.strip() == "ran", result.stderr
     assert result.stderr.count("no writable cache directory") == 1, result.stderr  # not one per module
@@ -171,8 +177,14 @@ DAMAGE = {  # name: (file suffix, how its bytes change)
     "index truncated to 0": (".nbi", lambda data: b""),
     "index of random bytes": (".nbi", lambda data: np.random.default_rng(0).bytes(len(data))),
     "data halved": (".nbc", lambda data: data[: len(data) // 2]),
-    "data with 64 bytes flipped in the bitcode": (".nbc", lambda data: flip_64_bytes(data, data.index(b"BC\xc0\xde") + 4096)),
-    "data with 64 bytes flipped in the machine code": (".nbc", lambda data: flip_64_bytes(data, data.index(b"\x7fELF") + 4096)),
+    "data with 64 bytes flipped in the bitcode": (
+        ".nbc",
+        lambda data: flip_64_bytes(data, data.index(b"BC\xc0\xde") + 4096),
+    ),
+    "data with 64 bytes flipped in the machine code": (
+        ".nbc",
+        lambda data: flip_64_bytes(data, data.index(b"\x7fELF") + 4096),
+    ),
 }
 
 
@@ -186,7 +198,9 @@ def cached_package(tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_cache_file_is_dropped_with_one_warning_and_the_kernel_compiled_again(cached_package, tmp_path, damage):
+def test_a_damaged_cache_file_is_dropped_with_one_warning_and_the_kernel_compiled_again(
+    cached_package, tmp_path, damage
+):
     shutil.copytree(cached_package, tmp_path, dirs_exist_ok=True)  # copy2: times kept, the cache stays valid
     cache = tmp_path / "scaledpkg" / "__pycache__"
     suffix, change = DAMAGE[damage]
@@ -202,7 +216,9 @@ def test_a_damaged_cache_file_is_dropped_with_one_warning_and_the_kernel_compile
     expected = run(cached_package, RUN_SCALED).stdout
     assert result.stdout == expected
     again = run(tmp_path, RUN_SCALED)  # repaired: loads from the cache, no warning
-    assert again.returncode == 0 and again.stdout == expected and "could not be loaded" not in again.stderr, again.stderr
+    assert again.returncode == 0 and again.stdout == expected and "could not be loaded" not in again.stderr, (
+        again.stderr
+    )
     assert unrelated.read_bytes() == b"another function's cache file"
     (data,) = cache.glob("scaled._forward-*.nbc")
     assert data.read_bytes().startswith(b"rnn-derive sha256\n")  # saved afresh, with its checksum

@@ -43,7 +43,15 @@ def run(script: str, prelude: str = "", timeout: float = 600, **env) -> dict:
     environment = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     environment.update(PYTHONPATH=str(ROOT), **env)
     code = prelude + SETUP + textwrap.dedent(script)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert result.returncode == 0, f"rc {result.returncode}\n{result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1]) | {"stderr": result.stderr}
 
@@ -153,14 +161,19 @@ print(json.dumps({{
 """
 
 
-@pytest.mark.parametrize("part, send", [
-    ("forward", "os.kill(os.getpid(), signal.SIGINT)"),
-    ("forward", "_thread.interrupt_main()"),
-    ("backward", "os.kill(os.getpid(), signal.SIGINT)"),
-])
+@pytest.mark.parametrize(
+    "part, send",
+    [
+        ("forward", "os.kill(os.getpid(), signal.SIGINT)"),
+        ("forward", "_thread.interrupt_main()"),
+        ("backward", "os.kill(os.getpid(), signal.SIGINT)"),
+    ],
+)
 def test_ctrl_c_stops_a_long_call_and_leaves_the_cell_usable(part, send):
     out = run(INTERRUPT.format(part=part, send=send))
-    print(f"{part}, {send}: KeyboardInterrupt {out['latency']:.3f} s after the signal; the call takes {out['uninterrupted']:.1f} s")
+    print(
+        f"{part}, {send}: KeyboardInterrupt {out['latency']:.3f} s after the signal; the call takes {out['uninterrupted']:.1f} s"
+    )
     assert out["interrupted"] and out["same"] and out["params"]
     # Structural, not a speed bound: without cancelling, the interrupt would wait for the call's end.
     assert out["latency"] < out["uninterrupted"] / 4
@@ -198,5 +211,10 @@ def test_a_busy_python_thread_does_not_take_the_gil_at_every_step():
     spinning thread's switch interval (here 0.25 s): 200 steps, about 50 s. Released once, a call
     waits for the GIL a few times at most. Structural: not a bound on the slowdown itself."""
     out = run(BUSY_THREAD)
-    print({name: f"{seconds:.3f} s for {out['steps']} steps beside a busy thread" for name, seconds in out["seconds"].items()})
+    print(
+        {
+            name: f"{seconds:.3f} s for {out['steps']} steps beside a busy thread"
+            for name, seconds in out["seconds"].items()
+        }
+    )
     assert max(out["seconds"].values()) < out["steps"] * out["switch"] / 10

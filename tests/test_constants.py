@@ -58,14 +58,17 @@ def test_gradients_with_other_values_match_finite_differences():
     assert max(report.errors.values()) < 1e-6, report.errors
 
 
-@pytest.mark.parametrize("value, error, message", [
-    ("0.1", TypeError, r"CoRNN constant 'dt' must be a real number \(int or float\), got str '0.1'"),
-    (True, TypeError, r"CoRNN constant 'dt' must be a real number \(int or float\), got bool True"),
-    (None, TypeError, r"got NoneType None"),
-    (float("nan"), ValueError, r"CoRNN constant 'dt' must be a finite number in float32, got nan"),
-    (-float("inf"), ValueError, r"must be a finite number in float32, got -inf"),
-    (1e300, ValueError, r"must be a finite number in float32, got 1e\+300"),  # finite, but not in float32
-])
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        ("0.1", TypeError, r"CoRNN constant 'dt' must be a real number \(int or float\), got str '0.1'"),
+        (True, TypeError, r"CoRNN constant 'dt' must be a real number \(int or float\), got bool True"),
+        (None, TypeError, r"got NoneType None"),
+        (float("nan"), ValueError, r"CoRNN constant 'dt' must be a finite number in float32, got nan"),
+        (-float("inf"), ValueError, r"must be a finite number in float32, got -inf"),
+        (1e300, ValueError, r"must be a finite number in float32, got 1e\+300"),  # finite, but not in float32
+    ],
+)
 def test_a_bad_value_is_refused_and_changes_nothing(value, error, message):
     cell = CoRNN(3, 4)
     with pytest.raises(error, match=message):
@@ -80,7 +83,10 @@ def test_a_float64_cell_takes_values_a_float32_cell_cannot():
 
 
 def test_unknown_keyword_arguments_are_refused():
-    with pytest.raises(TypeError, match=r"CoRNN\(\) got unexpected keyword argument\(s\) \['delta'\]; its constants are \['dt', 'gamma', 'epsilon'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"CoRNN\(\) got unexpected keyword argument\(s\) \['delta'\]; its constants are \['dt', 'gamma', 'epsilon'\]",
+    ):
         CoRNN(3, 4, delta=0.1)
     with pytest.raises(TypeError, match=r"LSTM\(\) got unexpected keyword argument\(s\) \['dt'\]; it has no constants"):
         CELLS["lstm"](3, 4, dt=0.1)

@@ -12,8 +12,27 @@ import pytest
 from derive.tools import cli, experiment
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--cells", "rnn", "lstm", "--lags", "6", "9", "--steps", "5", "--batch", "4", "--hidden", "3",
-        "--test-size", "8", "--eval-every", "2", "--forget-bias", "0", "1"]
+TINY = [
+    "--cells",
+    "rnn",
+    "lstm",
+    "--lags",
+    "6",
+    "9",
+    "--steps",
+    "5",
+    "--batch",
+    "4",
+    "--hidden",
+    "3",
+    "--test-size",
+    "8",
+    "--eval-every",
+    "2",
+    "--forget-bias",
+    "0",
+    "1",
+]
 
 
 # -- the task ---------------------------------------------------------------------------------
@@ -72,8 +91,12 @@ def test_experiment_end_to_end_at_a_tiny_size(torch, tmp_path):
     # the norm at k = lag in adding_flow.csv is adding.csv's grad_norm
     for r in (r for r in rows if r["grad_norm"]):
         time = "init" if r["step"] == "0" else "end"
-        match = [c for c in curves if (c["cell"], c["forget_bias"], c["lag"], c["time"], c["k"]) ==
-                 (r["cell"], r["forget_bias"], r["lag"], time, r["lag"])]
+        match = [
+            c
+            for c in curves
+            if (c["cell"], c["forget_bias"], c["lag"], c["time"], c["k"])
+            == (r["cell"], r["forget_bias"], r["lag"], time, r["lag"])
+        ]
         assert [c["norm"] for c in match] == [r["grad_norm"]]
     assert "[6/6] lstm (forget bias 1), lag 9" in stderr.getvalue()
     assert "6 runs in" in stderr.getvalue()
@@ -104,7 +127,9 @@ def test_flow_at_initialization_is_that_of_the_initial_weights_on_test_sequences
     flow_batch test sequences; after training they are those of other (the trained) weights."""
     from derive.torch import Recurrent
 
-    settings = experiment.Settings(cells=("gru",), lags=(7,), steps=3, batch=2, hidden=3, test_size=5, flow_batch=4, seed=3)
+    settings = experiment.Settings(
+        cells=("gru",), lags=(7,), steps=3, batch=2, hidden=3, test_size=5, flow_batch=4, seed=3
+    )
     result = experiment.Result("gru", 7, None)
     experiment.train(result, settings, torch)
     torch.manual_seed(3)
@@ -124,18 +149,21 @@ def test_settings_give_one_run_per_forget_bias_for_cells_with_a_forget_gate():
 
 
 # -- errors -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("options, message", [
-    (["--cells", "rnn", "lstmm"], "cells: unknown cell(s) ['lstmm']"),
-    (["--lags", "50", "1"], "lags must be integers >= 2"),
-    (["--steps", "0"], "steps must be a positive integer, got 0"),
-    (["--batch", "-3"], "batch must be a positive integer, got -3"),
-    (["--hidden", "0"], "hidden must be a positive integer, got 0"),
-    (["--lr", "0"], "lr must be a positive finite number, got 0.0"),
-    (["--clip", "-1"], "clip must be a finite number >= 0"),
-    (["--test-size", "0"], "test_size must be a positive integer, got 0"),
-    (["--eval-every", "-1"], "eval_every must be a non-negative integer, got -1"),
-    (["--threads", "0"], "--threads must be from 1 to"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--cells", "rnn", "lstmm"], "cells: unknown cell(s) ['lstmm']"),
+        (["--lags", "50", "1"], "lags must be integers >= 2"),
+        (["--steps", "0"], "steps must be a positive integer, got 0"),
+        (["--batch", "-3"], "batch must be a positive integer, got -3"),
+        (["--hidden", "0"], "hidden must be a positive integer, got 0"),
+        (["--lr", "0"], "lr must be a positive finite number, got 0.0"),
+        (["--clip", "-1"], "clip must be a finite number >= 0"),
+        (["--test-size", "0"], "test_size must be a positive integer, got 0"),
+        (["--eval-every", "-1"], "eval_every must be a non-negative integer, got -1"),
+        (["--threads", "0"], "--threads must be from 1 to"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors_naming_them(torch, tmp_path, capsys, options, message):
     assert cli.main(["experiment", "adding", *TINY, *options, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -154,12 +182,26 @@ def test_bad_settings_in_python_name_the_argument():
 
 def test_without_torch_the_command_names_the_extra(tmp_path):
     """torch is optional: `--help` works without it, and the experiment exits with one line naming the extra."""
-    hide_torch = "import sys; sys.modules['torch'] = None; from derive.tools import cli; sys.exit(cli.main(sys.argv[1:]))"
-    help = subprocess.run([sys.executable, "-c", hide_torch, "experiment", "adding", "--help"],
-                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    hide_torch = (
+        "import sys; sys.modules['torch'] = None; from derive.tools import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
+    help = subprocess.run(
+        [sys.executable, "-c", hide_torch, "experiment", "adding", "--help"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert help.returncode == 0 and "--forget-bias" in help.stdout
-    run = subprocess.run([sys.executable, "-c", hide_torch, "experiment", "adding", "--out", str(tmp_path / "out")],
-                         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", hide_torch, "experiment", "adding", "--out", str(tmp_path / "out")],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert run.stderr == f"experiment: {experiment.NO_TORCH}\n"
     assert not (tmp_path / "out").exists()
@@ -170,9 +212,17 @@ def test_help_states_the_defaults_of_settings(capsys):
         cli.main(["experiment", "adding", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     defaults = experiment.Settings()
-    for option, value in (("cells", " ".join(defaults.cells)), ("lags", " ".join(map(str, defaults.lags))), ("steps", defaults.steps),
-                          ("batch", defaults.batch), ("hidden", defaults.hidden), ("lr", defaults.lr), ("clip", defaults.clip),
-                          ("seed", defaults.seed), ("test_size", defaults.test_size)):
+    for option, value in (
+        ("cells", " ".join(defaults.cells)),
+        ("lags", " ".join(map(str, defaults.lags))),
+        ("steps", defaults.steps),
+        ("batch", defaults.batch),
+        ("hidden", defaults.hidden),
+        ("lr", defaults.lr),
+        ("clip", defaults.clip),
+        ("seed", defaults.seed),
+        ("test_size", defaults.test_size),
+    ):
         assert f"(default: {value})" in text, option
 
 

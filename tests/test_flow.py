@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from derive.tools import cli
 from derive.analysis import flow
+from derive.tools import cli
 from generated import GRU, LSTM, RNN
 from tests.conftest import orthogonal
 
@@ -97,7 +97,7 @@ def test_lstm_with_saturated_forget_gate_keeps_its_cell_gradient():
     J = cell.jacobian(tape)[:, 0]
     for t in range(T):  # the one-step block is exactly diag(f_t)
         assert np.array_equal(J[t, H:, H:], np.diag(f[t]))
-    products = np.array([np.prod(f[T - k:], axis=0).max() for k in range(T + 1)])
+    products = np.array([np.prod(f[T - k :], axis=0).max() for k in range(T + 1)])
     result = flow.measure(cell, x)
     np.testing.assert_allclose(result.state_norm["c"], products, rtol=0.01)
     assert 0.3 < products[T] < 0.9  # the memory is held, not perfectly
@@ -112,7 +112,9 @@ def products_directly(J):
     out = np.ones((B, T + 1))
     for b in range(B):
         for k in range(1, T + 1):
-            out[b, k] = np.linalg.norm(np.linalg.multi_dot([np.eye(J.shape[2])] + [J[T - j, b] for j in range(1, k + 1)]), 2)
+            out[b, k] = np.linalg.norm(
+                np.linalg.multi_dot([np.eye(J.shape[2])] + [J[T - j, b] for j in range(1, k + 1)]), 2
+            )
     return out
 
 
@@ -130,7 +132,7 @@ def products_by_finite_differences(cell, x, eps=1e-6):
             for sign in (1, -1):
                 shifted = start.copy()
                 shifted[col // H, :, col % H] += sign * eps
-                _, end, _ = cell.forward(x[T - k:], tuple(shifted[:n]))
+                _, end, _ = cell.forward(x[T - k :], tuple(shifted[:n]))
                 ends.append(np.concatenate(end, axis=1))
             D[:, :, col] = (ends[0] - ends[1]) / (2 * eps)
         out[:, k] = np.linalg.norm(D, 2, axis=(1, 2))
@@ -167,11 +169,11 @@ def test_lag_norms_survive_underflow_and_give_state_blocks():
 def test_gate_bias_goes_to_the_forget_or_update_gate():
     lstm = LSTM(I, H, dtype=np.float64, seed=0)
     assert flow.set_gate_bias(lstm, 3.0) == "f"
-    assert np.all(lstm.params["b_ih"][H:2 * H] == 3.0) and np.all(lstm.params["b_hh"][H:2 * H] == 0.0)
+    assert np.all(lstm.params["b_ih"][H : 2 * H] == 3.0) and np.all(lstm.params["b_hh"][H : 2 * H] == 0.0)
     assert np.all(np.abs(lstm.params["b_ih"][:H]) < 1)  # other gates untouched
     gru = GRU(I, H, dtype=np.float64, seed=0)
     assert flow.set_gate_bias(gru, -1.0) == "z"
-    assert np.all(gru.params["b_ih"][H:2 * H] == -1.0)
+    assert np.all(gru.params["b_ih"][H : 2 * H] == -1.0)
     assert flow.set_gate_bias(gru, 2.0, gate="r") == "r" and np.all(gru.params["b_ih"][:H] == 2.0)
     with pytest.raises(ValueError, match=r"cell 'rnn' has no forget or update gate \(gates: none\)"):
         flow.set_gate_bias(RNN(I, H), 1.0)
@@ -183,7 +185,7 @@ def test_weight_scale_sets_the_spectral_radius_of_every_gate_block():
     cell, _ = flow.build(LSTM, flow.Settings(steps=2, hidden_size=H, weight_scale=0.7))
     W = cell.params["W_hh"]
     for b in range(4):
-        assert np.isclose(np.abs(np.linalg.eigvals(W[b * H:(b + 1) * H])).max(), 0.7)
+        assert np.isclose(np.abs(np.linalg.eigvals(W[b * H : (b + 1) * H])).max(), 0.7)
 
 
 def test_settings_are_checked():
@@ -210,8 +212,9 @@ def read_csv(path):
 
 def test_flow_command_writes_csv_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    code, out = run_flow("lstm", "gru", "--steps", "12", "--hidden-size", "4", "--gate-bias", "0", "2",
-                         "--out", str(tmp_path))
+    code, out = run_flow(
+        "lstm", "gru", "--steps", "12", "--hidden-size", "4", "--gate-bias", "0", "2", "--out", str(tmp_path)
+    )
     assert code == 0
     rows = read_csv(tmp_path / "gradient_flow.csv")
     assert list(rows[0]) == ["cell", "run", "lag", "norm", "norm_min", "norm_max", "norm_h", "norm_c"]
@@ -222,8 +225,20 @@ def test_flow_command_writes_csv_table_and_plot(tmp_path):
     written = [float(r["norm"]) for r in rows if r["run"] == "lstm (gate bias 2)"]
     np.testing.assert_array_equal(written, expected.norm)
     steps = read_csv(tmp_path / "gradient_flow_steps.csv")
-    assert list(steps[0]) == ["cell", "run", "step", "spectral_radius", "max_singular",
-                              "gate_i", "gate_f", "gate_g", "gate_o", "gate_r", "gate_z", "gate_n"]
+    assert list(steps[0]) == [
+        "cell",
+        "run",
+        "step",
+        "spectral_radius",
+        "max_singular",
+        "gate_i",
+        "gate_f",
+        "gate_g",
+        "gate_o",
+        "gate_r",
+        "gate_z",
+        "gate_n",
+    ]
     assert len(steps) == 4 * 12 and steps[0]["gate_r"] == "" and steps[-1]["gate_i"] == ""
     assert (tmp_path / "gradient_flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "lyapunov.csv").exists() and not (tmp_path / "lyapunov.png").exists()
@@ -233,8 +248,9 @@ def test_flow_command_writes_csv_table_and_plot(tmp_path):
 
 def test_flow_command_sweeps_the_weight_scale_and_works_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
-    code, out = run_flow("rnn", "--steps", "5", "--hidden-size", "4", "--weight-scale", "0.5", "2",
-                         "--out", str(tmp_path))
+    code, out = run_flow(
+        "rnn", "--steps", "5", "--hidden-size", "4", "--weight-scale", "0.5", "2", "--out", str(tmp_path)
+    )
     assert code == 0
     assert {r["run"] for r in read_csv(tmp_path / "gradient_flow.csv")} == {"rnn (ρ = 0.5)", "rnn (ρ = 2)"}
     assert not (tmp_path / "gradient_flow.png").exists()
@@ -248,8 +264,22 @@ def test_flow_command_refuses_a_gate_bias_the_cell_cannot_take(tmp_path):
 
 def test_flow_command_writes_the_lyapunov_exponents_and_their_convergence(tmp_path):
     pytest.importorskip("matplotlib")
-    code, out = run_flow("rnn", "lstm", "--steps", "12", "--hidden-size", "4", "--batch", "2",
-                         "--lyapunov", "3", "--warmup", "2", "--out", str(tmp_path))
+    code, out = run_flow(
+        "rnn",
+        "lstm",
+        "--steps",
+        "12",
+        "--hidden-size",
+        "4",
+        "--batch",
+        "2",
+        "--lyapunov",
+        "3",
+        "--warmup",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0
     rows = read_csv(tmp_path / "lyapunov.csv")
     assert list(rows[0]) == ["cell", "run", "step", "lambda_1", "lambda_2", "lambda_3"]
@@ -272,12 +302,15 @@ def test_flow_command_refuses_more_lyapunov_exponents_than_the_state_has(tmp_pat
         run_flow("rnn", "--steps", "6", "--hidden-size", "4", "--lyapunov", "5", "--out", str(tmp_path))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--lyapunov", "-1"], "lyapunov must be a non-negative integer, got -1"),
-    (["--warmup", "2"], "warmup = 2 applies to Lyapunov exponents only: set lyapunov too"),
-    (["--lyapunov", "1", "--warmup", "6"], "warmup must be less than steps = 6, got 6"),
-    (["--steps", "0"], "steps must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lyapunov", "-1"], "lyapunov must be a non-negative integer, got -1"),
+        (["--warmup", "2"], "warmup = 2 applies to Lyapunov exponents only: set lyapunov too"),
+        (["--lyapunov", "1", "--warmup", "6"], "warmup must be less than steps = 6, got 6"),
+        (["--steps", "0"], "steps must be a positive integer, got 0"),
+    ],
+)
 def test_flow_command_line_values_that_do_not_fit_are_usage_errors(tmp_path, capsys, args, message):
     """Exit status 2 and one line on stderr, before anything is measured or written."""
     code, _ = run_flow("rnn", "--steps", "6", "--hidden-size", "4", *args, "--out", str(tmp_path / "out"))

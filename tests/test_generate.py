@@ -32,8 +32,12 @@ def test_generation_is_byte_identical_across_processes(tmp_path):
     """Two generations in fresh interpreters with different hash seeds give the same bytes."""
     script = "import sys; from derive.write import generate as g; g.write_package(g.render_all(g.builtin_cells()), sys.argv[1], log=lambda m: None)"
     for k, seed in enumerate(["1", "2"]):
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"gen{k}")], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed})
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / f"gen{k}")],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
     first = {p.name: p.read_bytes() for p in (tmp_path / "gen0").glob("*.py")}
     second = {p.name: p.read_bytes() for p in (tmp_path / "gen1").glob("*.py")}
     committed = {p.name: p.read_bytes() for p in (ROOT / "generated").glob("*.py")}
@@ -97,13 +101,24 @@ def test_ci_runs_the_readme_commands_in_a_new_environment():
     assert main_job in readme and tests in readme
     ci = (ROOT / ".ci" / "run").read_text()
     reader = re.search(r"^readme_command\(\) \{.*?^\}", ci, flags=re.DOTALL | re.MULTILINE).group(0)
-    read = subprocess.run(["bash", "-c", reader + '\nreadme_command "Main job"; readme_command "Tests"'],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    read = subprocess.run(
+        ["bash", "-c", reader + '\nreadme_command "Main job"; readme_command "Tests"'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert read.stdout.splitlines() == [main_job, tests]
-    steps = ['python3 -m venv "$scratch/venv"', 'source "$scratch/venv/bin/activate"', 'eval "$main_job"',
-             'eval "$install_tests"',  # the test command's own install, so that the bounds-checked pass can start
-             'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$scratch/boundscheck-cache" python -m pytest',
-             'eval "$test_command"', 'wait "$boundscheck"', "python -m derive check"]
+    steps = [
+        'python3 -m venv "$scratch/venv"',
+        'source "$scratch/venv/bin/activate"',
+        'eval "$main_job"',
+        'eval "$install_tests"',  # the test command's own install, so that the bounds-checked pass can start
+        'NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$scratch/boundscheck-cache" python -m pytest',
+        'eval "$test_command"',
+        'wait "$boundscheck"',
+        "python -m derive check",
+    ]
     assert all(step in ci for step in steps)
     assert [ci.index(step) for step in steps] == sorted(ci.index(step) for step in steps)
 

@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "derive", *args], cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "derive", *args],
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_line_error(result, code: int, *fragments: str) -> str:
@@ -32,8 +38,10 @@ def test_a_spec_file_without_out_is_refused(tmp_path, capsys):
     spec.write_text("from derive.spec import Cell\n")
     assert cli.main(["generate", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"generate: {spec} is a spec file: give --out DIR, the package folder for its cells "
-                   "(without --out, generate writes the built-in cells into generated/)\n")
+    assert err == (
+        f"generate: {spec} is a spec file: give --out DIR, the package folder for its cells "
+        "(without --out, generate writes the built-in cells into generated/)\n"
+    )
 
 
 def test_a_missing_spec_file_is_one_line(tmp_path, capsys):
@@ -42,8 +50,10 @@ def test_a_missing_spec_file_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("exit_call, reported", [("sys.exit(3)", "SystemExit(3)"), ("os._exit(0)", "os._exit(0)"),
-                                                  ("raise SystemExit", "SystemExit(None)")])
+@pytest.mark.parametrize(
+    "exit_call, reported",
+    [("sys.exit(3)", "SystemExit(3)"), ("os._exit(0)", "os._exit(0)"), ("raise SystemExit", "SystemExit(None)")],
+)
 def test_a_spec_that_exits_while_loading_fails_clearly(tmp_path, exit_call, reported):
     spec = tmp_path / "quits.py"
     spec.write_text(f"import os, sys\n{exit_call}\n")

@@ -15,7 +15,7 @@ def assert_report(report: Report):
     assert not bad, f"{report.cell}: relative errors above {TOLERANCE}: {bad}"
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_gradients_match_finite_differences(name, shape):
     problem = Problem.random(CELLS[name], *shape, seed=7)
@@ -26,7 +26,7 @@ def test_gradients_match_finite_differences(name, shape):
     assert_report(report)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_jacobian_matches_finite_differences_and_chain(name, shape):
     problem = Problem.random(CELLS[name], *shape, seed=11)

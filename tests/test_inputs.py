@@ -36,20 +36,32 @@ def test_wrong_rank_or_size_names_the_argument(name):
     cases = [
         ((x[0],), {}, r"x must have shape \(T, B, input_size=5\), got \(3, 5\)"),
         ((x[..., :4],), {}, r"x must have shape \(T, B, input_size=5\) = \(4, 3, 5\), got \(4, 3, 4\)"),
-        ((x, tuple(s[:, :5] for s in state0)), {}, rf"state0\[0\] \({first}\) must have shape .* = \(3, 6\), got \(3, 5\)"),
+        (
+            (x, tuple(s[:, :5] for s in state0)),
+            {},
+            rf"state0\[0\] \({first}\) must have shape .* = \(3, 6\), got \(3, 5\)",
+        ),
         ((x, tuple(s[None] for s in state0)), {}, rf"state0\[0\] \({first}\) must have shape .*got \(1, 3, 6\)"),
         ((x, state0 + (state0[0],)), {}, rf"state0 must be a tuple of {n} arrays .*got {n + 1} arrays"),
-        ((x, [np.zeros((2, H))] * n), {}, rf"state0\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x = \(3, 6\), got \(2, 6\)"),
+        (
+            (x, [np.zeros((2, H))] * n),
+            {},
+            rf"state0\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x = \(3, 6\), got \(2, 6\)",
+        ),
     ]
     for args, kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             cell.forward(*args, **kwargs)
     _, _, tape = cell.forward(x, state0)
-    with pytest.raises(ValueError, match=r"dy must have shape \(T, B, H\) = the shape of y = \(4, 3, 6\), got \(4, 2, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"dy must have shape \(T, B, H\) = the shape of y = \(4, 3, 6\), got \(4, 2, 6\)"
+    ):
         cell.backward(tape, np.ones((T, 2, H)))
     with pytest.raises(ValueError, match=r"dy must have shape .*got \(4, 3\)"):
         cell.backward(tape, np.ones((T, B)))
-    with pytest.raises(ValueError, match=rf"dstate\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x"):
+    with pytest.raises(
+        ValueError, match=rf"dstate\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x"
+    ):
         cell.backward(tape, None, tuple(np.ones((2, H)) for _ in range(n)))
     with pytest.raises(ValueError, match=rf"dstate must be a tuple of {n} arrays"):
         cell.backward(tape, None, [np.ones((B, H))] * (n + 1))
@@ -80,7 +92,14 @@ def test_integers_booleans_and_narrower_floats_are_converted(name):
     cell, _, _ = make(name)
     ints = np.arange(T * B * I).reshape(T, B, I) % 3 - 1
     reference = run_all(cell, ints.astype(np.float64))
-    for x in (ints, ints.astype(np.int8), ints.astype(np.uint8) * 0, ints.astype(np.float16), ints.astype(np.float32), ints.tolist()):
+    for x in (
+        ints,
+        ints.astype(np.int8),
+        ints.astype(np.uint8) * 0,
+        ints.astype(np.float16),
+        ints.astype(np.float32),
+        ints.tolist(),
+    ):
         expected = reference if np.asarray(x).any() else run_all(cell, np.zeros((T, B, I)))
         for got, want in zip(run_all(cell, x), expected):
             assert got.dtype == np.float64
@@ -126,12 +145,15 @@ def test_float64_given_to_a_float32_cell_is_a_type_error_for_every_argument(name
     assert cell.forward(x.tolist())[0].dtype == np.float32
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((T, B, I), np.complex128),
-    np.full((T, B, I), "a"),
-    np.full((T, B, I), 1.0, dtype=object),
-    np.zeros((T, B, I), "datetime64[s]"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((T, B, I), np.complex128),
+        np.full((T, B, I), "a"),
+        np.full((T, B, I), 1.0, dtype=object),
+        np.zeros((T, B, I), "datetime64[s]"),
+    ],
+)
 def test_complex_string_object_and_datetime_arrays_are_type_errors(bad):
     cell, x, state0 = make("lstm")
     with pytest.raises(TypeError, match=re.escape(f"x must be a real numeric array, got dtype {bad.dtype}")):
@@ -261,7 +283,9 @@ def test_a_tape_whose_parameters_changed_is_rejected(change):
     else:
         cell.params["W_ih"][...] = 0.0
     for operation in (cell.backward, cell.jacobian):
-        with pytest.raises(ValueError, match=r"parameter '(W_hh|b_hh|W_ih)' changed \(in place or replaced\) after the forward"):
+        with pytest.raises(
+            ValueError, match=r"parameter '(W_hh|b_hh|W_ih)' changed \(in place or replaced\) after the forward"
+        ):
             operation(tape)
 
 
@@ -285,7 +309,7 @@ def test_changing_inputs_or_outputs_after_forward_cannot_alter_the_tape():
         s[...] = 3.0
     grads = cell.backward(tape, np.ones_like(y))
     np.testing.assert_array_equal(grads.x, reference[len(final) + 1])
-    for got, want in zip(grads.params.values(), reference[len(final) + 2:]):
+    for got, want in zip(grads.params.values(), reference[len(final) + 2 :]):
         np.testing.assert_array_equal(got, want)
 
 
@@ -295,7 +319,10 @@ def test_a_tape_with_arrays_of_another_batch_is_rejected():
     _, _, other = cell.forward(x[:, :2])
     mixed = type(tape)(cell, tape.x, other.states, tape.saved, tape.params)
     for operation in (cell.backward, cell.jacobian):
-        with pytest.raises(ValueError, match=r"tape is inconsistent: tape.states must be a C-contiguous float64 array of shape \(2, 5, 3, 6\), got .*\(2, 5, 2, 6\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"tape is inconsistent: tape.states must be a C-contiguous float64 array of shape \(2, 5, 3, 6\), got .*\(2, 5, 2, 6\)",
+        ):
             operation(mixed)
     with pytest.raises(AttributeError):
         tape.states = other.states  # a Tape is frozen
@@ -320,7 +347,10 @@ def test_check_finite_names_the_input_step_and_row():
     cell, x, _ = make("lstm")
     x[2, 1, 3] = np.nan
     x[3, 0, 0] = np.inf
-    with pytest.raises(FloatingPointError, match=r"forward: first non-finite value at time step 2, batch row 1, in the input: x\[2, 1, 3\] = nan"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"forward: first non-finite value at time step 2, batch row 1, in the input: x\[2, 1, 3\] = nan",
+    ):
         cell.forward(x, check_finite=True)
 
 
@@ -346,7 +376,9 @@ def test_check_finite_names_the_quantity_that_overflows_from_finite_inputs():
     state0 = (h0, np.zeros((B, H), np.float32))
     y, _, _ = cell.forward(x, state0)  # by default: no error, NaN where IEEE puts it
     assert np.isnan(y[0, 2]).all() and np.isfinite(y[0, :2]).all()
-    with pytest.raises(FloatingPointError, match=r"at time step 0, batch row 2, in i at unit 0: nan, computed from finite inputs"):
+    with pytest.raises(
+        FloatingPointError, match=r"at time step 0, batch row 2, in i at unit 0: nan, computed from finite inputs"
+    ):
         cell.forward(x, state0, check_finite=True)
 
 
@@ -356,19 +388,27 @@ def test_check_finite_in_backward_and_jacobian():
     dy = np.ones_like(y)
     dy[1, 2, 3] = np.nan
     dy[3, 0, 0] = np.inf  # backward meets the last step first
-    with pytest.raises(FloatingPointError, match=r"backward: first non-finite value at time step 3, batch row 0, in the argument: dy\[3, 0, 0\] = inf"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"backward: first non-finite value at time step 3, batch row 0, in the argument: dy\[3, 0, 0\] = inf",
+    ):
         cell.backward(tape, dy, check_finite=True)
     cell.backward(tape, np.ones_like(y), check_finite=True)
     cell.jacobian(tape, check_finite=True)
     x[0, 0, 0] = np.nan
     _, _, tape = cell.forward(x)
-    with pytest.raises(FloatingPointError, match=r"backward: first non-finite value in the tape \(states\), from forward"):
+    with pytest.raises(
+        FloatingPointError, match=r"backward: first non-finite value in the tape \(states\), from forward"
+    ):
         cell.backward(tape, check_finite=True)
     with pytest.raises(FloatingPointError, match=r"jacobian: first non-finite value in the tape"):
         cell.jacobian(tape, check_finite=True)
     cell.params["W_ih"][...] = 1e300  # x = 0: a finite forward, but dx = d_pre W_ih overflows
     _, _, tape = cell.forward(np.zeros((2, 1, I)))
-    with pytest.raises(FloatingPointError, match=r"backward: first non-finite value at time step 1 \(counting down\), batch row 0, in dx\[1, 0, 0\] = -?inf"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"backward: first non-finite value at time step 1 \(counting down\), batch row 0, in dx\[1, 0, 0\] = -?inf",
+    ):
         cell.backward(tape, np.full((2, 1, H), 1e300), check_finite=True)
 
 
@@ -383,14 +423,16 @@ FIRST_GATE = {"slstm": "sigmoid_h_new", "min_lstm": "n"}
 def test_saturated_preactivations_give_finite_values_and_gradients(name, dtype):
     """Pre-activations of ±1e4: exp(1e4) overflows to inf, σ = 1/(1+inf) = 0, finite gradients."""
     cell, x, state0 = make(name, dtype)
-    for key, value in cell.params.items():
+    for value in cell.params.values():
         if value.ndim == 1:
             value[...] = np.where(np.arange(value.size) % 2, 1e4, -1e4)
     y, final, tape = cell.forward(x, state0)
     grads = cell.backward(tape, np.ones_like(y), tuple(np.ones_like(s) for s in final))
     for array in [y, *final, grads.x, *grads.params.values(), *grads.state0, cell.jacobian(tape)]:
         assert np.isfinite(array).all()
-    gate = tape.saved[:, cell.saved_names.index(FIRST_GATE.get(name, cell.saved_names[0]))] if cell.saved_names else y  # RNN: h
+    gate = (
+        tape.saved[:, cell.saved_names.index(FIRST_GATE.get(name, cell.saved_names[0]))] if cell.saved_names else y
+    )  # RNN: h
     saturated = np.isin(np.abs(gate), [0.0, 1.0]) | (np.abs(gate) > 1e3)  # exactly 0 or ±1; relu passes ~1e4
     assert saturated.mean() > 0.9
 

@@ -15,8 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOAT32_MAX_ULP = 4  # against the correctly rounded result, over every float32 in range
 # Dense samples against extended precision; measured: sigmoid 2.19, tanh 1.23, log 0.77,
 # softplus 1.77, log_sigmoid 1.81, elu 2.19, sin 2.08, cos 1.78.
-FLOAT64_MAX_ULP = {"sigmoid": 2.5, "tanh": 1.5, "log": 1.0, "softplus": 2.0, "log_sigmoid": 2.0, "elu": 2.5,
-                   "sin": 2.5, "cos": 2.0}
+FLOAT64_MAX_ULP = {
+    "sigmoid": 2.5,
+    "tanh": 1.5,
+    "log": 1.0,
+    "softplus": 2.0,
+    "log_sigmoid": 2.0,
+    "elu": 2.5,
+    "sin": 2.5,
+    "cos": 2.0,
+}
 SWEPT = ["sigmoid", "tanh", "log", "softplus", "log_sigmoid", "silu", "gelu", "elu", "sin", "cos"]
 
 
@@ -56,7 +64,9 @@ def test_float64_gelu_within_its_condition_number():
     condition = 1 + 3 * np.abs(x * (accuracy.GELU_2U[0] + accuracy.GELU_2U[1] * x * x))
     normal = np.abs(exact) >= np.finfo(np.float64).tiny
     worst = errors[normal] / condition[normal]
-    print(f"\ngelu float64: max {worst.max():.2f} ulp per unit of condition number, {errors[x >= 0].max():.2f} ulp for z >= 0")
+    print(
+        f"\ngelu float64: max {worst.max():.2f} ulp per unit of condition number, {errors[x >= 0].max():.2f} ulp for z >= 0"
+    )
     assert worst.max() <= 3
     assert errors[x >= 0].max() <= 3
 
@@ -98,8 +108,27 @@ def _exact(name: str, z: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "hard_sigmoid", "softsign", "exp", "log", "sqrt", "absolute",
-                                  "softplus", "log_sigmoid", "silu", "gelu", "elu", "sin", "cos"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sigmoid",
+        "tanh",
+        "relu",
+        "hard_sigmoid",
+        "softsign",
+        "exp",
+        "log",
+        "sqrt",
+        "absolute",
+        "softplus",
+        "log_sigmoid",
+        "silu",
+        "gelu",
+        "elu",
+        "sin",
+        "cos",
+    ],
+)
 def test_special_values_follow_the_definition(name, dtype):
     """NaN stays NaN, ±inf and ±1e4 give the limits (log(0) = -inf, NaN outside the domain: log and
     sqrt of negatives, sin and cos of ±inf), signed zeros and tiny values are exact; the result
@@ -169,8 +198,14 @@ for dtype in (np.float32, np.float64):
 def test_plain_python_matches_the_jitted_code(name):
     """kernel_math runs as Python (NUMBA_DISABLE_JIT=1) and gives what the kernels compute
     (up to the rounding of the fused multiply-adds the compiled code uses)."""
-    run = subprocess.run([sys.executable, "-c", PLAIN_PYTHON.format(name=name)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "NUMBA_DISABLE_JIT": "1"}, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-c", PLAIN_PYTHON.format(name=name)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
     x = np.random.default_rng(0).uniform(-30, 30, 50)
     for dtype, line in zip((np.float32, np.float64), run.stdout.splitlines()):

@@ -47,9 +47,17 @@ def test_float32_kernels_never_compute_in_float64(name):
     _, _, tape = cell.forward(x)
     args = {
         "forward": (x, *tape.params.values(), tape.states.copy(), tape.saved.copy()),
-        "backward": (x, *tape.params.values(), tape.states, tape.saved, np.ones((2, 1, 4), np.float32),
-                     np.zeros((len(cls.state_names), 1, 4), np.float32), np.empty_like(x),
-                     *(np.empty_like(v) for v in tape.params.values()), np.empty((len(cls.state_names), 1, 4), np.float32)),
+        "backward": (
+            x,
+            *tape.params.values(),
+            tape.states,
+            tape.saved,
+            np.ones((2, 1, 4), np.float32),
+            np.zeros((len(cls.state_names), 1, 4), np.float32),
+            np.empty_like(x),
+            *(np.empty_like(v) for v in tape.params.values()),
+            np.empty((len(cls.state_names), 1, 4), np.float32),
+        ),
     }
     for kernel, kernel_args in args.items():
         dispatcher = getattr(cls, f"_{kernel}")
@@ -77,8 +85,19 @@ def _matmul_layouts(a, b, c0, beta):
 
 # Shapes around the tiles: rows (M) around multiples of MR, columns (N) around multiples of NR
 # (64 and 32 with AVX-512), depths (K) of 0 and 1, and products large enough for threads.
-SHAPES = [(1, 1, 1), (5, 7, 3), (4, 0, 9), (0, 3, 4), (5, 3, 0), (7, 33, 65), (9, 64, 200), (130, 20, 70),
-          (300, 7, 3), (32, 128, 512), (66, 70, 129)]
+SHAPES = [
+    (1, 1, 1),
+    (5, 7, 3),
+    (4, 0, 9),
+    (0, 3, 4),
+    (5, 3, 0),
+    (7, 33, 65),
+    (9, 64, 200),
+    (130, 20, 70),
+    (300, 7, 3),
+    (32, 128, 512),
+    (66, 70, 129),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

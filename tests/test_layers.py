@@ -80,8 +80,9 @@ def test_no_upward_import(path):
     if source is None:  # derive/__init__.py: imports nothing
         assert imports(path) == set()
         return
-    upward = [m for m in imports(path)
-              if (target := layer_of(m)) and target != source and LAYERS[target] >= LAYERS[source]]
+    upward = [
+        m for m in imports(path) if (target := layer_of(m)) and target != source and LAYERS[target] >= LAYERS[source]
+    ]
     assert upward == [], f"{module_name(path)} ({source}, layer {LAYERS[source]}) imports {upward}"
 
 
@@ -96,7 +97,7 @@ def test_no_import_cycle():
             if nxt.startswith(node + ".") or node.startswith(nxt + "."):
                 continue
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " → ".join(trail[trail.index(nxt):] + [nxt]))
+                pytest.fail("import cycle: " + " → ".join(trail[trail.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2

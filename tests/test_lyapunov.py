@@ -82,10 +82,10 @@ def test_lstm_with_a_constant_forget_gate_has_the_exponents_log_f():
     H, I = 8, 3
     f = np.array([0.97, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
     cell = LSTM(I, H, dtype=np.float64, seed=0)
-    cell.params["W_hh"][:3 * H] = 0.0
-    cell.params["W_ih"][H:2 * H] = 0.0
-    cell.params["b_ih"][H:2 * H] = np.log(f / (1 - f))
-    cell.params["b_hh"][H:2 * H] = 0.0
+    cell.params["W_hh"][: 3 * H] = 0.0
+    cell.params["W_ih"][H : 2 * H] = 0.0
+    cell.params["b_ih"][H : 2 * H] = np.log(f / (1 - f))
+    cell.params["b_hh"][H : 2 * H] = 0.0
     x = np.random.default_rng(1).standard_normal((600, 2, I))
     _, _, tape = cell.forward(x[:20])
     J = cell.jacobian(tape)
@@ -177,16 +177,23 @@ def test_a_dead_direction_gives_minus_infinity():
 def test_arguments_are_checked(monkeypatch):
     cell = LSTM(3, 4, dtype=np.float64)
     x = np.zeros((10, 2, 3))
-    with pytest.raises(TypeError, match=r"cell must be an instance of a generated cell, got .*LSTM.*; build one: LSTM\(input_size"):
+    with pytest.raises(
+        TypeError, match=r"cell must be an instance of a generated cell, got .*LSTM.*; build one: LSTM\(input_size"
+    ):
         flow.lyapunov(LSTM, x, 1)
     with pytest.raises(TypeError, match="cell must be an instance of a generated cell, got 'lstm'"):
         flow.lyapunov("lstm", x, 1)
     for k in (0, 9, 1.0, True, None):
-        with pytest.raises(ValueError, match=rf"k \(the number of Lyapunov exponents\) must be an integer from 1 to "
-                                             rf"the state size 8 of this lstm \(2 state\(s\) h, c × hidden size 4\), got {k!r}"):
+        with pytest.raises(
+            ValueError,
+            match=rf"k \(the number of Lyapunov exponents\) must be an integer from 1 to "
+            rf"the state size 8 of this lstm \(2 state\(s\) h, c × hidden size 4\), got {k!r}",
+        ):
             flow.lyapunov(cell, x, k)
     for warmup in (-1, 10, 2.5):
-        with pytest.raises(ValueError, match=rf"warmup must be an integer with 0 <= warmup < T = 10 \(the steps in x\), got {warmup!r}"):
+        with pytest.raises(
+            ValueError, match=rf"warmup must be an integer with 0 <= warmup < T = 10 \(the steps in x\), got {warmup!r}"
+        ):
             flow.lyapunov(cell, x, 1, warmup=warmup)
     with pytest.raises(ValueError, match="warmup must be .* < T = 0"):
         flow.lyapunov(cell, np.zeros((0, 2, 3)), 1)

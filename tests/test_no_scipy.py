@@ -67,10 +67,18 @@ def test_every_kernel_of_every_cell_runs_where_scipy_cannot_be_imported(tmp_path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(ROOT)
     # Compiling is single-threaded: one process per core shares the cells out.
-    shares = [classes[k::os.cpu_count() or 1] for k in range(min(os.cpu_count() or 1, len(classes)))]
-    processes = [subprocess.Popen([sys.executable, "-c", RUN_EVERY_KERNEL, json.dumps([_where(c) for c in share])],
-                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for share in shares]
+    shares = [classes[k :: os.cpu_count() or 1] for k in range(min(os.cpu_count() or 1, len(classes)))]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN_EVERY_KERNEL, json.dumps([_where(c) for c in share])],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
     try:
         outputs = [process.communicate(timeout=TIMEOUT) for process in processes]
     finally:

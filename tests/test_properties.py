@@ -17,19 +17,49 @@ import sympy as sp
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from derive.write import generate as gen
 from derive.activations import (
-    abs, cos, elu, gelu, hard_sigmoid, identity, log_sigmoid, max, min, relu, sigmoid, silu, sin, softplus, softsign, tanh,
+    abs,
+    cos,
+    elu,
+    gelu,
+    hard_sigmoid,
+    identity,
+    log_sigmoid,
+    max,
+    min,
+    relu,
+    sigmoid,
+    silu,
+    sin,
+    softplus,
+    softsign,
+    tanh,
 )
-from derive.tools.gradcheck import Problem, check_cell
 from derive.spec import Cell
+from derive.tools.gradcheck import Problem, check_cell
 from derive.validate import SpecError
+from derive.write import generate as gen
 from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 from tests.test_inputs import layouts
 
 ROOT = Path(__file__).resolve().parent.parent
-ACTIVATIONS = [sigmoid, tanh, relu, hard_sigmoid, softsign, identity, softplus, log_sigmoid, silu, gelu, elu, sin, cos, abs]
+ACTIVATIONS = [
+    sigmoid,
+    tanh,
+    relu,
+    hard_sigmoid,
+    softsign,
+    identity,
+    softplus,
+    log_sigmoid,
+    silu,
+    gelu,
+    elu,
+    sin,
+    cos,
+    abs,
+]
 
 
 # -- random shapes, dtypes and layouts through every built-in cell --------------------------
@@ -44,7 +74,9 @@ def outputs(cell, x, state0, dy):
     name=st.sampled_from(CELL_NAMES),
     sizes=st.tuples(st.integers(0, 5), st.integers(0, 4), st.integers(1, 4), st.integers(1, 5)),
     dtype=st.sampled_from([np.float32, np.float64]),
-    given_as=st.sampled_from(["cell dtype", "int16", "float16", "list", "strided view", "reversed strides", "Fortran order"]),
+    given_as=st.sampled_from(
+        ["cell dtype", "int16", "float16", "list", "strided view", "reversed strides", "Fortran order"]
+    ),
     seed=st.integers(0, 2**16),
 )
 def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
@@ -64,7 +96,14 @@ def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
         x, dy, state0 = layouts(x)[given_as], layouts(dy)[given_as], tuple(layouts(s)[given_as] for s in state0)
     got = outputs(cell, x, state0, dy)
     S = H * len(cell.state_names)
-    shapes = [(T, B, H), *[(B, H)] * len(state0), (T, B, I), *[v.shape for v in cell.params.values()], *[(B, H)] * len(state0), (T, B, S, S)]
+    shapes = [
+        (T, B, H),
+        *[(B, H)] * len(state0),
+        (T, B, I),
+        *[v.shape for v in cell.params.values()],
+        *[(B, H)] * len(state0),
+        (T, B, S, S),
+    ]
     assert [a.shape for a in got] == shapes
     for a, b in zip(got, reference):
         assert a.dtype == dtype and np.isfinite(a).all()
@@ -95,8 +134,17 @@ def valid_cells(draw):
     def combine(start):
         expr = start
         for value in values:
-            expr = draw(st.sampled_from([expr + value, expr * value, (1 - value) * expr + value * start,
-                                         max(expr, value), min(expr, value) / (2 + start**2)]))
+            expr = draw(
+                st.sampled_from(
+                    [
+                        expr + value,
+                        expr * value,
+                        (1 - value) * expr + value * start,
+                        max(expr, value),
+                        min(expr, value) / (2 + start**2),
+                    ]
+                )
+            )
         return expr
 
     if len(states) > 1:
@@ -117,7 +165,9 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(cell=valid_cells())
 def test_random_valid_specs_generate_and_pass_the_gradient_check(workdir, cell):
     with warnings.catch_warnings():
@@ -173,14 +223,36 @@ def break_spec(cell, mistake, name):
     raise AssertionError(mistake)
 
 
-RESERVED_EXAMPLES = ["H", "step", "row", "saved", "states", "np", "tanh", "d_g0", "cse1", "coef2", "J_m", "g0_J", "range"]
+RESERVED_EXAMPLES = [
+    "H",
+    "step",
+    "row",
+    "saved",
+    "states",
+    "np",
+    "tanh",
+    "d_g0",
+    "cse1",
+    "coef2",
+    "J_m",
+    "g0_J",
+    "range",
+]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     cell=valid_cells(),
-    mistake=st.sampled_from(["undefined symbol", "reserved name", "unsupported function", "state never updated", "cycle",
-                             "constant shadowing a state"]),
+    mistake=st.sampled_from(
+        [
+            "undefined symbol",
+            "reserved name",
+            "unsupported function",
+            "state never updated",
+            "cycle",
+            "constant shadowing a state",
+        ]
+    ),
     name=st.one_of(st.sampled_from(RESERVED_EXAMPLES), st.from_regex(r"q[a-z]{0,3}", fullmatch=True)),
 )
 def test_random_invalid_specs_are_rejected_and_change_nothing(tmp_path, cell, mistake, name):

@@ -9,7 +9,7 @@ from generated import CELLS
 TOLERANCE = 1e-10
 
 
-@pytest.mark.parametrize("shape", [(6, 3, 4, 5), (1, 1, 2, 3)], ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("shape", [(6, 3, 4, 5), (1, 1, 2, 3)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", list(CELLS))
 def test_matches_hand_written_torch_loop(torch, name, shape):
     from derive.tools import torch_reference

@@ -11,8 +11,14 @@ from derive.render.module import module_context
 from derive.validate import RESERVED_PATTERN
 from derive.write import generate as gen
 
-FAMILIES = [names.gradient, names.jacobian_rows, names.product_jacobian, names.transposed_panels, names.panels,
-            names.gate_view]
+FAMILIES = [
+    names.gradient,
+    names.jacobian_rows,
+    names.product_jacobian,
+    names.transposed_panels,
+    names.panels,
+    names.gate_view,
+]
 
 
 @pytest.mark.parametrize("family", FAMILIES + [names.shared_term, names.coefficient], ids=lambda f: f.__name__)
@@ -26,7 +32,12 @@ def code(text: str) -> str:
     tree = ast.parse(text)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
             body.pop(0)
     return ast.dump(tree)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from derive.tools import cli
 from derive.analysis import notation
-from derive.derivation import derive
 from derive.analysis.formulas import PARTS, formulas, jacobian_blocks
+from derive.derivation import derive
+from derive.tools import cli
 from derive.write.generate import builtin_cells
 from tests import extra_cells
 
@@ -41,7 +41,11 @@ def balanced(text: str) -> bool:
 @pytest.mark.parametrize("part", [*PARTS, "all"])
 @pytest.mark.parametrize("name", BUILTIN)
 def test_show_prints_every_part_in_every_format(name, part):
-    text, latex, markdown = show(name, "--part", part), show(name, "--part", part, "--latex"), show(name, "--part", part, "--markdown")
+    text, latex, markdown = (
+        show(name, "--part", part),
+        show(name, "--part", part, "--latex"),
+        show(name, "--part", part, "--markdown"),
+    )
     assert text == show(name, "--part", part, "--text")
     titles = {"forward": "Forward", "backward": "Backward (BPTT)", "jacobian": "Jacobian ∂s_t/∂s_{t-1}"}
     for p in PARTS:
@@ -66,7 +70,10 @@ def test_rnn_and_lstm_read_as_written_by_hand():
     ) in lstm
     assert "  ∂c_t/∂c_{t-1} = diag(f_t)\n" in lstm
     assert "  ∂h_t/∂c_{t-1} = diag(f_t ⊙ o_t ⊙ (1 − tanh(c_t)²))\n" in lstm
-    assert "  ∂h_t/∂h_{t-1} = diag(o_t ⊙ (1 − tanh(c_t)²))·∂c_t/∂h_{t-1} + diag(o_t ⊙ (1 − o_t) ⊙ tanh(c_t))·W_hh[o]\n" in lstm
+    assert (
+        "  ∂h_t/∂h_{t-1} = diag(o_t ⊙ (1 − tanh(c_t)²))·∂c_t/∂h_{t-1} + diag(o_t ⊙ (1 − o_t) ⊙ tanh(c_t))·W_hh[o]\n"
+        in lstm
+    )
     assert "∂c_t/∂h_{t-1} = diag(i_t ⊙ (1 − i_t) ⊙ g_t)·W_hh[i] + diag(f_t ⊙ (1 − f_t) ⊙ c_{t-1})·W_hh[f]" in lstm
     assert "  c_t = i_t ⊙ g_t + f_t ⊙ c_{t-1}\n" in show("lstm", "--part", "forward")
 
@@ -161,7 +168,9 @@ def test_sympy_api():
     f_t = next(s for s, text in f.notation.text.items() if text == "f_t")
     assert f.jacobian[1, 1] == notation.diag(f_t)
     assert f.blocks[3].text() == "∂c_t/∂c_{t-1} = diag(f_t)"
-    assert f.blocks[3].latex() == "\\frac{\\partial c_{t}}{\\partial c_{t-1}} = \\operatorname{diag}\\left(f_{t}\\right)"
+    assert (
+        f.blocks[3].latex() == "\\frac{\\partial c_{t}}{\\partial c_{t-1}} = \\operatorname{diag}\\left(f_{t}\\right)"
+    )
     assert f._repr_latex_().startswith("$$") and balanced(f._repr_latex_())
     assert f.forward[-1]._repr_latex_() == "$\\displaystyle h_{t} = o_{t} \\odot \\tanh\\left(c_{t}\\right)$"
     assert sp.latex(f.forward[-1].lhs) == "h_{t}"  # display symbols are named by their LaTeX
@@ -180,5 +189,7 @@ def test_errors_are_clear():
 
 def test_readme_shows_what_show_prints():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    shown = readme.split("python -m derive show lstm --part jacobian", 1)[1].split("```\n\n```\n", 1)[1].split("```", 1)[0]
+    shown = (
+        readme.split("python -m derive show lstm --part jacobian", 1)[1].split("```\n\n```\n", 1)[1].split("```", 1)[0]
+    )
     assert shown and shown in show("lstm", "--part", "jacobian")

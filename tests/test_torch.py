@@ -34,7 +34,7 @@ def torch_run(torch, cls, module_state, x, state0, R, R_state, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T%dB%dI%dH%d" % s)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", TORCH_CELLS)
 def test_matches_torch(torch, name, shape, dtype):
     T, B, I, H = shape
@@ -97,8 +97,16 @@ def test_a_failing_load_torch_changes_nothing(torch):
     lstm = torch.nn.LSTM(3, 4)
     cases = [
         (CELLS["lstm_peephole"](3, 4, seed=0), lstm.state_dict(), "no PyTorch counterpart for parameter 'w_ci'"),
-        (CELLS["lstm"](3, 4, seed=0), {**lstm.state_dict(), "bias_hh_l0": torch.zeros(5)}, r"'bias_hh_l0'.*must have shape \(4\*hidden_size,\) = \(16,\), got \(5,\)"),
-        (CELLS["lstm"](3, 4, seed=0), {**lstm.state_dict(), "bias_hh_l0": torch.zeros(16, dtype=torch.float64)}, r"'bias_hh_l0'.*has dtype float64 but the cell is float32"),
+        (
+            CELLS["lstm"](3, 4, seed=0),
+            {**lstm.state_dict(), "bias_hh_l0": torch.zeros(5)},
+            r"'bias_hh_l0'.*must have shape \(4\*hidden_size,\) = \(16,\), got \(5,\)",
+        ),
+        (
+            CELLS["lstm"](3, 4, seed=0),
+            {**lstm.state_dict(), "bias_hh_l0": torch.zeros(16, dtype=torch.float64)},
+            r"'bias_hh_l0'.*has dtype float64 but the cell is float32",
+        ),
     ]
     for cell, state_dict, message in cases:
         before = snapshot(cell)
@@ -116,15 +124,31 @@ def test_load_torch_into_read_only_parameters_names_them_and_changes_nothing(tor
     assert_unchanged(cell, before)
 
 
-@pytest.mark.parametrize("name, make_module, message", [
-    ("rnn", lambda nn: nn.RNN(3, 4, nonlinearity='relu'), r"computes torch.nn.RNN\(\) with mode='RNN_TANH'.*got torch.nn.RNN with mode='RNN_RELU'"),
-    ("rnn_relu", lambda nn: nn.RNN(3, 4), r"computes torch.nn.RNN\(nonlinearity='relu'\) with mode='RNN_RELU'.*got torch.nn.RNN with mode='RNN_TANH'"),
-    ("lstm", lambda nn: nn.GRU(3, 4), r"got torch.nn.GRU with mode='GRU'"),
-    ("lstm", lambda nn: nn.LSTM(3, 4, proj_size=2), r"proj_size=0, got torch.nn.LSTM .*proj_size=2"),
-    ("gru", lambda nn: nn.GRU(3, 4, bias=False), r"bias=True.*got torch.nn.GRU .*bias=False"),
-    ("lstm_cifg", lambda nn: nn.GRU(3, 4), r"CIFGLSTM \(lstm_cifg\) has no torch.nn counterpart, and torch.nn.GRU .* computes another cell"),
-    ("lstm_peephole", lambda nn: nn.LSTM(3, 4), r"has no torch.nn counterpart"),
-], ids=lambda case: case if isinstance(case, str) and case.isidentifier() else "")
+@pytest.mark.parametrize(
+    "name, make_module, message",
+    [
+        (
+            "rnn",
+            lambda nn: nn.RNN(3, 4, nonlinearity="relu"),
+            r"computes torch.nn.RNN\(\) with mode='RNN_TANH'.*got torch.nn.RNN with mode='RNN_RELU'",
+        ),
+        (
+            "rnn_relu",
+            lambda nn: nn.RNN(3, 4),
+            r"computes torch.nn.RNN\(nonlinearity='relu'\) with mode='RNN_RELU'.*got torch.nn.RNN with mode='RNN_TANH'",
+        ),
+        ("lstm", lambda nn: nn.GRU(3, 4), r"got torch.nn.GRU with mode='GRU'"),
+        ("lstm", lambda nn: nn.LSTM(3, 4, proj_size=2), r"proj_size=0, got torch.nn.LSTM .*proj_size=2"),
+        ("gru", lambda nn: nn.GRU(3, 4, bias=False), r"bias=True.*got torch.nn.GRU .*bias=False"),
+        (
+            "lstm_cifg",
+            lambda nn: nn.GRU(3, 4),
+            r"CIFGLSTM \(lstm_cifg\) has no torch.nn counterpart, and torch.nn.GRU .* computes another cell",
+        ),
+        ("lstm_peephole", lambda nn: nn.LSTM(3, 4), r"has no torch.nn counterpart"),
+    ],
+    ids=lambda case: case if isinstance(case, str) and case.isidentifier() else "",
+)
 def test_load_torch_refuses_a_module_computing_another_cell(torch, name, make_module, message):
     cell = CELLS[name](3, 4, seed=0)
     before = snapshot(cell)
@@ -135,11 +159,15 @@ def test_load_torch_refuses_a_module_computing_another_cell(torch, name, make_mo
 
 def test_load_torch_refuses_keys_of_other_modules_or_layers_unless_one_is_picked(torch):
     projected = torch.nn.LSTM(3, 4, proj_size=2).state_dict()
-    with pytest.raises(ValueError, match=r"state_dict has \['weight_hr_l0'\], which LSTM \(lstm\) has no parameter for"):
+    with pytest.raises(
+        ValueError, match=r"state_dict has \['weight_hr_l0'\], which LSTM \(lstm\) has no parameter for"
+    ):
         CELLS["lstm"](3, 4).load_torch(projected)
     deep = torch.nn.GRU(3, 4, num_layers=2, bidirectional=True)
     for source in (deep, deep.state_dict()):
-        with pytest.raises(ValueError, match=r"other layers or directions: \[.*'bias_hh_l0_reverse'.*'weight_ih_l1'.*\]; pass layer="):
+        with pytest.raises(
+            ValueError, match=r"other layers or directions: \[.*'bias_hh_l0_reverse'.*'weight_ih_l1'.*\]; pass layer="
+        ):
             CELLS["gru"](3, 4).load_torch(source)
     first = CELLS["gru"](3, 4)
     first.load_torch(deep, layer=0)  # layer 0, forward
@@ -147,7 +175,9 @@ def test_load_torch_refuses_keys_of_other_modules_or_layers_unless_one_is_picked
     second = CELLS["gru"](8, 4)  # layer 1 reads both directions of layer 0: input size 2*H
     second.load_torch(deep.state_dict(), layer=1, direction="reverse")
     for p in CELLS["gru"].parameters:
-        np.testing.assert_array_equal(second.params[p.name], deep.state_dict()[p.torch.replace("_l0", "_l1_reverse")].numpy())
+        np.testing.assert_array_equal(
+            second.params[p.name], deep.state_dict()[p.torch.replace("_l0", "_l1_reverse")].numpy()
+        )
     with pytest.raises(ValueError, match=r"direction must be one of \('forward', 'reverse'\), got 'backward'"):
         second.load_torch(deep, layer=1, direction="backward")
     with pytest.raises(ValueError, match=r"state_dict has no 'weight_ih_l2'"):

@@ -12,9 +12,9 @@ from generated import CELLS
 from tests.conftest import ROOT
 
 torch = pytest.importorskip("torch")
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402 (after the skip)
 
-from derive.torch import GRU, LSTM, RNN, Recurrent, ops
+from derive.torch import GRU, LSTM, RNN, Recurrent, ops  # noqa: E402
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -52,9 +52,13 @@ def run(module, x, hx, weights):
     names = sorted(dict(module.named_parameters()))
     params = dict(module.named_parameters())
     grads = torch.autograd.grad(loss, inputs + [params[n] for n in names])
-    return {"y": y_data, **{f"final[{k}]": f for k, f in enumerate(final)}, "dx": grads[0],
-            **{f"dhx[{k}]": g for k, g in enumerate(grads[1:len(inputs)])},
-            **{f"d{n}": g for n, g in zip(names, grads[len(inputs):])}}
+    return {
+        "y": y_data,
+        **{f"final[{k}]": f for k, f in enumerate(final)},
+        "dx": grads[0],
+        **{f"dhx[{k}]": g for k, g in enumerate(grads[1 : len(inputs)])},
+        **{f"d{n}": g for n, g in zip(names, grads[len(inputs) :])},
+    }
 
 
 def assert_same(ours, theirs, dtype):
@@ -71,8 +75,10 @@ def inputs(layer, T, B, dtype, batch_first, given_states, seed=0):
     hx = None
     if given_states:
         D = 2 if layer.bidirectional else 1
-        states = tuple(torch.randn(layer.num_layers * D, B, H, generator=generator, dtype=dtype, requires_grad=True)
-                       for _ in layer.cell_class.state_names)
+        states = tuple(
+            torch.randn(layer.num_layers * D, B, H, generator=generator, dtype=dtype, requires_grad=True)
+            for _ in layer.cell_class.state_names
+        )
         hx = states if len(states) > 1 else states[0]
     return x, hx
 
@@ -116,7 +122,7 @@ def test_padding_never_enters_a_cell_nor_its_gradients():
     padded.sum().backward()
     assert torch.isfinite(padded).all() and torch.isfinite(x.grad).all()
     for b, n in enumerate(lengths):
-        alone, (h_b, _) = layer(x[:n, b:b + 1].detach())  # the row by itself, no padding
+        alone, (h_b, _) = layer(x[:n, b : b + 1].detach())  # the row by itself, no padding
         torch.testing.assert_close(padded[:n, b], alone[:, 0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(h[:, b], h_b[:, 0], rtol=1e-12, atol=1e-12)
         assert (padded[n:, b] == 0).all() and (x.grad[n:, b] == 0).all()
@@ -158,7 +164,7 @@ def test_every_step_full_state_is_returned_and_differentiable():
     params = {p.name: getattr(layer, f"{p.torch[:-3]}_l0") for p in layer.cell_class.parameters}
     states = [(torch.zeros(2, H, dtype=torch.float64),) * 2]
     for t in range(5):
-        states.append(eager("lstm", params, x[t:t + 1], states[-1])[1])
+        states.append(eager("lstm", params, x[t : t + 1], states[-1])[1])
     torch.testing.assert_close(cs, torch.stack([s[1] for s in states[1:]]), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(hs, y)
 
@@ -166,8 +172,12 @@ def test_every_step_full_state_is_returned_and_differentiable():
 def small_input(layer, generator):
     x = torch.randn(4, 3, layer.input_size, generator=generator, dtype=torch.float64, requires_grad=True)
     D = 2 if layer.bidirectional else 1
-    hx = tuple(torch.randn(layer.num_layers * D, 3, layer.hidden_size, generator=generator, dtype=torch.float64, requires_grad=True)
-               for _ in layer.cell_class.state_names)
+    hx = tuple(
+        torch.randn(
+            layer.num_layers * D, 3, layer.hidden_size, generator=generator, dtype=torch.float64, requires_grad=True
+        )
+        for _ in layer.cell_class.state_names
+    )
     return x, hx
 
 
@@ -199,7 +209,9 @@ def op_arguments(name, dtype=torch.float64, reverse=True):
     x = torch.randn(int(batch_sizes.sum()), I, generator=generator, dtype=dtype, requires_grad=True)
     state0 = torch.randn(len(cls.state_names), 3, H, generator=generator, dtype=dtype, requires_grad=True)
     params = [torch.randn(p.shape(I, H), generator=generator, dtype=dtype, requires_grad=True) for p in cls.parameters]
-    constants = torch.tensor([0.5 * default for default in cls.constants.values()], dtype=torch.float64)  # not the defaults
+    constants = torch.tensor(
+        [0.5 * default for default in cls.constants.values()], dtype=torch.float64
+    )  # not the defaults
     return (name, x, batch_sizes, state0, params, constants, reverse)
 
 
@@ -236,11 +248,18 @@ def test_errors_name_the_argument():
         GRU(I, H, device="cuda")
     name, x, batch_sizes, state0, params, constants, reverse = op_arguments("gru")
     with pytest.raises(ValueError, match=r"parameter W_hh must have shape \(12, 4\)"):
-        torch.ops.derive.recurrent(name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], constants, reverse)
+        torch.ops.derive.recurrent(
+            name, x, batch_sizes, state0, [params[0], params[0], *params[2:]], constants, reverse
+        )
     with pytest.raises(ValueError, match="batch_sizes must be non-increasing"):
         torch.ops.derive.recurrent(name, x, torch.tensor([3, 1, 2, 3]), state0, params, constants, reverse)
-    with pytest.raises(ValueError, match=r"constants must be a float64 tensor of shape \(0,\), the values of \[\], got torch.float64 of shape \(1,\)"):
-        torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, torch.tensor([0.1], dtype=torch.float64), reverse)
+    with pytest.raises(
+        ValueError,
+        match=r"constants must be a float64 tensor of shape \(0,\), the values of \[\], got torch.float64 of shape \(1,\)",
+    ):
+        torch.ops.derive.recurrent(
+            name, x, batch_sizes, state0, params, torch.tensor([0.1], dtype=torch.float64), reverse
+        )
 
 
 def test_double_backward_raises_a_clear_error():
@@ -261,7 +280,9 @@ def test_contiguous_cpu_tensors_are_shared_with_numpy_not_copied():
 
 def test_import_without_torch_names_the_extra():
     code = "import sys; sys.modules['torch'] = None\ntry:\n import derive.torch\nexcept ImportError as e:\n print(e)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert "pip install 'rnn-derive[torch]'" in out.stdout, out.stderr
 
 
@@ -279,8 +300,15 @@ def test_training_example_learns():
 def test_distributed_data_parallel_equals_single_process_training():
     """docs/examples/ddp_recurrent.py: 2 spawned gloo processes under DDP end with the parameters of
     one process trained on the whole batch."""
-    out = subprocess.run([sys.executable, "docs/examples/ddp_recurrent.py", "--steps", "3"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    out = subprocess.run(
+        [sys.executable, "docs/examples/ddp_recurrent.py", "--steps", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     difference = float(out.stdout.split("largest relative parameter difference ")[1].split()[0])
     moved = float(out.stdout.split("moved by at least ")[1].split(")")[0])
@@ -337,12 +365,21 @@ def test_unused_outputs_get_no_zero_gradient_and_none_means_zero():
 def test_the_op_backward_checks_what_it_is_given():
     name, x, batch_sizes, state0, params, constants, reverse = op_arguments("gru")
     y, states, final, tape = torch.ops.derive.recurrent(name, x, batch_sizes, state0, params, constants, reverse)
-    with pytest.raises(ValueError, match=r"tape must be a torch.float64 CPU tensor of shape \(144,\), got torch.float64 of shape \(143,\)"):
-        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, constants, reverse, states, tape[1:], y, None, None)
+    with pytest.raises(
+        ValueError,
+        match=r"tape must be a torch.float64 CPU tensor of shape \(144,\), got torch.float64 of shape \(143,\)",
+    ):
+        torch.ops.derive.recurrent_backward(
+            name, x, batch_sizes, state0, params, constants, reverse, states, tape[1:], y, None, None
+        )
     with pytest.raises(ValueError, match=r"d_y must be a torch.float64 CPU tensor of shape \(9, 4\)"):
-        torch.ops.derive.recurrent_backward(name, x, batch_sizes, state0, params, constants, reverse, states, tape, y[1:], None, None)
+        torch.ops.derive.recurrent_backward(
+            name, x, batch_sizes, state0, params, constants, reverse, states, tape, y[1:], None, None
+        )
     with pytest.raises(ValueError, match="batch_sizes must sum to the 9 rows"):
-        torch.ops.derive.recurrent_backward(name, x, torch.tensor([3, 3, 2]), state0, params, constants, reverse, states, tape, y, None, None)
+        torch.ops.derive.recurrent_backward(
+            name, x, torch.tensor([3, 3, 2]), state0, params, constants, reverse, states, tape, y, None, None
+        )
 
 
 def test_outputs_do_not_alias_the_tape_and_inputs_are_guarded_by_autograd():
@@ -377,7 +414,10 @@ def test_benchmark_section_runs_and_renders(tmp_path):
 
     results = torch_layers.measure([(3, 2, 4)], 1, worker_env({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}))
     text = "\n".join(line for section in torch_layers.sections(results) for line in _table(*section))
-    assert [e["cell"] for e in results["overhead"]] == ["lstm", "gru"] and [e["layer"] for e in results["layers"]] == ["LSTM", "GRU"]
+    assert [e["cell"] for e in results["overhead"]] == ["lstm", "gru"] and [e["layer"] for e in results["layers"]] == [
+        "LSTM",
+        "GRU",
+    ]
     assert "| lstm | 3×2×4 |" in text and "| GRU | 3×2×4 |" in text
 
 
@@ -396,7 +436,11 @@ def test_state_gradients_at_a_few_steps_cost_a_kernel_call_each(monkeypatch):
     names = [n for n, _ in layer.named_parameters()]
     calls = []
     original = RecurrentCell._gradients
-    monkeypatch.setattr(RecurrentCell, "_gradients", lambda self, tape, *rest: calls.append(tape.x.shape[0]) or original(self, tape, *rest))
+    monkeypatch.setattr(
+        RecurrentCell,
+        "_gradients",
+        lambda self, tape, *rest: calls.append(tape.x.shape[0]) or original(self, tape, *rest),
+    )
     function(x, *layer.parameters()).backward()
     assert calls == [1, 2, 3]  # steps 5, 3-4, 0-2, last first
     assert torch.autograd.gradcheck(function, (x, *layer.parameters()), eps=1e-6, atol=1e-8, rtol=1e-6)

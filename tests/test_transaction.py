@@ -50,7 +50,9 @@ def with_a_name_error(files: dict[str, str]) -> dict[str, str]:
 def importable(parent: Path, package: str) -> subprocess.CompletedProcess:
     """Import the package and run each cell once, in a fresh interpreter."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(parent), str(ROOT)]), NUMBA_DISABLE_JIT="1")
-    return subprocess.run([sys.executable, "-c", transaction.SMOKE_TEST, package], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", transaction.SMOKE_TEST, package], env=env, capture_output=True, text=True
+    )
 
 
 def writer(files: dict[str, str], out: Path, tmp_path: Path, name: str) -> subprocess.Popen:
@@ -62,18 +64,27 @@ def writer(files: dict[str, str], out: Path, tmp_path: Path, name: str) -> subpr
         "g.write_package(json.load(open(sys.argv[1])), sys.argv[2])"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-c", script, str(spec), str(out)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(spec), str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # -- exceptions and Ctrl-C at each step -----------------------------------------------------
-@pytest.mark.parametrize("step, error", [
-    ("_stage", OSError("disk full")),
-    ("_smoke_test", RuntimeError("a kernel does not run")),
-    ("_exchange", OSError("rename refused")),
-    ("_stage", KeyboardInterrupt()),
-    ("_smoke_test", KeyboardInterrupt()),
-])
+@pytest.mark.parametrize(
+    "step, error",
+    [
+        ("_stage", OSError("disk full")),
+        ("_smoke_test", RuntimeError("a kernel does not run")),
+        ("_exchange", OSError("rename refused")),
+        ("_stage", KeyboardInterrupt()),
+        ("_smoke_test", KeyboardInterrupt()),
+    ],
+)
 def test_a_failure_or_ctrl_c_at_any_step_leaves_the_old_package(tmp_path, variants, monkeypatch, step, error):
     old, new = variants
     out = tmp_path / "cells"
@@ -88,7 +99,11 @@ def test_a_failure_or_ctrl_c_at_any_step_leaves_the_old_package(tmp_path, varian
     with pytest.raises(expected) as raised:
         gen.write_package(new, out, **QUIET)
     if expected is gen.GenerateError:
-        what = {"_stage": "staging the new files", "_smoke_test": "testing the new package", "_exchange": "swapping it in"}[step]
+        what = {
+            "_stage": "staging the new files",
+            "_smoke_test": "testing the new package",
+            "_exchange": "swapping it in",
+        }[step]
         assert str(raised.value).startswith(f"{what} failed, {out} was not changed: ")
     assert snapshot(out) == before
     assert not list(tmp_path.glob(".cells-staging-*")), "staging directory left behind"
@@ -100,7 +115,10 @@ def test_modules_that_fail_to_run_are_not_swapped_in(tmp_path, variants):
     out = tmp_path / "cells"
     gen.write_package(old, out, **QUIET)
     broken = with_a_name_error(old)
-    with pytest.raises(gen.GenerateError, match=r"(?s)testing the new package failed.*fail to import or to run.*NameError: name 'undefined_name'"):
+    with pytest.raises(
+        gen.GenerateError,
+        match=r"(?s)testing the new package failed.*fail to import or to run.*NameError: name 'undefined_name'",
+    ):
         gen.write_package(broken, out, **QUIET)
     assert snapshot(out) == {k: old[k] for k in sorted(old)}
 
@@ -132,7 +150,12 @@ def test_files_not_regenerated_and_their_caches_stay(tmp_path, variants):
     gen.write_package(old, out, **QUIET)
     cache = out / "__pycache__"
     cache.mkdir()
-    for name in ("gru.forward-40.py311.nbi", "rnn.forward-40.py311.nbi", "rnn.cpython-311.pyc", "__init__.cpython-311.pyc"):
+    for name in (
+        "gru.forward-40.py311.nbi",
+        "rnn.forward-40.py311.nbi",
+        "rnn.cpython-311.pyc",
+        "__init__.cpython-311.pyc",
+    ):
         (cache / name).write_text("cached")
     changed = gen.write_package({"__init__.py": old["__init__.py"], "rnn.py": new["rnn.py"]}, out, **QUIET)
     assert changed == ["rnn.py"]
@@ -152,7 +175,9 @@ def test_a_hand_edit_is_detected_and_never_overwritten_without_force(tmp_path, v
     with pytest.raises(gen.HandEditedError) as error:
         gen.write_package(new, out, **QUIET)
     message = str(error.value)
-    assert f"{out / 'rnn.py'}: edited by hand (its content no longer matches the content sha256 in its header)" in message
+    assert (
+        f"{out / 'rnn.py'}: edited by hand (its content no longer matches the content sha256 in its header)" in message
+    )
     assert "--force" in message
     assert (out / "rnn.py").read_text() == edited
     gen.write_package(new, out, force=True, **QUIET)
@@ -166,7 +191,12 @@ def test_check_and_generate_on_a_copy_of_the_repository(tmp_path):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)  # with templates/ and generated/, what makes it a checkout
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    run = lambda *args: subprocess.run([sys.executable, "-m", "derive", *args], cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "derive", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
     lstm, page = tmp_path / "generated" / "lstm.py", tmp_path / "docs" / "cells" / "gru.md"
     original, original_page = lstm.read_text(), page.read_text()
     lstm.write_text(original.replace("c_new = c*f", "c_new = 2*c*f", 1))
@@ -240,8 +270,11 @@ def test_a_read_only_parent_gives_a_clear_message(tmp_path, variants, monkeypatc
         raise PermissionError(13, "Permission denied", str(tmp_path / ".cells-staging-x"))
 
     monkeypatch.setattr(transaction.tempfile, "mkdtemp", refuse)
-    with pytest.raises(gen.GenerateError, match=f"{out} was not changed: cannot write into its folder {tmp_path} "
-                                               r"\(Permission denied\), where `generate` stages the new package"):
+    with pytest.raises(
+        gen.GenerateError,
+        match=f"{out} was not changed: cannot write into its folder {tmp_path} "
+        r"\(Permission denied\), where `generate` stages the new package",
+    ):
         gen.write_package(variants[1], out, **QUIET)
     assert snapshot(out) == {k: variants[0][k] for k in sorted(variants[0])}
 
@@ -288,7 +321,9 @@ def test_a_failure_while_replacing_file_by_file_leaves_the_old_package(tmp_path,
     old, new = variants
     out = tmp_path / "cells"
     gen.write_package(old, out, **QUIET)
-    monkeypatch.setattr(transaction, "_exchange", lambda a, b: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device")))
+    monkeypatch.setattr(
+        transaction, "_exchange", lambda a, b: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device"))
+    )
     copies, copyfile, smoke_test = [], shutil.copyfile, transaction._smoke_test
 
     def copy_then_fail(source, target, **kwargs):
@@ -323,8 +358,10 @@ def test_a_failure_after_some_files_were_replaced_says_so(tmp_path, variants, mo
         replace(source, target)
 
     monkeypatch.setattr(transaction.os, "replace", replace_then_fail)
-    with pytest.raises(transaction.PartlyReplacedError,
-                       match=f"^replacing the files of {out} one by one failed after 1 of 2: OSError: .*run `generate` again$"):
+    with pytest.raises(
+        transaction.PartlyReplacedError,
+        match=f"^replacing the files of {out} one by one failed after 1 of 2: OSError: .*run `generate` again$",
+    ):
         gen.write_package(new, out, **QUIET)
     first, second = [name for name in new if new[name] != old[name]]
     assert (out / first).read_text() == new[first] and (out / second).read_text() == old[second]
@@ -390,7 +427,9 @@ def test_killing_generate_at_random_points_never_breaks_the_package(tmp_path, va
     assert process.returncode == 0 and swap is not None
     duration = time.perf_counter() - start
     rng = random.Random(7)
-    delays = [rng.uniform(0, 1.1 * duration) for _ in range(4)] + [rng.uniform(swap - 0.05, swap + 0.02) for _ in range(4)]
+    delays = [rng.uniform(0, 1.1 * duration) for _ in range(4)] + [
+        rng.uniform(swap - 0.05, swap + 0.02) for _ in range(4)
+    ]
     current, outcomes = 1, []
     for attempt, delay in enumerate(delays):
         process = writer(variants[1 - current], out, tmp_path, f"kill{attempt}")

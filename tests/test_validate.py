@@ -7,12 +7,20 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-from derive.write import generate as gen
 from derive.activations import relu, sigmoid, tanh
 from derive.derivation import derive
-from derive.spec import Cell
 from derive.kernel_names import KERNELS
-from derive.validate import RESERVED, RESERVED_PATTERN, SpecError, SpecWarning, declared_names, validate, validate_package
+from derive.spec import Cell
+from derive.validate import (
+    RESERVED,
+    RESERVED_PATTERN,
+    SpecError,
+    SpecWarning,
+    declared_names,
+    validate,
+    validate_package,
+)
+from derive.write import generate as gen
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,11 +172,11 @@ MISTAKES = {
     "let used before defined": r"equation a = .*: uses 'later' before 'later' is defined; .* move it up",
     "let redefined": r"equation a = U_h\*a \(let\): 'a' is defined twice",
     "unsupported function": r"equation h_new = tan\(.*\): function tan is not supported; supported: sigmoid, tanh, relu, "
-                            r"hard_sigmoid, softsign, exp, log, sqrt, abs, max, min, softplus, log_sigmoid, silu, gelu, elu, "
-                            r"sin, cos, identity \(from derive.activations\)",
+    r"hard_sigmoid, softsign, exp, log, sqrt, abs, max, min, softplus, log_sigmoid, silu, gelu, elu, "
+    r"sin, cos, identity \(from derive.activations\)",
     "unsupported sympy function": r"equation h_new = .*: function erf is not supported; supported: sigmoid",
     "non-integer power": r"power \(.*\)\*\*\(1/3\) has a non-integer exponent; only integer powers and sqrt are supported "
-                         r"\(write a\*\*b as exp\(b\*log\(a\)\)\)",
+    r"\(write a\*\*b as exp\(b\*log\(a\)\)\)",
     "complex constant": r"equation h_new = .*: I \(ImaginaryUnit\) is not supported",
     "relation": r"equation h_new = .*: the right-hand side must be a number or an expression, got StrictGreaterThan",
     "python keyword": r"let 'lambda': 'lambda' is not an ASCII Python identifier \(or is a keyword\)",
@@ -196,14 +204,14 @@ MISTAKES = {
     "constant shadowing a parameter": r"constant 'b': name 'b' is already used by parameter 'b'",
     "constant named like a kernel argument": r"constant 'dx': 'dx' is reserved by the generated code",
     "constant named like a cell attribute": r"constant 'hidden_size': 'hidden_size' is taken: a constant becomes a keyword "
-                                            r"argument and an attribute of the cell and of derive.torch.Recurrent",
+    r"argument and an attribute of the cell and of derive.torch.Recurrent",
     "constant named like a layer option": r"constant 'dropout': 'dropout' is taken",
     "private constant name": r"constant '_forward': '_forward' is taken.*every name starting with _",
     "constant declared twice": r"constant 'dt': name 'dt' is already used by constant 'dt'",
     "non-finite constant": r"constant 'dt': the default must be a finite real number \(int or float\), got inf",
     "constant that is not a number": r"constant 'dt': the default must be a finite real number \(int or float\), got '0.1'",
     "weight on a constant": r"parameter 'G': acts on 'dt', which is not a vector of this cell .*'dt' is a constant, one scalar "
-                            r"for all units: multiply by it instead",
+    r"for all units: multiply by it instead",
     "constant typed as a plain symbol": r"symbol 'dt' was not made by this cell",
 }
 
@@ -236,7 +244,9 @@ def test_every_error_is_reported_at_once():
 
 def test_the_input_enters_only_through_a_weight():
     cell, x, h, W, U, b = minimal()
-    with pytest.raises(TypeError, match=r"the input 'x' cannot appear in an equation directly: it enters through a weight"):
+    with pytest.raises(
+        TypeError, match=r"the input 'x' cannot appear in an equation directly: it enters through a weight"
+    ):
         cell.update(h, tanh(x + U))
     with pytest.raises(ValueError, match=r"cell 'toy': input\(\) called twice"):
         cell.input("u")
@@ -261,7 +271,10 @@ def test_suspicious_specs_derive_with_warnings():
     cell, x, h, W, U, b = minimal()
     cell.update(h, 0.5)
     found = warnings_of(cell)
-    assert "cell 'toy': equation h_new = 0.500000000000000 (update of 'h'): the update of 'h' is a constant: it depends on no input, state or parameter" in found
+    assert (
+        "cell 'toy': equation h_new = 0.500000000000000 (update of 'h'): the update of 'h' is a constant: it depends on no input, state or parameter"
+        in found
+    )
     assert "cell 'toy': parameter 'W': is never used (its gradient is always zero)" in found
     assert "cell 'toy': state 'h': the output never depends on the input 'x'" in found
 
@@ -285,7 +298,10 @@ def test_an_unused_constant_is_a_warning_and_constants_alone_are_no_dependency()
     cell, x, h, W, U, b = minimal()
     cell.update(h, 2 * cell.constant("dt", 0.1))
     found = warnings_of(cell)
-    assert "cell 'toy': equation h_new = 2*dt (update of 'h'): the update of 'h' is a constant: it depends on no input, state or parameter" in found
+    assert (
+        "cell 'toy': equation h_new = 2*dt (update of 'h'): the update of 'h' is a constant: it depends on no input, state or parameter"
+        in found
+    )
 
 
 def test_constant_reserved_names_cover_the_constructors_and_attributes(torch):
@@ -298,9 +314,15 @@ def test_constant_reserved_names_cover_the_constructors_and_attributes(torch):
     from derive.validate import CONSTANT_RESERVED
     from generated import CELLS
 
-    arguments = set(inspect.signature(Recurrent.__init__).parameters) | set(inspect.signature(CELLS["rnn"].__init__).parameters)
+    arguments = set(inspect.signature(Recurrent.__init__).parameters) | set(
+        inspect.signature(CELLS["rnn"].__init__).parameters
+    )
     attributes = set(vars(CELLS["rnn"](2, 3, dtype=np.float64)))
-    missing = {name for name in arguments | attributes if not name.startswith("_")} - {"self", "constants"} - CONSTANT_RESERVED
+    missing = (
+        {name for name in arguments | attributes if not name.startswith("_")}
+        - {"self", "constants"}
+        - CONSTANT_RESERVED
+    )
     assert missing == set(), f"add to derive.validate.CONSTANT_RESERVED: {sorted(missing)}"
 
 
@@ -346,7 +368,11 @@ def kernel_identifiers(source: str) -> set[str]:
     return names
 
 
-FUNCTION_SPECS = [c for name in ("all_functions", "sympy_functions") for c in gen.load_spec_file(ROOT / "tests" / "specs" / f"{name}.py")]
+FUNCTION_SPECS = [
+    c
+    for name in ("all_functions", "sympy_functions")
+    for c in gen.load_spec_file(ROOT / "tests" / "specs" / f"{name}.py")
+]
 
 
 @pytest.mark.parametrize("cell", gen.builtin_cells() + FUNCTION_SPECS, ids=lambda c: c.name)
@@ -360,7 +386,8 @@ def test_reserved_names_cover_every_identifier_of_the_generated_kernels(cell):
     else:
         source = (ROOT / "generated" / f"{cell.name}.py").read_text()
     unknown = {
-        name for name in kernel_identifiers(source)
+        name
+        for name in kernel_identifiers(source)
         if name not in from_spec and name not in RESERVED and not RESERVED_PATTERN.fullmatch(name)
     }
     assert unknown == set(), f"add to derive.validate.RESERVED: {sorted(unknown)}"
@@ -378,13 +405,18 @@ def test_the_cli_reports_an_invalid_spec_file_and_writes_nothing(tmp_path):
         "cell.update(h, tanh(W + sp.Symbol('q', real=True)))\n"
     )
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "derive", "generate", str(spec), "--out", str(out)], cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "derive", "generate", str(spec), "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "generate: cell 'bad' is invalid:",
         "  equation h_new = tanh(W_x + q) (update of 'h'): symbol 'q' is not declared (declare it with cell.state, cell.let, cell.weight, "
-            "cell.vector or cell.constant)",
+        "cell.vector or cell.constant)",
         "nothing was written",
     ]
     assert not out.exists()

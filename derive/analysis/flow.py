@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .lyapunov import Spectrum, lyapunov, spectrum  # noqa: F401 (derive.flow.lyapunov is the public name)
 from derive.runtime.cell import RecurrentCell
+
+from .lyapunov import Spectrum, lyapunov, spectrum  # noqa: F401 (derive.flow.lyapunov is the public name)
 
 KEEP_GATES = ("f", "z")  # gates that keep the state when near 1: LSTM forget gate, GRU update gate
 
@@ -127,8 +128,14 @@ def gate_names(cls: type[RecurrentCell]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def measure(cell: RecurrentCell, x: np.ndarray, state0=None, label: str | None = None,
-            lyapunov_exponents: int = 0, warmup: int = 0) -> Flow:
+def measure(
+    cell: RecurrentCell,
+    x: np.ndarray,
+    state0=None,
+    label: str | None = None,
+    lyapunov_exponents: int = 0,
+    warmup: int = 0,
+) -> Flow:
     """Run `cell` on x (T, B, I) from state0 and measure the gradient flow along the trajectory;
     with lyapunov_exponents = k > 0 also the top k Lyapunov exponents, the first `warmup` steps
     not averaged."""
@@ -138,8 +145,11 @@ def measure(cell: RecurrentCell, x: np.ndarray, state0=None, label: str | None =
     H = cell.hidden_size
     blocks = [slice(k * H, (k + 1) * H) for k in range(len(cell.state_names))]
     norms, block_norms = lag_norms(J, blocks)
-    gates = {g: tape.saved[:, cell.saved_names.index(g)].mean(axis=(1, 2))
-             for g in gate_names(type(cell)) if g in cell.saved_names}
+    gates = {
+        g: tape.saved[:, cell.saved_names.index(g)].mean(axis=(1, 2))
+        for g in gate_names(type(cell))
+        if g in cell.saved_names
+    }
     return Flow(
         label=label or cell.name,
         cell=cell.name,
@@ -172,11 +182,13 @@ def set_gate_bias(cell: RecurrentCell, value: float, gate: str | None = None) ->
             )
     vectors = [p for p in cell.parameters if p.columns is None and p.gates and gate in p.gates]
     if not vectors:
-        raise ValueError(f"cell {cell.name!r} has no bias vector with a gate {gate!r} (gates: {', '.join(names) or 'none'})")
+        raise ValueError(
+            f"cell {cell.name!r} has no bias vector with a gate {gate!r} (gates: {', '.join(names) or 'none'})"
+        )
     H = cell.hidden_size
     for k, p in enumerate(vectors):
         g = p.gates.index(gate)
-        cell.params[p.name][g * H:(g + 1) * H] = value if k == 0 else 0.0
+        cell.params[p.name][g * H : (g + 1) * H] = value if k == 0 else 0.0
     return gate
 
 
@@ -189,7 +201,7 @@ def set_spectral_radius(cell: RecurrentCell, radius: float) -> None:
     for p in recurrent:
         W = cell.params[p.name]
         for b in range(p.blocks):
-            block = W[b * H:(b + 1) * H]
+            block = W[b * H : (b + 1) * H]
             current = np.abs(np.linalg.eigvals(block)).max()
             if current == 0:
                 raise ValueError(f"block {b} of {p.name!r} is nilpotent: its spectral radius cannot be scaled")

@@ -25,7 +25,9 @@ from .flow import Flow
 CSV_NAME, STEPS_CSV_NAME, PNG_NAME = "gradient_flow.csv", "gradient_flow_steps.csv", "gradient_flow.png"
 LYAPUNOV_CSV_NAME, LYAPUNOV_PNG_NAME = "lyapunov.csv", "lyapunov.png"
 CONVERGENCE_SHOWN = 4  # exponents whose convergence lyapunov.png draws (lyapunov.csv has them all)
-NO_MATPLOTLIB = "matplotlib is not installed, so no plot was drawn: pip install matplotlib (or pip install -e '.[plot]')"
+NO_MATPLOTLIB = (
+    "matplotlib is not installed, so no plot was drawn: pip install matplotlib (or pip install -e '.[plot]')"
+)
 
 
 def _union(lists) -> list[str]:
@@ -55,7 +57,9 @@ def write_csv(flows: list[Flow], out: Path) -> tuple[Path, ...]:
     for f in flows:
         for k in f.lags:
             per_state = [_number(f.state_norm[s][k]) if s in f.state_norm else "" for s in states]
-            rows.append([f.cell, f.label, k, _number(f.norm[k]), _number(f.norm_min[k]), _number(f.norm_max[k]), *per_state])
+            rows.append(
+                [f.cell, f.label, k, _number(f.norm[k]), _number(f.norm_min[k]), _number(f.norm_max[k]), *per_state]
+            )
     lags = out / CSV_NAME
     write_rows(lags, ["cell", "run", "lag", "norm", "norm_min", "norm_max", *(f"norm_{s}" for s in states)], rows)
     gates = _union(f.gates for f in flows)
@@ -85,12 +89,17 @@ def table(flows: list[Flow]) -> str:
     T = len(flows[0].norm) - 1
     lags = sorted({k for k in (1, 10, 100, T) if k <= T})
     width = max(len("run"), *(len(f.label) for f in flows))
-    head = f"{'run':<{width}}  " + "".join(f"{f'k={k}':>10}" for k in lags) + f"{'mean ρ(J_t)':>13}{'mean ‖J_t‖':>12}  mean gates"
+    head = (
+        f"{'run':<{width}}  "
+        + "".join(f"{f'k={k}':>10}" for k in lags)
+        + f"{'mean ρ(J_t)':>13}{'mean ‖J_t‖':>12}  mean gates"
+    )
     lines = ["‖∂s_T/∂s_{T−k}‖₂ at lag k (mean over batch rows); ρ(J_t) and ‖J_t‖₂ per step, averaged over steps", head]
     for f in flows:
         gates = " ".join(f"{g}={v.mean():.2f}" for g, v in f.gates.items()) or "-"
         lines.append(
-            f"{f.label:<{width}}  " + "".join(f"{f.norm[k]:>10.2e}" for k in lags)
+            f"{f.label:<{width}}  "
+            + "".join(f"{f.norm[k]:>10.2e}" for k in lags)
             + f"{f.spectral_radius.mean():>13.3f}{f.max_singular.mean():>12.3f}  {gates}"
         )
     return "\n".join(lines)
@@ -106,13 +115,18 @@ def lyapunov_table(flows: list[Flow], shown: int = 5) -> str:
     width = max(len("run"), *(len(f.label) for f in spectra))
     head = f"{'run':<{width}}  " + "".join(f"{f'λ{i + 1}':>10}" for i in columns) + f"{'e^λ1':>10}"
     warmups = sorted({f.spectrum.warmup for f in spectra})
-    caption = (f"Lyapunov exponents per step (natural log, mean over batch rows; warmup {', '.join(map(str, warmups))} steps "
-               "not averaged); e^λ1: growth of the gradient per step over long products")
+    caption = (
+        f"Lyapunov exponents per step (natural log, mean over batch rows; warmup {', '.join(map(str, warmups))} steps "
+        "not averaged); e^λ1: growth of the gradient per step over long products"
+    )
     lines = [caption, head]
     for f in spectra:
         mean = f.spectrum.exponents.mean(axis=0)
-        lines.append(f"{f.label:<{width}}  " + "".join(f"{mean[i]:>10.4f}" if i < len(mean) else f"{'':>10}" for i in columns)
-                     + f"{np.exp(mean[0]):>10.4f}")
+        lines.append(
+            f"{f.label:<{width}}  "
+            + "".join(f"{mean[i]:>10.4f}" if i < len(mean) else f"{'':>10}" for i in columns)
+            + f"{np.exp(mean[0]):>10.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -196,8 +210,13 @@ def plot_lyapunov(flows: list[Flow], out: Path, title: str = "") -> Path | None:
 
 def describe(settings, varying: tuple[str, ...] = ()) -> str:
     """The settings every run shares, for the figure's title (`varying` names those that differ)."""
-    parts = [f"T = {settings.steps}", f"H = {settings.hidden_size}", f"batch {settings.batch}",
-             f"input scale {settings.input_scale:g}", f"seed {settings.seed}"]
+    parts = [
+        f"T = {settings.steps}",
+        f"H = {settings.hidden_size}",
+        f"batch {settings.batch}",
+        f"input scale {settings.input_scale:g}",
+        f"seed {settings.seed}",
+    ]
     if settings.gate_bias is not None and "gate_bias" not in varying:
         parts.append(f"gate bias {settings.gate_bias:g}")
     if settings.weight_scale is not None and "weight_scale" not in varying:

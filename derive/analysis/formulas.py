@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import notation as nt
-from derive.derivation import Derivation, derive, total_derivatives
 from derive.cells import builtin_cells
+from derive.derivation import Derivation, derive, total_derivatives
 from derive.spec import Cell, Param, shape_text
+
+from . import notation as nt
 
 PARTS = ("forward", "backward", "jacobian")
 
@@ -127,7 +128,9 @@ def formulas(cell: Cell | str | Derivation) -> CellFormulas:
             raise ValueError(f"unknown cell {cell!r}; built-in cells: {', '.join(by_name)}")
         cell = by_name[cell]
     if not isinstance(cell, (Cell, Derivation)):
-        raise TypeError(f"cell must be a derive.spec.Cell, a built-in cell name or a Derivation, got {type(cell).__name__}")
+        raise TypeError(
+            f"cell must be a derive.spec.Cell, a built-in cell name or a Derivation, got {type(cell).__name__}"
+        )
     d = cell if isinstance(cell, Derivation) else derive(cell)
     cell = d.cell
     n = nt.notation(d)
@@ -153,8 +156,16 @@ def _parameters(d: Derivation, n: nt.Notation) -> list[dict[str, str]]:
     for p in d.cell.params:
         text, latex = n.vectors[p.operand] if p.kind == "matrix" else ("", "")
         gates = ", ".join(p.gates) if p.gates else ""
-        rows.append({"name": p.name, "shape": shape_text(p, d.cell), "operand": text, "operand_latex": latex,
-                     "gates": gates, "torch": p.torch_name or ""})
+        rows.append(
+            {
+                "name": p.name,
+                "shape": shape_text(p, d.cell),
+                "operand": text,
+                "operand_latex": latex,
+                "gates": gates,
+                "torch": p.torch_name or "",
+            }
+        )
     return rows
 
 
@@ -199,7 +210,10 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
     inputs = [nt.matrix(n, p, transposed=True) * nt.stacked_adjoint(n, p) for p in matrices if p.operand == cell.x.name]
     if inputs:
         x = cell.x.name
-        emit(n.symbol(f"\\delta {n.vectors[x][1]}", f"δ{n.vectors[x][0]}", nt.ADJOINT, commutative=False), sp.Add(*inputs))
+        emit(
+            n.symbol(f"\\delta {n.vectors[x][1]}", f"δ{n.vectors[x][0]}", nt.ADJOINT, commutative=False),
+            sp.Add(*inputs),
+        )
     for p in matrices:
         gradient = n.symbol(f"\\delta {nt.latex_name(p.name)}", f"δ{p.name}", nt.ADJOINT, commutative=False)
         emit(gradient, nt.stacked_adjoint(n, p) * nt.vector(n, p.operand, transposed=True), summed=True)
@@ -283,7 +297,9 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
             elif inner is not None:
                 factors.append(name(path.block))
                 referenced.add(path.block)
-            terms.append(sp.Mul(*([] if path.coefficient == 1 else [_diag(n, path.coefficient, scaled=True)]), *factors))
+            terms.append(
+                sp.Mul(*([] if path.coefficient == 1 else [_diag(n, path.coefficient, scaled=True)]), *factors)
+            )
         if direct != 0:
             terms.append(_diag(n, direct))
         return sp.Add(*terms)
@@ -327,7 +343,7 @@ def _block_matrix(f: CellFormulas, style: int) -> tuple[str, str, list[list[str]
     new = ", ".join(n.vectors[node.symbol.name][style] for node in f.derivation.new_state_nodes())
     old = ", ".join(n.vectors[s.name][style] for s in f.cell.states)
     names = [render(b.lhs) if b.rhs != 0 else "0" for b in f.blocks]
-    return new, old, [names[i * size:(i + 1) * size] for i in range(size)]
+    return new, old, [names[i * size : (i + 1) * size] for i in range(size)]
 
 
 def _block_matrix_text(f: CellFormulas) -> list[str]:
@@ -397,18 +413,43 @@ def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:
     if parts == PARTS:
         if f.cell.doc:
             out += [f.cell.doc.strip(), ""]
-        out += ["## Parameters", "", LEGENDS["parameters"], "", "| parameter | shape | acts on | gate blocks | PyTorch |",
-                "| --- | --- | --- | --- | --- |"]
+        out += [
+            "## Parameters",
+            "",
+            LEGENDS["parameters"],
+            "",
+            "| parameter | shape | acts on | gate blocks | PyTorch |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for p in f.parameters:
             on = f"${p['operand_latex']}$" if p["operand"] else "per-unit vector"
             torch = f"`{p['torch']}`" if p["torch"] else ""
             out.append(f"| `{p['name']}` | {p['shape']} | {on} | {p['gates']} | {torch} |")
         out.append("")
         if f.cell.constants:
-            out += ["## Constants", "", LEGENDS["constants"], "", "| constant | symbol | default |", "| --- | --- | --- |"]
-            out += [f"| `{c.name}` | ${f.notation.to_latex(f.notation(c.symbol))}$ | {float(c.default)!r} |" for c in f.cell.constants]
+            out += [
+                "## Constants",
+                "",
+                LEGENDS["constants"],
+                "",
+                "| constant | symbol | default |",
+                "| --- | --- | --- |",
+            ]
+            out += [
+                f"| `{c.name}` | ${f.notation.to_latex(f.notation(c.symbol))}$ | {float(c.default)!r} |"
+                for c in f.cell.constants
+            ]
             out.append("")
     for part in parts:
         legend = _legend(f, part)
-        out += [f"## {TITLES[part]}", "", f"{legend[0].upper()}{legend[1:]}.", "", "```math", *_aligned(f, part), "```", ""]
+        out += [
+            f"## {TITLES[part]}",
+            "",
+            f"{legend[0].upper()}{legend[1:]}.",
+            "",
+            "```math",
+            *_aligned(f, part),
+            "```",
+            "",
+        ]
     return "\n".join(out)

@@ -20,6 +20,7 @@ exactly 0 (a dead relu unit, say) gives an exponent of −inf, which is the exac
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -52,9 +53,7 @@ def lyapunov(cell: RecurrentCell, x, k: int, state0=None, warmup: int = 0) -> np
     Natural log, descending, averaged over steps warmup + 1, ..., T; state0 as in `cell.forward`.
     """
     x = check_arguments(cell, x, k, warmup)
-    exponents = None
-    for exponents in running_exponents(jacobian_chunks(cell, x, state0), k, warmup):
-        pass
+    (exponents,) = deque(running_exponents(jacobian_chunks(cell, x, state0), k, warmup), maxlen=1)  # the last estimate
     return descending(exponents)
 
 
@@ -71,7 +70,11 @@ def spectrum(cell: RecurrentCell, x, k: int, state0=None, warmup: int = 0) -> Sp
 def check_arguments(cell, x, k, warmup) -> np.ndarray:
     """x as an array, once cell, x, k and warmup are known to fit together (else an error naming them)."""
     if not isinstance(cell, RecurrentCell):
-        hint = f"; build one: {cell.__name__}(input_size, hidden_size)" if isinstance(cell, type) and issubclass(cell, RecurrentCell) else ""
+        hint = (
+            f"; build one: {cell.__name__}(input_size, hidden_size)"
+            if isinstance(cell, type) and issubclass(cell, RecurrentCell)
+            else ""
+        )
         raise TypeError(f"cell must be an instance of a generated cell, got {cell!r}{hint}")
     x = to_numpy("x", x)
     if x.ndim != 3 or x.shape[2] != cell.input_size:  # checked whole: forward sees it in chunks
@@ -99,7 +102,7 @@ def jacobian_chunks(cell: RecurrentCell, x: np.ndarray, state0=None) -> Iterator
     steps = max(1, CHUNK_BYTES // max(1, B * S * S * 8))
     state = state0
     for start in range(0, T, steps):
-        _, state, tape = cell.forward(x[start:start + steps], state)
+        _, state, tape = cell.forward(x[start : start + steps], state)
         yield cell.jacobian(tape).astype(np.float64, copy=False)
 
 

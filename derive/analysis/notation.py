@@ -124,7 +124,9 @@ def notation(d: Derivation) -> Notation:
     n.constants = [c.symbol for c in cell.constants]
     for c in cell.constants:
         latex = latex_name(c.name)
-        n.name(c.symbol, latex if latex.startswith("\\") or len(latex) == 1 else f"\\mathrm{{{latex}}}", c.name, PARAMETER)
+        n.name(
+            c.symbol, latex if latex.startswith("\\") or len(latex) == 1 else f"\\mathrm{{{latex}}}", c.name, PARAMETER
+        )
     for node in d.nodes:
         if node.auto:  # written out where it is used: tanh(c_t)
             n.display[node.symbol] = n(node.expr)
@@ -157,7 +159,9 @@ def _name_adjoints(n: Notation, d: Derivation, vectors: dict[str, tuple[str, str
         if node is not None and node.activation:
             for k in range(len(node.args)):
                 label = f"pre{k + 1}" if len(node.args) > 1 else "pre"
-                n.name(d.preactivation(source, k), f"\\delta {latex}^{{\\mathrm{{{label}}}}}", f"δ{text}^{label}", ADJOINT)
+                n.name(
+                    d.preactivation(source, k), f"\\delta {latex}^{{\\mathrm{{{label}}}}}", f"δ{text}^{label}", ADJOINT
+                )
 
 
 # -- symbols of matrices and stacked vectors (used by formulas.py) --------------------------
@@ -192,7 +196,9 @@ def identity(n: Notation) -> sp.Symbol:
 def block(n: Notation, of: str, wrt: str) -> sp.Symbol:
     """The Jacobian block ∂of/∂wrt as a non-commutative symbol (`of`, `wrt` are vector names)."""
     (a_text, a_latex), (b_text, b_latex) = n.vectors[of], n.vectors[wrt]
-    return n.symbol(f"\\frac{{\\partial {a_latex}}}{{\\partial {b_latex}}}", f"∂{a_text}/∂{b_text}", BLOCK, commutative=False)
+    return n.symbol(
+        f"\\frac{{\\partial {a_latex}}}{{\\partial {b_latex}}}", f"∂{a_text}/∂{b_text}", BLOCK, commutative=False
+    )
 
 
 # -- printers -------------------------------------------------------------------------------
@@ -346,12 +352,19 @@ class FormulaLatexPrinter(_Reading, LatexPrinter):
         else:
             name = type(expr).__name__
             escaped = name.replace("_", "\\_")
-            commands = {"sigmoid": "\\sigma", "tanh": "\\tanh", "exp": "\\exp", "log": "\\log", "sin": "\\sin",
-                        "cos": "\\cos", "max": "\\max", "min": "\\min"}
+            commands = {
+                "sigmoid": "\\sigma",
+                "tanh": "\\tanh",
+                "exp": "\\exp",
+                "log": "\\log",
+                "sin": "\\sin",
+                "cos": "\\cos",
+                "max": "\\max",
+                "min": "\\min",
+            }
             command = commands.get(name, f"\\operatorname{{{escaped}}}")
             text = f"{command}\\left({arg}\\right)"
         return f"{text}^{{{exp}}}" if exp is not None else text
 
     def _print_MatrixBase(self, expr):
         return "\\begin{bmatrix} " + " \\\\ ".join(self._print(e) for e in expr) + " \\end{bmatrix}"
-

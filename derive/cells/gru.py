@@ -9,8 +9,8 @@ Keras reset_after=True); see `gru_reset_before` for Cho et al.'s original placem
 Reference: Cho et al. (2014). Convention: PyTorch.
 """
 
-from derive.spec import Cell
 from derive.activations import sigmoid, tanh
+from derive.spec import Cell
 
 cell = Cell("gru", class_name="GRU", doc=__doc__, torch_module="GRU")
 x = cell.input()

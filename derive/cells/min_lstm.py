@@ -18,7 +18,9 @@ x = cell.input()
 h = cell.state("h")
 W_ih = cell.weight("W_ih", x, gates="fin")
 b_ih = cell.bias("b_ih", gates="fin")
-log_ratio = cell.let("log_ratio", log_sigmoid(W_ih["f"] + b_ih["f"]) - log_sigmoid(W_ih["i"] + b_ih["i"]))  # log f - log i
+log_ratio = cell.let(
+    "log_ratio", log_sigmoid(W_ih["f"] + b_ih["f"]) - log_sigmoid(W_ih["i"] + b_ih["i"])
+)  # log f - log i
 f = cell.let("f", sigmoid(log_ratio))  # f / (f + i)
 i = cell.let("i", sigmoid(-log_ratio))  # i / (f + i)
 n = cell.let("n", W_ih["n"] + b_ih["n"])

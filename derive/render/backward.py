@@ -44,8 +44,10 @@ class Backward:
         """Matrix name -> the buffer holding the gradient of its projection, per chunk; matrices
         whose projections get the same gradient share the first one's buffer."""
         signatures: dict[tuple, str] = {}
-        return {p.name: signatures.setdefault(tuple(self._flows(p)), names.gradient(projection_buffer(p)))
-                for p in self.d.matrices}
+        return {
+            p.name: signatures.setdefault(tuple(self._flows(p)), names.gradient(projection_buffer(p)))
+            for p in self.d.matrices
+        }
 
     def _column_sums(self) -> dict[str, list[tuple[str, Param, int]]]:
         """Vector parameters whose gradient is a sum of gradient-buffer columns (biases):
@@ -60,7 +62,9 @@ class Backward:
             if whole is not None:
                 sums[p.name] = [(self.buffers[whole.name], whole, g) for g in range(p.blocks)]
                 continue
-            blocks = {flow: (self.buffers[m.name], m, j) for m in reversed(owners) for j, flow in enumerate(self._flows(m))}
+            blocks = {
+                flow: (self.buffers[m.name], m, j) for m in reversed(owners) for j, flow in enumerate(self._flows(m))
+            }
             sources = [blocks.get(flow) for flow in self._flows(p)]
             if all(sources):
                 sums[p.name] = sources
@@ -77,8 +81,10 @@ class Backward:
             used |= reads
             gradients |= targets
         prologue = at.gate_views(used) + self._buffers()
-        prologue += [f"{names.panels(p.name)} = pack({p.name})  # in column panels (see derive.runtime.matrix)"
-                     for p in d.matrices]
+        prologue += [
+            f"{names.panels(p.name)} = pack({p.name})  # in column panels (see derive.runtime.matrix)"
+            for p in d.matrices
+        ]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self.accumulators]
         prologue += ["# parameter gradients add up over steps and chunks: zeroed here"]
         prologue += [f"{names.gradient(p.name)}[:] = 0.0" for p in d.cell.params]
@@ -86,13 +92,21 @@ class Backward:
         resets = [f"d_prev[{k}] = 0.0" for k in range(len(d.cell.states)) if writes.never(("state", k))]
         resets += [f"{acc.name}[:] = 0.0" for acc in self.accumulators if writes.never(acc)]
         for buffer, p in self.owners.items():
-            resets += [f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
-                       for j in range(p.blocks) if writes.never((buffer, j))]
+            resets += [
+                f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
+                for j in range(p.blocks)
+                if writes.never((buffer, j))
+            ]
         if resets:
             resets.insert(0, "# no assignment of this step writes these first: they start from zero")
         sums, copies = self._bias_gradients()
-        return {"prologue": prologue, "resets": resets, "stages": stages,
-                "chunk": self._weight_gradients() + sums, "end": copies}
+        return {
+            "prologue": prologue,
+            "resets": resets,
+            "stages": stages,
+            "chunk": self._weight_gradients() + sums,
+            "end": copies,
+        }
 
     def _buffers(self) -> list[str]:
         """The per-chunk gradient buffers, each after a comment on what it serves if that is more
@@ -106,8 +120,10 @@ class Backward:
                 note = f"# {', '.join(serves + biases)} enter the gates alike: one gradient buffer"
                 note += "; the biases' gradients are its column sums" if biases else ""
                 lines.append(note + "".join(f"; {c}" for c in copies))
-            lines.append(f"{buffer} = np.empty((chunk, B, {gate_axes(owner)}), x.dtype)"
-                         f"  # dL/d({owner.name} {owner.operand}), per chunk")
+            lines.append(
+                f"{buffer} = np.empty((chunk, B, {gate_axes(owner)}), x.dtype)"
+                f"  # dL/d({owner.name} {owner.operand}), per chunk"
+            )
         return lines
 
     def _sharing(self, buffer: str) -> list[str]:
@@ -125,9 +141,13 @@ class Backward:
             if leaf.kind == "state":
                 targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
             elif leaf.kind == "projection":
-                targets[adjoint] = f"{self.buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
+                targets[adjoint] = (
+                    f"{self.buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
+                )
             else:
-                targets[adjoint] = f"{gated(names.gradient(leaf.param.name), leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
+                targets[adjoint] = (
+                    f"{gated(names.gradient(leaf.param.name), leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
+                )
         assignments, gradients = [], set()
         for a in d.backward[level]:
             leaf = leaf_of.get(a.target)
@@ -188,8 +208,11 @@ class Backward:
     def _same_gradients(self) -> dict[str, str]:
         """Vector parameter -> the earlier one summed from the same columns (its gradient is equal)."""
         first: dict[tuple, str] = {}
-        return {name: first[key] for name, sources in self.column_sums.items()
-                if first.setdefault(key := tuple((b, j) for b, _, j in sources), name) != name}
+        return {
+            name: first[key]
+            for name, sources in self.column_sums.items()
+            if first.setdefault(key := tuple((b, j) for b, _, j in sources), name) != name
+        }
 
     def _bias_gradients(self) -> tuple[list[str], list[str]]:
         """Vector parameters whose gradient is a column sum of gradient buffers: per chunk, the
@@ -202,7 +225,9 @@ class Backward:
             if [(b, j) for b, _, j in sources] == [(buffer, g) for g in range(p.blocks)]:
                 sums.append(f"add_column_sums({rows_of(buffer, p, 'steps')}, {names.gradient(name)})")
             else:
-                sums += [f"add_column_sums({rows_of(b, q, 'steps')}[:, {span(j)}], {names.gradient(name)}[{span(g)}])"
-                         for g, (b, q, j) in enumerate(sources)]
+                sums += [
+                    f"add_column_sums({rows_of(b, q, 'steps')}[:, {span(j)}], {names.gradient(name)}[{span(g)}])"
+                    for g, (b, q, j) in enumerate(sources)
+                ]
         copies = [f"{names.gradient(name)}[:] = {names.gradient(first)}" for name, first in same.items()]
         return sums, copies

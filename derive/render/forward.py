@@ -33,9 +33,13 @@ def forward(d: Derivation, at: Locations) -> dict:
     for p in d.matrices:
         buffer, packed = projection_buffer(p), names.transposed_panels(p.name)
         if d.on_input(p):
-            prologue.append(f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # {p.name} x for the steps of a chunk")
-            chunk.append(f"matmul(x[start:start + steps].reshape(steps * B, I), {packed}, "
-                         f"{buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)")
+            prologue.append(
+                f"{buffer} = np.empty((chunk, B, {gate_axes(p)}), x.dtype)  # {p.name} x for the steps of a chunk"
+            )
+            chunk.append(
+                f"matmul(x[start:start + steps].reshape(steps * B, I), {packed}, "
+                f"{buffer}[:steps].reshape(steps * B, {p.name}.shape[0]), 0.0)"
+            )
         else:
             prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)  # {p.name} {p.operand} for one step")
         prologue.append(f"{packed} = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
@@ -45,8 +49,11 @@ def forward(d: Derivation, at: Locations) -> dict:
         lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
         used |= reads
         reads -= {n.symbol for n in nodes} | set(inline)
-        stores = [f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
-                  for n in nodes if n.symbol in at.new_state_index or n.symbol in at.saved_index]
+        stores = [
+            f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
+            for n in nodes
+            if n.symbol in at.new_state_index or n.symbol in at.saved_index
+        ]
         for s, k in at.saved_index.items():
             leaf = d.leaves.get(s)
             if leaf is not None and leaf.level == level:

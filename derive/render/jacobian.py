@@ -36,7 +36,9 @@ def jacobian(d: Derivation, at: Locations, shared: SharedTerms) -> dict:
             before, after = [f"{rows_name}[:] = 0.0"], []
             for p in operand_products.get(target.name, []):  # (W J_target).T = J_target.T W.T
                 packed, product = names.transposed_panels(p.name), names.product_jacobian(p.name)
-                buffers.append(f"{packed} = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
+                buffers.append(
+                    f"{packed} = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)"
+                )
                 buffers.append(f"{product} = np.empty((S, {p.name}.shape[0]), J.dtype)  # ({p.name} {rows_name}).T")
                 after.append(f"matmul({rows_name}.T, {packed}, {product}, 0.0)")
             title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"
@@ -46,8 +48,9 @@ def jacobian(d: Derivation, at: Locations, shared: SharedTerms) -> dict:
     return {"buffers": at.gate_views(used) + buffers, "rows": rows}
 
 
-def _rows(d: Derivation, at: Locations, terms: list[JacobianTerm], row: str, printer: KernelPrinter,
-          shared: SharedTerms) -> tuple[list[str], set[sp.Symbol]]:
+def _rows(
+    d: Derivation, at: Locations, terms: list[JacobianTerm], row: str, printer: KernelPrinter, shared: SharedTerms
+) -> tuple[list[str], set[sp.Symbol]]:
     """The loop body over units for one target: its coefficients, then their rows of J."""
     coefficients = [sp.Symbol(names.coefficient(k), real=True) for k in range(len(terms))]
     lines, reads = block([(c, "=", t.coefficient) for c, t in zip(coefficients, terms)], shared, printer, comment=False)
@@ -61,7 +64,9 @@ def _rows(d: Derivation, at: Locations, terms: list[JacobianTerm], row: str, pri
         operand = next((s for s in at.state_index if s.name == t.param.operand), None)
         if operand is not None:
             lines.append(f"for col in range(H):{note}")
-            lines.append(f"    {row}, {offset(at.state_index[operand], 'col')}] += {c} * {t.param.name}[{offset(t.gate)}, col]")
+            lines.append(
+                f"    {row}, {offset(at.state_index[operand], 'col')}] += {c} * {t.param.name}[{offset(t.gate)}, col]"
+            )
         else:
             lines.append(f"for col in range(S):{note}")
             lines.append(f"    {row}, col] += {c} * {names.product_jacobian(t.param.name)}[col, {offset(t.gate)}]")

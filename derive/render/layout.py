@@ -33,14 +33,26 @@ def wrap_module(text: str, width: int = WIDTH) -> str:
 
 def _wrap_text(line: str, width: int) -> list[str]:
     indent = line[: len(line) - len(line.lstrip())]
-    return textwrap.wrap(line.strip(), width, initial_indent=indent, subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False)
+    return textwrap.wrap(
+        line.strip(),
+        width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _wrap_comment(line: str, width: int) -> list[str]:
     indent = line[: len(line) - len(line.lstrip())]
-    return textwrap.wrap(line.strip()[2:], width, initial_indent=indent + "# ", subsequent_indent=indent + "# ",
-                         break_long_words=False, break_on_hyphens=False)
+    return textwrap.wrap(
+        line.strip()[2:],
+        width,
+        initial_indent=indent + "# ",
+        subsequent_indent=indent + "# ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _wrap_code(line: str, width: int) -> list[str]:
@@ -71,7 +83,7 @@ def _wrap_pieces(code: str, first: str, rest: str, width: int) -> list[str]:
     wrapped = []
     for k, line in enumerate(lines):
         prefix = first if k == 0 else rest
-        body = line[len(prefix):]  # a strict part of `code` when there are several lines: this ends
+        body = line[len(prefix) :]  # a strict part of `code` when there are several lines: this ends
         deeper = len(line) > width and len(lines) > 1 and _breaks(body)
         wrapped += _wrap_pieces(body, prefix, rest, width) if deeper else [line]
     return wrapped

@@ -129,7 +129,9 @@ class Locations:
         """Code for the (B, H) array of vector `name` at `step` (a tape value at `tape_step` if given:
         forward's `tape_step` is the step, or 0 when no tape is kept)."""
         array, k, new = self._place(name)
-        return f"states[{k}, {step}{' + 1' if new else ''}]" if array == "states" else f"saved[{tape_step or step}, {k}]"
+        return (
+            f"states[{k}, {step}{' + 1' if new else ''}]" if array == "states" else f"saved[{tape_step or step}, {k}]"
+        )
 
     def sequence_of(self, name: str) -> str:
         """Code for the (steps, B, H) values of vector `name` over the steps of a chunk."""
@@ -146,12 +148,16 @@ class Locations:
             return f"states[{self.new_state_index[symbol]}, step + 1, row, unit]"
         return f"saved[{tape_step}, {self.saved_index[symbol]}, row, unit]"
 
-    def loads(self, symbols: set[sp.Symbol], extra: dict[sp.Symbol, str] | None = None, tape_step: str = "step") -> list[str]:
+    def loads(
+        self, symbols: set[sp.Symbol], extra: dict[sp.Symbol, str] | None = None, tape_step: str = "step"
+    ) -> list[str]:
         """`name = <where it lives>` for each symbol, by name (`extra`: other places).
 
         By name, not in gate order: the order of the loads is the order of the instructions LLVM
         sees, and with `fastmath={"contract"}` it decides which products fuse into FMAs from it
         (gate order changed one Jacobian entry of lstm_peephole in the last bit)."""
         extra = extra or {}
-        return [f"{s.name} = {extra[s] if s in extra else self.value_location(s, tape_step)}"
-                for s in sorted(symbols, key=lambda s: s.name)]
+        return [
+            f"{s.name} = {extra[s] if s in extra else self.value_location(s, tape_step)}"
+            for s in sorted(symbols, key=lambda s: s.name)
+        ]

@@ -46,16 +46,20 @@ def parameters(d: Derivation) -> list[dict]:
         columns, shape = param_columns(p, cell), shape_text(p, cell)
         role = f"acts on {p.operand}" if p.kind == "matrix" else "per-unit vector"
         gates = f", gates {', '.join(p.gates)}" if p.gates else ""
-        arguments = ([repr(p.name), f"blocks={p.blocks}", f"columns={columns!r}"]
-                     + ([f"gates={p.gates!r}"] if p.gates else [])
-                     + ([f"torch={p.torch_name!r}"] if p.torch_name else [])
-                     + ([f"init={p.init!r}"] if p.init != "uniform" else []))
-        result.append({
-            "name": p.name,
-            "shape": shape,
-            "doc": f"{shape}, {role}{gates}" + (f"; PyTorch `{p.torch_name}`" if p.torch_name else ""),
-            "repr": ", ".join(arguments),
-        })
+        arguments = (
+            [repr(p.name), f"blocks={p.blocks}", f"columns={columns!r}"]
+            + ([f"gates={p.gates!r}"] if p.gates else [])
+            + ([f"torch={p.torch_name!r}"] if p.torch_name else [])
+            + ([f"init={p.init!r}"] if p.init != "uniform" else [])
+        )
+        result.append(
+            {
+                "name": p.name,
+                "shape": shape,
+                "doc": f"{shape}, {role}{gates}" + (f"; PyTorch `{p.torch_name}`" if p.torch_name else ""),
+                "repr": ", ".join(arguments),
+            }
+        )
     return result
 
 
@@ -73,8 +77,9 @@ def glossary(d: Derivation) -> list[str]:
     if nested:
         first.append(f"`{nested[0]}` is a nested activation, named after its argument")
     lines = ["; ".join(first) + ";"]
-    lines.append("`d_v` is dL/dv (`d_v_pre`: before v's activation, `d_v_acc`: the part from later levels "
-                 "and products);")
+    lines.append(
+        "`d_v` is dL/dv (`d_v_pre`: before v's activation, `d_v_acc`: the part from later levels and products);"
+    )
     lines.append("`cse0`, `cse1`, ... are subexpressions shared within a kernel, `coef0`, ... Jacobian coefficients.")
     return lines
 
@@ -105,13 +110,15 @@ def module_context(d: Derivation, equations: list[str]) -> dict:
         # the kernels' parameter arguments, then the constants as scalars of the cell's dtype
         "param_args": ", ".join([p.name for p in cell.params] + [c.name for c in cell.constants]),
         "grad_args": ", ".join(gradients),
-        "param_shapes": "; ".join([f"{p['name']} {p['shape']}" for p in params]
-                                  + [f"{c.name} a scalar of x's dtype" for c in cell.constants]),
+        "param_shapes": "; ".join(
+            [f"{p['name']} {p['shape']}" for p in params] + [f"{c.name} a scalar of x's dtype" for c in cell.constants]
+        ),
         "constants": {c.name: float(c.default) for c in cell.constants},
         "grad_shapes": "; ".join(f"{names.gradient(p['name'])} like {p['name']}" for p in params),
         "parameters": params,
-        "activation_imports": [f"from derive.runtime.kernel_math import {', '.join(used)}"
-                               for used in [activation_imports(d)] if used],
+        "activation_imports": [
+            f"from derive.runtime.kernel_math import {', '.join(used)}" for used in [activation_imports(d)] if used
+        ],
         "kernel_options": KERNEL_OPTIONS,
         "parallel_kernel_options": PARALLEL_KERNEL_OPTIONS,
         "chunk_rows": CHUNK_ROWS,

@@ -21,7 +21,9 @@ import numpy as np
 CONVERTIBLE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
 
-def as_array(name: str, value, dtype: np.dtype, shape: tuple[int, ...], shape_text: str, copy: bool = False) -> np.ndarray:
+def as_array(
+    name: str, value, dtype: np.dtype, shape: tuple[int, ...], shape_text: str, copy: bool = False
+) -> np.ndarray:
     """`value` as a C-contiguous array of `dtype` and `shape`, or an error naming `name`.
 
     With copy=True the result never shares memory with `value`.

@@ -9,14 +9,13 @@ Imports only NumPy and Numba (`kernel_call` chooses its threading layer on impor
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from . import finite
-from . import kernel_call
+from . import finite, kernel_call
 from .arguments import as_array, same_bits, to_numpy
 from .torch_weights import cell_weights
 
@@ -50,7 +49,11 @@ class Parameter:
 
     def shape_text(self) -> str:
         rows = "hidden_size" if self.blocks == 1 else f"{self.blocks}*hidden_size"
-        return f"({rows},)" if self.columns is None else f"({rows}, {'input_size' if self.columns == 'I' else 'hidden_size'})"
+        return (
+            f"({rows},)"
+            if self.columns is None
+            else f"({rows}, {'input_size' if self.columns == 'I' else 'hidden_size'})"
+        )
 
 
 class Constant:
@@ -89,7 +92,7 @@ class Tape:
     constants: the values of the cell's constants forward used.
     """
 
-    cell: "RecurrentCell"
+    cell: RecurrentCell
     x: np.ndarray
     states: np.ndarray
     saved: np.ndarray
@@ -151,8 +154,10 @@ class RecurrentCell:
             has = f"its constants are {list(cls.constants)}" if cls.constants else "it has no constants"
             raise TypeError(f"{cls.__name__}() got unexpected keyword argument(s) {unknown}; {has}")
         dtype = np.dtype(dtype)
-        return {name: checked_constant(f"{cls.__name__} constant {name!r}", values.get(name, default), dtype)
-                for name, default in cls.constants.items()}
+        return {
+            name: checked_constant(f"{cls.__name__} constant {name!r}", values.get(name, default), dtype)
+            for name, default in cls.constants.items()
+        }
 
     @property
     def constant_values(self) -> dict[str, float]:
@@ -253,7 +258,10 @@ class RecurrentCell:
             got = f"{len(value)} arrays" if isinstance(value, (tuple, list)) else type(value).__name__
             raise ValueError(f"{name} must be a tuple of {n} arrays {self.state_names}, got {got}")
         shape_text = f"(B, hidden_size) with B = {batch} from x"
-        return [self._array(f"{name}[{k}] ({s})", v, (batch, H), shape_text) for k, (s, v) in enumerate(zip(self.state_names, value))]
+        return [
+            self._array(f"{name}[{k}] ({s})", v, (batch, H), shape_text)
+            for k, (s, v) in enumerate(zip(self.state_names, value))
+        ]
 
     # -- the three operations -----------------------------------------------------------------
     def forward(self, x, state0=None, *, tape: bool = True, check_finite: bool = False):
@@ -278,7 +286,9 @@ class RecurrentCell:
         x = self._array("x", x, (T, B, self.input_size), f"(T, B, input_size={self.input_size})", copy=tape)
         initial = self._states_in("state0", state0, B)
         # the tape keeps its own copy of the parameters; without one, C-contiguous views do
-        params = {name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()}
+        params = {
+            name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()
+        }
         if not tape:
             states, _ = self._run(x, initial, params, self.constant_values, record=False)
             if check_finite:
@@ -289,7 +299,9 @@ class RecurrentCell:
             finite.check_forward(self, x, initial, params, recorded.states, recorded.saved)
         return recorded.states[0, 1:].copy(), tuple(recorded.states[:, T].copy()), recorded
 
-    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float] | None = None) -> Tape:
+    def _record(
+        self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float] | None = None
+    ) -> Tape:
         """The forward kernel on checked arguments: x (T, B, I) and the params (in the cell's order)
         C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays, constants checked
         (default: the cell's). The tape holds x and params themselves: `forward` passes copies,
@@ -297,8 +309,9 @@ class RecurrentCell:
         constants = self.constant_values if constants is None else constants
         return Tape(self, x, *self._run(x, initial, params, constants, record=True), params, constants)
 
-    def _run(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float],
-             record: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _run(
+        self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float], record: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(states, saved) after the forward kernel; without `record`, saved is one step of scratch."""
         T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
@@ -319,7 +332,11 @@ class RecurrentCell:
         self._check_tape(tape)
         T, B = tape.x.shape[:2]
         H = self.hidden_size
-        dy = np.zeros((T, B, H), self.dtype) if dy is None else self._array("dy", dy, (T, B, H), "(T, B, H) = the shape of y")
+        dy = (
+            np.zeros((T, B, H), self.dtype)
+            if dy is None
+            else self._array("dy", dy, (T, B, H), "(T, B, H) = the shape of y")
+        )
         d_final = np.stack(self._states_in("dstate", dstate, B))
         grads = self._gradients(tape, dy, d_final)
         if check_finite:
@@ -336,7 +353,18 @@ class RecurrentCell:
         dstate0 = np.empty_like(d_final)
         if T and B:
             constants = self._constant_args(tape.constants)
-            arrays = (tape.x, *tape.params.values(), *constants, tape.states, tape.saved, dy, d_final, dx, *dparams.values(), dstate0)
+            arrays = (
+                tape.x,
+                *tape.params.values(),
+                *constants,
+                tape.states,
+                tape.saved,
+                dy,
+                d_final,
+                dx,
+                *dparams.values(),
+                dstate0,
+            )
             kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
@@ -373,10 +401,19 @@ class RecurrentCell:
         arrays.update({f"params[{name!r}]": value for name, value in tape.params.items()})
         for name, shape in expected.items():
             value = arrays.get(name)
-            if not (isinstance(value, np.ndarray) and value.shape == shape and value.dtype == self.dtype and value.flags.c_contiguous):
-                raise ValueError(f"tape is inconsistent: tape.{name} must be a C-contiguous {self.dtype} array of shape {shape}, got {_describe(value)}")
+            if not (
+                isinstance(value, np.ndarray)
+                and value.shape == shape
+                and value.dtype == self.dtype
+                and value.flags.c_contiguous
+            ):
+                raise ValueError(
+                    f"tape is inconsistent: tape.{name} must be a C-contiguous {self.dtype} array of shape {shape}, got {_describe(value)}"
+                )
         if list(tape.params) != list(self.param_shapes()):
-            raise ValueError(f"tape is inconsistent: tape.params must hold {list(self.param_shapes())}, got {list(tape.params)}")
+            raise ValueError(
+                f"tape is inconsistent: tape.params must hold {list(self.param_shapes())}, got {list(tape.params)}"
+            )
         if tape.constants != self.constant_values:
             raise ValueError(
                 f"constants changed after the forward that recorded this tape ({tape.constants} then, "

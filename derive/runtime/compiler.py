@@ -32,19 +32,27 @@ import warnings
 from contextlib import contextmanager
 
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
-from numba.core.pythonapi import PythonAPI
-from numba.np.ufunc import parallel
 from numba.core.cpu import ParallelOptions
+from numba.core.pythonapi import PythonAPI
 from numba.extending import intrinsic, overload
+from numba.np.ufunc import parallel
 
 from .kernel_cache import enable_caching
 
 # An options object, not a dict: Numba empties a dict of parallel options as it reads them (at
 # each compilation), after which `{}` would mean every parallel transformation.
-PRANGE_ONLY = ParallelOptions({
-    "prange": True, "comprehension": False, "reduction": False, "inplace_binop": False,
-    "setitem": False, "numpy": False, "stencil": False, "fusion": False,
-})
+PRANGE_ONLY = ParallelOptions(
+    {
+        "prange": True,
+        "comprehension": False,
+        "reduction": False,
+        "inplace_binop": False,
+        "setitem": False,
+        "numpy": False,
+        "stencil": False,
+        "fusion": False,
+    }
+)
 
 
 class NoAliasPipeline(CompilerBase):

@@ -53,7 +53,9 @@ def check_forward(cell, x, initial, params, states, saved) -> None:
     """Parameters, initial states, then step by step: the input x_t, then the values
     computed in step t (saved intermediates, then new states; saved is None without a tape)."""
     _check_each("forward", [(f"parameter {k!r}", k, v) for k, v in params.items()])
-    _check_each("forward", [(f"state0 ({s})", f"state0[{k}]", v) for k, (s, v) in enumerate(zip(cell.state_names, initial))])
+    _check_each(
+        "forward", [(f"state0 ({s})", f"state0[{k}]", v) for k, (s, v) in enumerate(zip(cell.state_names, initial))]
+    )
     if x.shape[0] == 0:
         return
     bad_x = _steps_with_nonfinite(x, 0)
@@ -92,13 +94,23 @@ def check_backward(cell, tape, dy, d_final, grads) -> None:
     index = _last_step_first(dy) if dy.size else None
     if index is not None:
         _raise("backward", f"at time step {index[0]}, batch row {index[1]}, in the argument: {_at('dy', dy, index)}")
-    _check_each("backward", [(f"dstate ({s})", f"dstate[{k}]", v) for k, (s, v) in enumerate(zip(cell.state_names, d_final))])
+    _check_each(
+        "backward", [(f"dstate ({s})", f"dstate[{k}]", v) for k, (s, v) in enumerate(zip(cell.state_names, d_final))]
+    )
     check_tape("backward", tape)
     index = _last_step_first(grads.x) if grads.x.size else None
     if index is not None:
-        _raise("backward", f"at time step {index[0]} (counting down), batch row {index[1]}, in {_at('dx', grads.x, index)}")
+        _raise(
+            "backward", f"at time step {index[0]} (counting down), batch row {index[1]}, in {_at('dx', grads.x, index)}"
+        )
     _check_each("backward", [(f"the gradient of parameter {k!r}", f"d_{k}", v) for k, v in grads.params.items()])
-    _check_each("backward", [(f"the gradient of state0 ({s})", f"d_state0[{k}]", v) for k, (s, v) in enumerate(zip(cell.state_names, grads.state0))])
+    _check_each(
+        "backward",
+        [
+            (f"the gradient of state0 ({s})", f"d_state0[{k}]", v)
+            for k, (s, v) in enumerate(zip(cell.state_names, grads.state0))
+        ],
+    )
 
 
 def check_jacobian(tape, J) -> None:

@@ -68,7 +68,9 @@ class RepairingCache(FunctionCache):
 
     def __init__(self, py_func):
         super().__init__(py_func)
-        self._cache_file = ChecksummedCacheFile(self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp())
+        self._cache_file = ChecksummedCacheFile(
+            self._cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp()
+        )
 
     def _load_overload(self, sig, target_context):
         try:

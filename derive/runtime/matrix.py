@@ -78,8 +78,8 @@ def pack(b):
     width = panel_width(n, b.dtype)
     panels = np.zeros((math.ceil(n / width), k, width), b.dtype)
     for j in range(panels.shape[0]):
-        columns = b[:, j * width:(j + 1) * width]
-        panels[j, :, :columns.shape[1]] = columns
+        columns = b[:, j * width : (j + 1) * width]
+        panels[j, :, : columns.shape[1]] = columns
     return panels
 
 
@@ -95,7 +95,7 @@ def _pack_in_kernels(b):
         # Aligned to 64 bytes: a vector load that straddles two cache lines costs two
         flat = np.zeros(count * k * width + ALIGN, b.dtype)
         skip = (-flat.ctypes.data % ALIGN) // flat.itemsize
-        panels = flat[skip:skip + count * k * width].reshape(count, k, width)
+        panels = flat[skip : skip + count * k * width].reshape(count, k, width)
         if by_rows:
             for row in range(k):
                 for column in range(n):
@@ -113,7 +113,7 @@ def matmul(a, panels, c, beta):
     """c = a @ b + beta * c in place, `panels = pack(b)`. This body runs only as plain Python
     (NUMBA_DISABLE_JIT, e.g. the smoke test of a regeneration); kernels use the tiles below."""
     count, depth, width = panels.shape
-    b = panels.transpose(1, 0, 2).reshape(depth, count * width)[:, :c.shape[1]]
+    b = panels.transpose(1, 0, 2).reshape(depth, count * width)[:, : c.shape[1]]
     product = a @ b
     c[...] = product if beta == 0 else product + beta * c  # beta = 0 ignores what c held, as BLAS does
 
@@ -203,13 +203,18 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
                 return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
 
             itemsize = const(dtype.itemsize)
-            a_row_step, a_col_step = (builder.sdiv(s, itemsize) for s in cgutils.unpack_tuple(builder, a_arr.strides, 2))
+            a_row_step, a_col_step = (
+                builder.sdiv(s, itemsize) for s in cgutils.unpack_tuple(builder, a_arr.strides, 2)
+            )
             _, depth, width = cgutils.unpack_tuple(builder, p_arr.shape, 3)
             ldc = cgutils.unpack_tuple(builder, c_arr.shape, 2)[1]
             panel_start = builder.mul(builder.mul(j_val, depth), width)
             last = builder.sub(rows_val, const(1))
             a_rows = [  # rows past `rows` read the last one again: loads stay inside a
-                builder.mul(builder.add(m0_val, builder.select(builder.icmp_signed("<", const(r), rows_val), const(r), last)), a_row_step)
+                builder.mul(
+                    builder.add(m0_val, builder.select(builder.icmp_signed("<", const(r), rows_val), const(r), last)),
+                    a_row_step,
+                )
                 for r in range(tile_rows)
             ]
             count = range(tile_rows * vectors)
@@ -223,7 +228,10 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
             k = builder.phi(intp)
             acc = [builder.phi(vec) for _ in count]
             b_row = builder.add(panel_start, builder.mul(k, width))
-            b = [builder.load(vector_at(p_arr.data, builder.add(b_row, const(v * lanes))), align=1) for v in range(vectors)]
+            b = [
+                builder.load(vector_at(p_arr.data, builder.add(b_row, const(v * lanes))), align=1)
+                for v in range(vectors)
+            ]
             a_col = builder.mul(k, a_col_step)
             a_k = [splat(builder.load(builder.gep(a_arr.data, [builder.add(start, a_col)]))) for start in a_rows]
             summed = [builder.call(fma, [a_k[i // vectors], b[i % vectors], acc[i]]) for i in count]
@@ -251,9 +259,13 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
                 return builder.select(keep, builder.call(fma, [beta_vec, old, value]), value)
 
             pointers = [
-                vector_at(c_arr.data, builder.add(
-                    builder.mul(builder.add(m0_val, const(i // vectors)), ldc), builder.add(c0_val, const(i % vectors * lanes))
-                ))
+                vector_at(
+                    c_arr.data,
+                    builder.add(
+                        builder.mul(builder.add(m0_val, const(i // vectors)), ldc),
+                        builder.add(c0_val, const(i % vectors * lanes)),
+                    ),
+                )
                 for i in count
             ]
             lane_index = ir.Constant(ir.VectorType(intp, lanes), list(range(lanes)))
@@ -263,11 +275,13 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
             ]
             mask_type = masks[0].type
             store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mask_type]),
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mask_type]),
                 f"llvm.masked.store.v{lanes}f{8 * dtype.itemsize}.p0",
             )
             load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mask_type, vec]),
+                builder.module,
+                ir.FunctionType(vec, [vec.as_pointer(), i32, mask_type, vec]),
                 f"llvm.masked.load.v{lanes}f{8 * dtype.itemsize}.p0",
             )
             whole = builder.icmp_signed(">=", valid_val, width)
@@ -278,7 +292,9 @@ def _tile_intrinsic(tile_rows: int, vectors: int):
                     with builder.if_else(whole) as (full, edge):
                         with full:
                             for i in row:
-                                builder.store(blend(builder.load(pointers[i], align=1), result[i]), pointers[i], align=1)
+                                builder.store(
+                                    blend(builder.load(pointers[i], align=1), result[i]), pointers[i], align=1
+                                )
                         with edge:
                             for i in row:
                                 mask = masks[i % vectors]

@@ -60,6 +60,7 @@ def _start() -> str:
                     "which is fork-safe but not thread-safe: kernel calls from several threads run one at a "
                     "time. Install the `tbb` package (pip install tbb) to run them at once.",
                     RuntimeWarning,
+                    stacklevel=2,
                 )
     return _layer
 

@@ -59,8 +59,14 @@ def cell_weights(cell, source, layer: int | None = None, direction: str | None =
             f"to pick one (layer=0, direction='forward' takes {list(keys.values())})"
         )
     return {
-        p.name: as_array(f"state_dict[{keys[p.name]!r}] (parameter {p.name!r})", state_dict[keys[p.name]], cell.dtype,
-                         p.shape(cell.input_size, cell.hidden_size), p.shape_text(), copy=True)
+        p.name: as_array(
+            f"state_dict[{keys[p.name]!r}] (parameter {p.name!r})",
+            state_dict[keys[p.name]],
+            cell.dtype,
+            p.shape(cell.input_size, cell.hidden_size),
+            p.shape_text(),
+            copy=True,
+        )
         for p in cell.parameters
     }
 
@@ -90,7 +96,9 @@ def _check_kind(cell, module, torch) -> None:
     expected = {attribute: getattr(reference, attribute) for attribute in KIND}
     if found != expected:
         arguments = ", ".join(f"{key}={value!r}" for key, value in options.items())
-        raise ValueError(f"{_cell_text(cell)} computes torch.nn.{name}({arguments}) with {_kind_text(expected)}, got {module_text}")
+        raise ValueError(
+            f"{_cell_text(cell)} computes torch.nn.{name}({arguments}) with {_kind_text(expected)}, got {module_text}"
+        )
 
 
 def _key(cell, parameter, layer: int, direction: str) -> str:
@@ -101,8 +109,10 @@ def _key(cell, parameter, layer: int, direction: str) -> str:
     if match and match.group("layer") == "0" and not match.group("reverse"):
         return f"{match.group('base')}_l{layer}" + ("_reverse" if direction == "reverse" else "")
     if (layer, direction) != (0, "forward"):
-        raise ValueError(f"parameter {parameter.name!r} maps to {parameter.torch!r}, not to a layer-0 key of torch.nn "
-                         "like 'weight_ih_l0': it has no other layers or directions to pick")
+        raise ValueError(
+            f"parameter {parameter.name!r} maps to {parameter.torch!r}, not to a layer-0 key of torch.nn "
+            "like 'weight_ih_l0': it has no other layers or directions to pick"
+        )
     return parameter.torch
 
 

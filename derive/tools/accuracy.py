@@ -23,9 +23,16 @@ from derive.runtime import kernel_math
 # or repeats per binade (log: four binades around 1, where its argument reduction is hardest).
 # sin and cos are exhaustive up to 1.6e6, the end of their exact argument reduction (kernel_math.quarter_turns).
 FLOAT32_RANGES = {
-    "sigmoid": (2.0**-27, 105.0), "tanh": (2.0**-20, 9.5), "log": (0.25, 4.0), "softplus": (2.0**-27, 105.0),
-    "log_sigmoid": (2.0**-27, 105.0), "silu": (2.0**-27, 105.0), "gelu": (2.0**-27, 12.0), "elu": (2.0**-27, 105.0),
-    "sin": (2.0**-12, 1.6e6), "cos": (2.0**-12, 1.6e6),
+    "sigmoid": (2.0**-27, 105.0),
+    "tanh": (2.0**-20, 9.5),
+    "log": (0.25, 4.0),
+    "softplus": (2.0**-27, 105.0),
+    "log_sigmoid": (2.0**-27, 105.0),
+    "silu": (2.0**-27, 105.0),
+    "gelu": (2.0**-27, 12.0),
+    "elu": (2.0**-27, 105.0),
+    "sin": (2.0**-12, 1.6e6),
+    "cos": (2.0**-12, 1.6e6),
 }
 EXACT_REDUCTION_LIMIT = 1.6e6  # sin, cos: beyond, only |result| <= 1 is promised
 FLOAT64_MAX_MAGNITUDE = {"sin": 1.6e6, "cos": 1.6e6}  # samples above it are left out
@@ -83,9 +90,16 @@ def _reference_cos(x):
 
 
 REFERENCES = {
-    "sigmoid": _reference_sigmoid, "tanh": _reference_tanh, "log": _reference_log, "softplus": _reference_softplus,
-    "log_sigmoid": _reference_log_sigmoid, "silu": _reference_silu, "gelu": _reference_gelu, "elu": _reference_elu,
-    "sin": _reference_sin, "cos": _reference_cos,
+    "sigmoid": _reference_sigmoid,
+    "tanh": _reference_tanh,
+    "log": _reference_log,
+    "softplus": _reference_softplus,
+    "log_sigmoid": _reference_log_sigmoid,
+    "silu": _reference_silu,
+    "gelu": _reference_gelu,
+    "elu": _reference_elu,
+    "sin": _reference_sin,
+    "cos": _reference_cos,
 }
 ODD = {"tanh", "sin", "cos"}  # one sign is enough (cos is even)
 
@@ -155,8 +169,10 @@ def _reference64(name: str, x: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         softplus = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
         negative_softplus = np.maximum(-z, 0) + np.log1p(np.exp(-np.abs(z)))
-        linear, cubic = (np.longdouble(2) * np.sqrt(np.longdouble(2) / np.longdouble(np.pi)) * np.longdouble(c)
-                         for c in ("1", "0.044715"))
+        linear, cubic = (
+            np.longdouble(2) * np.sqrt(np.longdouble(2) / np.longdouble(np.pi)) * np.longdouble(c)
+            for c in ("1", "0.044715")
+        )
         return {
             "sigmoid": lambda: 1 / (1 + np.exp(-z)),
             "tanh": lambda: np.tanh(z),

@@ -63,7 +63,9 @@ class Settings:
         if unknown:
             raise ValueError(f"cells: unknown cell(s) {unknown}; generated cells: {', '.join(generated.CELLS)}")
         if not self.lags or not all(_is_integer(k) and k >= 2 for k in self.lags):
-            raise ValueError(f"lags must be integers >= 2 (one marker in each half of the sequence), got {list(self.lags)}")
+            raise ValueError(
+                f"lags must be integers >= 2 (one marker in each half of the sequence), got {list(self.lags)}"
+            )
         for name in ("steps", "batch", "hidden", "test_size", "flow_batch"):
             value = getattr(self, name)
             if not _is_integer(value) or value < 1:
@@ -100,7 +102,9 @@ class Result:
     steps: list[int] = field(default_factory=list)  # evaluation steps, 0 first
     train_mse: list[float] = field(default_factory=list)  # mean training loss since the previous evaluation (nan at 0)
     test_mse: list[float] = field(default_factory=list)
-    norms: dict[str, np.ndarray] = field(default_factory=dict)  # "init"/"end" -> (lag+1,) ‖∂s_T/∂s_{T−k}‖₂, mean over rows
+    norms: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # "init"/"end" -> (lag+1,) ‖∂s_T/∂s_{T−k}‖₂, mean over rows
     lyapunov: dict[str, float] = field(default_factory=dict)  # "init"/"end" -> λ₁ per step, mean over rows
     seconds: float = 0.0
 
@@ -176,8 +180,11 @@ def train(result: Result, settings: Settings, torch, progress=None) -> None:
         cell = numpy_cell(layer)
         flow.set_gate_bias(cell, result.forget_bias, "f")
         load_layer(layer, cell)
-    x_test, y_test = (torch.from_numpy(a) for a in adding_problem(np.random.default_rng([settings.seed, 1]), result.lag, settings.test_size))
-    flow_x = x_test[:, :settings.flow_batch].numpy()
+    x_test, y_test = (
+        torch.from_numpy(a)
+        for a in adding_problem(np.random.default_rng([settings.seed, 1]), result.lag, settings.test_size)
+    )
+    flow_x = x_test[:, : settings.flow_batch].numpy()
     batches = np.random.default_rng([settings.seed, 2, result.lag])
 
     def predict(x):
@@ -297,11 +304,17 @@ def write_csv(results: list[Result], out: Path) -> tuple[Path, Path]:
         for step, train_mse, test_mse in zip(r.steps, r.train_mse, r.test_mse):
             when = flow_at.get(step)
             measured = [repr(float(r.norms[when][-1])), repr(r.lyapunov[when])] if when else ["", ""]
-            rows.append([r.cell, bias, r.lag, step, "" if math.isnan(train_mse) else repr(train_mse), repr(test_mse), *measured])
+            rows.append(
+                [r.cell, bias, r.lag, step, "" if math.isnan(train_mse) else repr(train_mse), repr(test_mse), *measured]
+            )
     table = out / CSV_NAME
     write_rows(table, ["cell", "forget_bias", "lag", "step", "train_mse", "test_mse", "grad_norm", "lambda_1"], rows)
-    rows = [[r.cell, "" if r.forget_bias is None else repr(float(r.forget_bias)), r.lag, when, k, repr(float(norm))]
-            for r in results for when in ("init", "end") for k, norm in enumerate(r.norms[when])]
+    rows = [
+        [r.cell, "" if r.forget_bias is None else repr(float(r.forget_bias)), r.lag, when, k, repr(float(norm))]
+        for r in results
+        for when in ("init", "end")
+        for k, norm in enumerate(r.norms[when])
+    ]
     curves = out / FLOW_CSV_NAME
     write_rows(curves, ["cell", "forget_bias", "lag", "time", "k", "norm"], rows)
     return table, curves
@@ -310,14 +323,20 @@ def write_csv(results: list[Result], out: Path) -> tuple[Path, Path]:
 def table(results: list[Result]) -> str:
     """The final test MSE of each run against the baseline, and its gradient flow before and after."""
     width = max(len("run"), *(len(r.label) for r in results))
-    caption = (f"test MSE after training (baseline, predicting the mean: {BASELINE_MSE:.3f}); ‖∂s_T/∂s_0‖₂ and λ₁ "
-               "at initialization → after training")
-    lines = [caption,
-             f"{'run':<{width}}  {'lag':>5}  {'test MSE':>9}  {'‖∂s_T/∂s_0‖ init → end':>24}  {'λ₁ init → end':>17}  {'time':>6}"]
+    caption = (
+        f"test MSE after training (baseline, predicting the mean: {BASELINE_MSE:.3f}); ‖∂s_T/∂s_0‖₂ and λ₁ "
+        "at initialization → after training"
+    )
+    lines = [
+        caption,
+        f"{'run':<{width}}  {'lag':>5}  {'test MSE':>9}  {'‖∂s_T/∂s_0‖ init → end':>24}  {'λ₁ init → end':>17}  {'time':>6}",
+    ]
     for r in results:
-        lines.append(f"{r.label:<{width}}  {r.lag:>5}  {r.test_mse[-1]:>9.4f}  "
-                     f"{r.norms['init'][-1]:>10.2e} → {r.norms['end'][-1]:<10.2e}  "
-                     f"{r.lyapunov['init']:>7.3f} → {r.lyapunov['end']:<7.3f}  {r.seconds:>5.0f}s")
+        lines.append(
+            f"{r.label:<{width}}  {r.lag:>5}  {r.test_mse[-1]:>9.4f}  "
+            f"{r.norms['init'][-1]:>10.2e} → {r.norms['end'][-1]:<10.2e}  "
+            f"{r.lyapunov['init']:>7.3f} → {r.lyapunov['end']:<7.3f}  {r.seconds:>5.0f}s"
+        )
     return "\n".join(lines)
 
 
@@ -339,8 +358,16 @@ def plot(results: list[Result], out: Path, title: str = "") -> Path | None:
             k = np.arange(len(r.norms["end"]))
             for when, style in (("init", "--"), ("end", "-")):
                 shown = np.where(r.norms[when] > 0, r.norms[when], np.nan)
-                flows.plot(k, shown, style, color=color, lw=1.4 if when == "end" else 1.0,
-                           label=f"{r.label}: λ₁ {r.lyapunov['init']:.3f} → {r.lyapunov['end']:.3f}" if when == "end" else None)
+                flows.plot(
+                    k,
+                    shown,
+                    style,
+                    color=color,
+                    lw=1.4 if when == "end" else 1.0,
+                    label=f"{r.label}: λ₁ {r.lyapunov['init']:.3f} → {r.lyapunov['end']:.3f}"
+                    if when == "end"
+                    else None,
+                )
         curves.axhline(BASELINE_MSE, color="0.4", lw=0.9, ls=":", label="predict the mean (1/6)")
         curves.set_yscale("log")
         curves.set_xlabel("Adam step")
@@ -362,5 +389,7 @@ def plot(results: list[Result], out: Path, title: str = "") -> Path | None:
 def describe(settings: Settings) -> str:
     """The settings every run shares, for the figure's title."""
     clip = f"clip {settings.clip:g}" if settings.clip else "no clipping"
-    return (f"H = {settings.hidden}, batch {settings.batch}, {settings.steps} Adam steps (lr {settings.lr:g}, {clip}), "
-            f"seed {settings.seed}")
+    return (
+        f"H = {settings.hidden}, batch {settings.batch}, {settings.steps} Adam steps (lr {settings.lr:g}, {clip}), "
+        f"seed {settings.seed}"
+    )

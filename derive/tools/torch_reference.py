@@ -122,12 +122,33 @@ def slstm(p, x, h, c, n, m):
 
 
 def cornn(p, x, y, z, dt=0.042, gamma=2.7, epsilon=4.7):
-    z = z + dt * (torch.tanh(_linear(p, "W", y) + _linear(p, "W_z", z) + _linear(p, "V", x) + p["b"]) - gamma * y - epsilon * z)
+    z = z + dt * (
+        torch.tanh(_linear(p, "W", y) + _linear(p, "W_z", z) + _linear(p, "V", x) + p["b"]) - gamma * y - epsilon * z
+    )
     return y + dt * z, z
 
 
-STEPS = {f.__name__: f for f in (rnn, rnn_relu, lstm, lstm_peephole, lstm_cifg, gru, gru_reset_before, mgu, indrnn, janet, ugrnn, ligru,
-                                  min_gru, min_lstm, slstm, cornn)}
+STEPS = {
+    f.__name__: f
+    for f in (
+        rnn,
+        rnn_relu,
+        lstm,
+        lstm_peephole,
+        lstm_cifg,
+        gru,
+        gru_reset_before,
+        mgu,
+        indrnn,
+        janet,
+        ugrnn,
+        ligru,
+        min_gru,
+        min_lstm,
+        slstm,
+        cornn,
+    )
+}
 
 
 def run(name: str, params: dict, x, state0: tuple, constants: dict | None = None):

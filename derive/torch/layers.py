@@ -9,7 +9,6 @@ output of every layer but the last, in training mode only.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
@@ -23,7 +22,9 @@ from . import ops
 def _cell_class(cell) -> type[RecurrentCell]:
     if isinstance(cell, str):
         if cell not in generated.CELLS:
-            raise ValueError(f"cell must be a name in generated.CELLS {sorted(generated.CELLS)} or a generated class, got {cell!r}")
+            raise ValueError(
+                f"cell must be a name in generated.CELLS {sorted(generated.CELLS)} or a generated class, got {cell!r}"
+            )
         return generated.CELLS[cell]
     if isinstance(cell, type) and issubclass(cell, RecurrentCell):
         return cell
@@ -56,8 +57,20 @@ class Recurrent(nn.Module):
     uses the values in `self.constants`.
     """
 
-    def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, **constants):
+    def __init__(
+        self,
+        cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        **constants,
+    ):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -85,7 +98,9 @@ class Recurrent(nn.Module):
                         names.append(None)
                         continue
                     names.append(parameter_name(p, layer, direction == 1))
-                    self.register_parameter(names[-1], nn.Parameter(torch.empty(p.shape(layer_input, hidden_size), dtype=dtype)))
+                    self.register_parameter(
+                        names[-1], nn.Parameter(torch.empty(p.shape(layer_input, hidden_size), dtype=dtype))
+                    )
                 self._weights.append(names)
         self.reset_parameters()
 
@@ -105,7 +120,13 @@ class Recurrent(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"{self.cell!r}, {self.input_size}, {self.hidden_size}"
-        for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+        for name, default in (
+            ("num_layers", 1),
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+        ):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)}"
         for name, value in self.constants.items():
@@ -136,8 +157,15 @@ class Recurrent(nn.Module):
             outputs, every = [], []
             for direction in range(directions):
                 index = layer * directions + direction
-                y, states, final, _ = torch.ops.derive.recurrent(self.cell, layer_input, batch_sizes, state0[:, index], self._params(index, layer_input),
-                                                                 constants, direction == 1)
+                y, states, final, _ = torch.ops.derive.recurrent(
+                    self.cell,
+                    layer_input,
+                    batch_sizes,
+                    state0[:, index],
+                    self._params(index, layer_input),
+                    constants,
+                    direction == 1,
+                )
                 outputs.append(y)
                 if all_states:
                     every.append(states[:, B:])  # after every step; the first B rows are state0
@@ -166,7 +194,9 @@ class Recurrent(nn.Module):
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor or a PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"input must have shape (T, B, input_size), (B, T, input_size) with batch_first, or (T, input_size), got {tuple(input.shape)}")
+            raise ValueError(
+                f"input must have shape (T, B, input_size), (B, T, input_size) with batch_first, or (T, input_size), got {tuple(input.shape)}"
+            )
         self._check_tensor("input", input)
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else input.transpose(0, 1) if self.batch_first else input
@@ -179,7 +209,9 @@ class Recurrent(nn.Module):
         if value.dtype != self._dtype:
             raise TypeError(f"{name} must have dtype {self._dtype} (the layer's), got {value.dtype}")
         if value.shape[-1] != self.input_size:
-            raise ValueError(f"{name} must have input_size = {self.input_size} features in its last dimension, got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must have input_size = {self.input_size} features in its last dimension, got shape {tuple(value.shape)}"
+            )
 
     def _layout(self, rows: Tensor, input, batch_sizes, shape, unbatched: bool):
         """Rows (N, F) back in the input's form."""
@@ -199,17 +231,23 @@ class Recurrent(nn.Module):
         if isinstance(hx, Tensor) and n == 1:
             hx = (hx,)
         if not isinstance(hx, (tuple, list)) or len(hx) != n:
-            raise ValueError(f"hx must be a tuple of {n} tensors {cls.state_names}, each (num_layers * num_directions, B, hidden_size), got {type(hx).__name__}")
+            raise ValueError(
+                f"hx must be a tuple of {n} tensors {cls.state_names}, each (num_layers * num_directions, B, hidden_size), got {type(hx).__name__}"
+            )
         expected = (LD, H) if unbatched else (LD, B, H)
         for name, value in zip(cls.state_names, hx):
             if not isinstance(value, Tensor):
                 raise TypeError(f"hx[{name}] must be a torch.Tensor, got {type(value).__name__}")
             if value.device.type != "cpu":
-                raise ValueError(f"hx[{name}] is on {value.device}: derive.torch runs on the CPU only; move it with .cpu()")
+                raise ValueError(
+                    f"hx[{name}] is on {value.device}: derive.torch runs on the CPU only; move it with .cpu()"
+                )
             if value.dtype != self._dtype:
                 raise TypeError(f"hx[{name}] must have dtype {self._dtype} (the layer's), got {value.dtype}")
             if tuple(value.shape) != expected:
-                raise ValueError(f"hx[{name}] must have shape (num_layers * num_directions, B, hidden_size) = {expected}, got {tuple(value.shape)}")
+                raise ValueError(
+                    f"hx[{name}] must have shape (num_layers * num_directions, B, hidden_size) = {expected}, got {tuple(value.shape)}"
+                )
         state0 = torch.stack([s.unsqueeze(1) if unbatched else s for s in hx])
         return state0 if sorted_indices is None else state0.index_select(2, sorted_indices)
 
@@ -231,28 +269,75 @@ def _torch_signature(mode: str):
 class LSTM(_torch_signature("LSTM")):
     """torch.nn.LSTM on the generated `lstm` cell: y, (h_n, c_n) = layer(x, (h_0, c_0))."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-                 proj_size=0, device=None, dtype=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        device=None,
+        dtype=None,
+    ):
         if proj_size:
             raise ValueError(f"proj_size must be 0: LSTM projections are not supported, got {proj_size!r}")
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype)
+        super().__init__(
+            "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype
+        )
 
 
 class GRU(_torch_signature("GRU")):
     """torch.nn.GRU on the generated `gru` cell: y, h_n = layer(x, h_0)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-                 device=None, dtype=None):
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype)
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype
+        )
 
 
 class RNN(_torch_signature("RNN")):
     """torch.nn.RNN on the generated `rnn` (tanh) or `rnn_relu` cell: y, h_n = layer(x, h_0)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        nonlinearity="tanh",
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        device=None,
+        dtype=None,
+    ):
         cells = {"tanh": "rnn", "relu": "rnn_relu"}
         if nonlinearity not in cells:
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        super().__init__(cells[nonlinearity], input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype)
+        super().__init__(
+            cells[nonlinearity],
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
         self.nonlinearity = nonlinearity

@@ -55,43 +55,70 @@ def _prototype(key: str, input_size: int, hidden_size: int, dtype: np.dtype) -> 
     return _PROTOTYPES[index]
 
 
-def check_arguments(key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor) -> None:
+def check_arguments(
+    key: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor
+) -> None:
     """Devices, dtypes and shapes of an op call; errors name the argument (values are not read)."""
     cls = cell_class(key)
-    if not isinstance(constants, Tensor) or constants.dtype != torch.float64 or constants.shape != (len(cls.constants),):
-        got = f"{constants.dtype} of shape {tuple(constants.shape)}" if isinstance(constants, Tensor) else type(constants).__name__
-        raise ValueError(f"constants must be a float64 tensor of shape ({len(cls.constants)},), the values of {list(cls.constants)}, got {got}")
-    tensors = {"x": x, "batch_sizes": batch_sizes, "state0": state0, **{f"params[{k}] ({p.name})": v for k, (p, v) in enumerate(zip(cls.parameters, params))}}
+    if (
+        not isinstance(constants, Tensor)
+        or constants.dtype != torch.float64
+        or constants.shape != (len(cls.constants),)
+    ):
+        got = (
+            f"{constants.dtype} of shape {tuple(constants.shape)}"
+            if isinstance(constants, Tensor)
+            else type(constants).__name__
+        )
+        raise ValueError(
+            f"constants must be a float64 tensor of shape ({len(cls.constants)},), the values of {list(cls.constants)}, got {got}"
+        )
+    tensors = {
+        "x": x,
+        "batch_sizes": batch_sizes,
+        "state0": state0,
+        **{f"params[{k}] ({p.name})": v for k, (p, v) in enumerate(zip(cls.parameters, params))},
+    }
     for name, value in tensors.items():
         if not isinstance(value, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.device.type not in ("cpu", "meta"):
             raise ValueError(f"{name} is on {value.device}: derive.torch runs on the CPU only; move it with .cpu()")
     if len(params) != len(cls.parameters):
-        raise ValueError(f"params must hold {len(cls.parameters)} tensors {[p.name for p in cls.parameters]}, got {len(params)}")
+        raise ValueError(
+            f"params must hold {len(cls.parameters)} tensors {[p.name for p in cls.parameters]}, got {len(params)}"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
     for name, value in tensors.items():
         if name != "batch_sizes" and value.dtype != x.dtype:
             raise TypeError(f"{name} has dtype {value.dtype} but x has {x.dtype}: all must have one dtype")
     if batch_sizes.dtype != torch.int64 or batch_sizes.dim() != 1 or batch_sizes.device.type != "cpu":
-        raise ValueError(f"batch_sizes must be a 1-D int64 CPU tensor, got {batch_sizes.dtype} of shape {tuple(batch_sizes.shape)} on {batch_sizes.device}")
+        raise ValueError(
+            f"batch_sizes must be a 1-D int64 CPU tensor, got {batch_sizes.dtype} of shape {tuple(batch_sizes.shape)} on {batch_sizes.device}"
+        )
     if x.dim() != 2:
         raise ValueError(f"x must have shape (N, input_size), the rows of all steps, got {tuple(x.shape)}")
     n = len(cls.state_names)
     if state0.dim() != 3 or state0.shape[0] != n:
-        raise ValueError(f"state0 must have shape ({n}, B, hidden_size), one (B, H) per state {cls.state_names}, got {tuple(state0.shape)}")
+        raise ValueError(
+            f"state0 must have shape ({n}, B, hidden_size), one (B, H) per state {cls.state_names}, got {tuple(state0.shape)}"
+        )
     H = state0.shape[2]
     I = x.shape[1]
     for p, value in zip(cls.parameters, params):
         if tuple(value.shape) != p.shape(I, H):
-            raise ValueError(f"parameter {p.name} must have shape {p.shape(I, H)} for input_size={I}, hidden_size={H}, got {tuple(value.shape)}")
+            raise ValueError(
+                f"parameter {p.name} must have shape {p.shape(I, H)} for input_size={I}, hidden_size={H}, got {tuple(value.shape)}"
+            )
 
 
 def _check_batch_sizes(batch_sizes: np.ndarray, rows: int, B: int) -> None:
     """batch_sizes fits x's `rows` and state0's batch B."""
     if len(batch_sizes) and (batch_sizes[0] != B or np.any(batch_sizes[1:] > batch_sizes[:-1]) or batch_sizes[-1] < 1):
-        raise ValueError(f"batch_sizes must be non-increasing, from B = {B} (state0) down to at least 1, got {batch_sizes.tolist()}")
+        raise ValueError(
+            f"batch_sizes must be non-increasing, from B = {B} (state0) down to at least 1, got {batch_sizes.tolist()}"
+        )
     if batch_sizes.sum() != rows:
         raise ValueError(f"batch_sizes must sum to the {rows} rows of x, got {batch_sizes.sum()}")
 
@@ -140,8 +167,9 @@ def _constants(model: RecurrentCell, constants: Tensor) -> dict[str, float]:
 
 
 @torch.library.custom_op("derive::recurrent", mutates_args=())
-def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor,
-              reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def recurrent(
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction; `constants` (float64, CPU) holds the values of the cell's constants
     in order. Returns (y (N, H): h after every step, in the rows of x;
     states (n, B + N, H): every state, its initial value for the B rows then its value after every
@@ -159,13 +187,20 @@ def recurrent(cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params:
     weights, values = _weights(model, params), _constants(model, constants)
     final, records = s0.copy(), []
     for start, end, row, b in _runs(bs):
-        record = model._record(xs[row:row + (end - start) * b].reshape(end - start, b, -1), final[:, :b], weights, values)
+        record = model._record(
+            xs[row : row + (end - start) * b].reshape(end - start, b, -1), final[:, :b], weights, values
+        )
         records.append(record)
         final[:, :b] = record.states[:, -1]
     states, tape = _join(records, s0)
     states = _reversed(states, _state_rows(order, s0), axis=1)
     B = s0.shape[1]
-    return torch.from_numpy(states[0, B:].copy()), torch.from_numpy(states), torch.from_numpy(final), torch.from_numpy(tape)
+    return (
+        torch.from_numpy(states[0, B:].copy()),
+        torch.from_numpy(states),
+        torch.from_numpy(final),
+        torch.from_numpy(tape),
+    )
 
 
 def _join(records: list[Tape], s0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,29 +224,59 @@ def _(cell, x, batch_sizes, state0, params, constants, reverse):
     check_arguments(cell, x, batch_sizes, state0, params, constants)
     n, B, H = state0.shape
     N = x.shape[0]
-    return x.new_empty(N, H), x.new_empty(n, B + N, H), x.new_empty(n, B, H), x.new_empty(N * len(cell_class(cell).saved_names) * H)
+    return (
+        x.new_empty(N, H),
+        x.new_empty(n, B + N, H),
+        x.new_empty(n, B, H),
+        x.new_empty(N * len(cell_class(cell).saved_names) * H),
+    )
 
 
-def check_recorded(key: str, x: Tensor, state0: Tensor, states: Tensor, tape: Tensor, gradients: dict[str, Tensor | None]) -> None:
+def check_recorded(
+    key: str, x: Tensor, state0: Tensor, states: Tensor, tape: Tensor, gradients: dict[str, Tensor | None]
+) -> None:
     """What `recurrent_backward` gets besides recurrent's arguments: the outputs of `recurrent` and
     the gradients of its outputs (None: zero), shapes and dtypes, errors naming the argument."""
     n, B, H = state0.shape
     N = x.shape[0]
-    expected = {"states": (states, (n, B + N, H)), "tape": (tape, (N * len(cell_class(key).saved_names) * H,)),
-                "d_y": (gradients["d_y"], (N, H)), "d_states": (gradients["d_states"], (n, B + N, H)),
-                "d_final": (gradients["d_final"], (n, B, H))}
+    expected = {
+        "states": (states, (n, B + N, H)),
+        "tape": (tape, (N * len(cell_class(key).saved_names) * H,)),
+        "d_y": (gradients["d_y"], (N, H)),
+        "d_states": (gradients["d_states"], (n, B + N, H)),
+        "d_final": (gradients["d_final"], (n, B, H)),
+    }
     for name, (value, shape) in expected.items():
         if value is None and name.startswith("d_"):
             continue
-        if not isinstance(value, Tensor) or value.device.type not in ("cpu", "meta") or value.dtype != x.dtype or tuple(value.shape) != shape:
-            got = f"{value.dtype} of shape {tuple(value.shape)} on {value.device}" if isinstance(value, Tensor) else type(value).__name__
+        if (
+            not isinstance(value, Tensor)
+            or value.device.type not in ("cpu", "meta")
+            or value.dtype != x.dtype
+            or tuple(value.shape) != shape
+        ):
+            got = (
+                f"{value.dtype} of shape {tuple(value.shape)} on {value.device}"
+                if isinstance(value, Tensor)
+                else type(value).__name__
+            )
             raise ValueError(f"{name} must be a {x.dtype} CPU tensor of shape {shape}, got {got}")
 
 
 @torch.library.custom_op("derive::recurrent_backward", mutates_args=())
 def recurrent_backward(
-    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool,
-    states: Tensor, tape: Tensor, d_y: Tensor | None, d_states: Tensor | None, d_final: Tensor | None,
+    cell: str,
+    x: Tensor,
+    batch_sizes: Tensor,
+    state0: Tensor,
+    params: list[Tensor],
+    constants: Tensor,
+    reverse: bool,
+    states: Tensor,
+    tape: Tensor,
+    d_y: Tensor | None,
+    d_states: Tensor | None,
+    d_final: Tensor | None,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Gradients (dx, d_state0, d_params) of `recurrent` given dL/dy, dL/d(states) and dL/d(final),
     each None where it is zero."""
@@ -249,19 +314,31 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
         steps = end - start
         rows = slice(B + row, B + row + steps * b)
         if inject is not None:  # what reaches the states after the run's last step
-            d_running[1:, :b] += d_all[1:, rows.stop - b:rows.stop]
+            d_running[1:, :b] += d_all[1:, rows.stop - b : rows.stop]
         if len(runs) == 1:  # the layout the tape was recorded in: no copy
             record_states = states.reshape(n, steps + 1, b, H)
         else:
             record_states = np.empty((n, steps + 1, b, H), xs.dtype)
             previous = 0 if start == 0 else first_rows[start - 1]
-            record_states[:, 0] = states[:, previous:previous + b]
+            record_states[:, 0] = states[:, previous : previous + b]
             record_states[:, 1:] = states[:, rows].reshape(n, steps, b, H)
-        record = Tape(model, xs[row:row + steps * b].reshape(steps, b, -1), record_states,
-                      tape[row * n_saved * H:(row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H), weights, values)
-        grads = model._gradients(record, dy[row:row + steps * b].reshape(steps, b, H), np.ascontiguousarray(d_running[:, :b]))
+        record = Tape(
+            model,
+            xs[row : row + steps * b].reshape(steps, b, -1),
+            record_states,
+            tape[row * n_saved * H : (row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H),
+            weights,
+            values,
+        )
+        grads = model._gradients(
+            record, dy[row : row + steps * b].reshape(steps, b, H), np.ascontiguousarray(d_running[:, :b])
+        )
         dx_parts.append(grads.x.reshape(-1, xs.shape[1]))
-        d_params = list(grads.params.values()) if d_params is None else [t + p for t, p in zip(d_params, grads.params.values())]
+        d_params = (
+            list(grads.params.values())
+            if d_params is None
+            else [t + p for t, p in zip(d_params, grads.params.values())]
+        )
         d_running[:, :b] = grads.state0
     dx = dx_parts[0] if len(dx_parts) == 1 else np.concatenate(dx_parts[::-1] or [np.empty_like(xs)])
     d_params = d_params or [np.zeros_like(w) for w in weights.values()]
@@ -306,15 +383,23 @@ def _backward(ctx, d_y, d_states, d_final, _d_tape):
 
 def _plain_eager(*tensors: Tensor | None) -> bool:
     """No tracing, no transform, no graph of the backward being recorded: plain CPU tensors only."""
-    return (not torch.is_grad_enabled() and _get_current_dispatch_mode() is None
-            and all(t is None or (type(t) in (Tensor, torch.nn.Parameter) and not is_functorch_wrapped_tensor(t)) for t in tensors))
+    return (
+        not torch.is_grad_enabled()
+        and _get_current_dispatch_mode() is None
+        and all(
+            t is None or (type(t) in (Tensor, torch.nn.Parameter) and not is_functorch_wrapped_tensor(t))
+            for t in tensors
+        )
+    )
 
 
 recurrent.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _no_double_backward(ctx, *grads):
-    raise RuntimeError("derive.torch: double backward (gradients of gradients, create_graph=True) is not supported by the generated kernels")
+    raise RuntimeError(
+        "derive.torch: double backward (gradients of gradients, create_graph=True) is not supported by the generated kernels"
+    )
 
 
 def _setup_nothing(ctx, inputs, output):

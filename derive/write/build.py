@@ -15,8 +15,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from . import generate as gen
 from derive.spec import Cell
+
+from . import generate as gen
 
 
 def build(cells, out, log=None) -> dict[str, type]:

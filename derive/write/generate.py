@@ -21,15 +21,16 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from . import paths
+from derive.analysis.formulas import formulas
 from derive.cells import builtin_cells
+from derive.derivation import Derivation, derive
 from derive.render.layout import wrap_module
 from derive.render.module import module_context
-from derive.analysis.formulas import formulas
-from derive.derivation import Derivation, derive
 from derive.spec import Cell
-from .transaction import GenerateError, locked, recover, replace
 from derive.validate import validate_package
+
+from . import paths
+from .transaction import GenerateError, locked, recover, replace
 
 TEMPLATES = paths.TEMPLATES
 GENERATED = paths.GENERATED
@@ -110,9 +111,13 @@ def _spec_bytes(cell: Cell) -> bytes:
     """The spec file's bytes, or for a cell built in a session, a canonical dump of its declarations."""
     if cell.source_path:
         return Path(cell.source_path).read_bytes()
-    return repr(([(p.name, p.kind, p.gates, p.operand, p.init) for p in cell.params],
-                 [(e.symbol.name, sp.srepr(e.expr), e.state) for e in cell.equations],
-                 [(c.name, c.default) for c in cell.constants])).encode()
+    return repr(
+        (
+            [(p.name, p.kind, p.gates, p.operand, p.init) for p in cell.params],
+            [(e.symbol.name, sp.srepr(e.expr), e.state) for e in cell.equations],
+            [(c.name, c.default) for c in cell.constants],
+        )
+    ).encode()
 
 
 def _with_header(body: str, template: str, spec: str, inputs_hash: str) -> str:
@@ -139,7 +144,9 @@ def render_cell(cell: Cell | Derivation, spec_bytes: bytes | None = None) -> str
     equations = [f.text() for f in formulas(derivation).forward]  # as on the docs pages
     body = wrap_module(_env.get_template(CELL_TEMPLATE).render(**module_context(derivation, equations)))
     spec_bytes = _spec_bytes(cell) if spec_bytes is None else spec_bytes
-    inputs = _sha256(spec_bytes, *_template_bytes(CELL_TEMPLATE, HEADER_TEMPLATE), *(p.read_bytes() for p in KERNEL_SUPPORT))
+    inputs = _sha256(
+        spec_bytes, *_template_bytes(CELL_TEMPLATE, HEADER_TEMPLATE), *(p.read_bytes() for p in KERNEL_SUPPORT)
+    )
     return _with_header(body, CELL_TEMPLATE, cell.source or "<interactive>", inputs)
 
 
@@ -248,7 +255,10 @@ def check() -> CheckReport:
     (each cell validated and derived once, for its module and its page)."""
     derived = derivations(builtin_cells())
     report = CheckReport(len(derived))
-    for folder, label, files in ((GENERATED, "generated", render_all(derived)), (DOCS, "docs/cells", render_docs(derived))):
+    for folder, label, files in (
+        (GENERATED, "generated", render_all(derived)),
+        (DOCS, "docs/cells", render_docs(derived)),
+    ):
         report.edited += hand_edits(files, folder)
         by_hand = hand_edited(files, folder)  # a file edited by hand is reported as such, not also as stale
         report.stale += [f"{label}/{name}" for name in stale_files(files, folder) if name not in by_hand]
@@ -257,20 +267,30 @@ def check() -> CheckReport:
 
 def _refuse_a_non_package(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise NotAPackageError(f"{out} was not changed: it is a file, not a folder; `generate` writes a package "
-                               "folder and never replaces a file (--force does not change that): choose another output folder")
+        raise NotAPackageError(
+            f"{out} was not changed: it is a file, not a folder; `generate` writes a package "
+            "folder and never replaces a file (--force does not change that): choose another output folder"
+        )
     foreign = not_generated(out)
     if foreign:
-        listed = foreign[:MAX_LISTED] + ([f"... and {len(foreign) - MAX_LISTED} more"] if len(foreign) > MAX_LISTED else [])
-        raise NotAPackageError(f"{out} was not changed: it holds files that `generate` did not write:\n  " + "\n  ".join(listed)
-                               + "\n`generate` replaces only a folder that holds a generated package or nothing "
-                               "(--force does not change that): choose a new output folder")
+        listed = foreign[:MAX_LISTED] + (
+            [f"... and {len(foreign) - MAX_LISTED} more"] if len(foreign) > MAX_LISTED else []
+        )
+        raise NotAPackageError(
+            f"{out} was not changed: it holds files that `generate` did not write:\n  "
+            + "\n  ".join(listed)
+            + "\n`generate` replaces only a folder that holds a generated package or nothing "
+            "(--force does not change that): choose a new output folder"
+        )
 
 
 def _refuse_hand_edits(outcome: str, edited: list[str]) -> None:
     if edited:
-        raise HandEditedError(f"{outcome}: generating would overwrite\n  " + "\n  ".join(edited)
-                              + "\nmove the change into the spec or the template, or rerun with --force to discard it")
+        raise HandEditedError(
+            f"{outcome}: generating would overwrite\n  "
+            + "\n  ".join(edited)
+            + "\nmove the change into the spec or the template, or rerun with --force to discard it"
+        )
 
 
 MAX_LISTED = 10  # files named in a refusal
@@ -279,8 +299,16 @@ MAX_LISTED = 10  # files named in a refusal
 # How each kind of generated file starts: its first line, and the line (of the first `lines`)
 # with the sha256 of the content after them.
 HEADERS = {
-    ".py": ("# Generated by `python -m derive generate`", re.compile(r"^# content sha256: ([0-9a-f]{64})$"), 4),  # header.jinja
-    ".md": ("<!-- Generated by `python -m derive generate`", re.compile(r"^<!-- content sha256: ([0-9a-f]{64}) -->$"), 2),
+    ".py": (
+        "# Generated by `python -m derive generate`",
+        re.compile(r"^# content sha256: ([0-9a-f]{64})$"),
+        4,
+    ),  # header.jinja
+    ".md": (
+        "<!-- Generated by `python -m derive generate`",
+        re.compile(r"^<!-- content sha256: ([0-9a-f]{64}) -->$"),
+        2,
+    ),
 }
 NOT_GENERATED = "not a generated file (no generated header)"
 
@@ -329,8 +357,11 @@ def _written_by_generate(path: Path) -> bool:
         return False
     if path.name == "__pycache__":
         return path.is_dir()
-    return (path.suffix == ".py" and path.is_file()
-            and edited_by_hand(path.read_text(encoding="utf-8", errors="replace")) != NOT_GENERATED)
+    return (
+        path.suffix == ".py"
+        and path.is_file()
+        and edited_by_hand(path.read_text(encoding="utf-8", errors="replace")) != NOT_GENERATED
+    )
 
 
 def stale_files(files: dict[str, str], out: Path) -> list[str]:

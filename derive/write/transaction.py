@@ -77,7 +77,9 @@ def locked(out: Path, log=print):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise GenerateError(f"{out} was not changed: cannot create its folder {out.parent} ({error.strerror})") from error
+        raise GenerateError(
+            f"{out} was not changed: cannot create its folder {out.parent} ({error.strerror})"
+        ) from error
     if fcntl is None:
         yield
         return
@@ -89,7 +91,9 @@ def locked(out: Path, log=print):
             log(f"waiting for another `generate` to finish writing into {out.parent}")
             fcntl.flock(folder, fcntl.LOCK_EX)
         except OSError as error:  # e.g. NFS, where a folder cannot be locked
-            log(f"cannot lock {out.parent} ({error.strerror}): runs writing into it at the same time are not serialized")
+            log(
+                f"cannot lock {out.parent} ({error.strerror}): runs writing into it at the same time are not serialized"
+            )
         yield
     finally:
         os.close(folder)  # releases the lock
@@ -107,17 +111,28 @@ def replace(files: dict[str, str], out: Path, log=print) -> list[str]:
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
     except OSError as error:  # a read-only folder or file system
-        raise GenerateError(f"{out} was not changed: cannot write into its folder {out.parent} ({error.strerror}), "
-                            "where `generate` stages the new package") from error
+        raise GenerateError(
+            f"{out} was not changed: cannot write into its folder {out.parent} ({error.strerror}), "
+            "where `generate` stages the new package"
+        ) from error
     try:
         package = staging / out.name
         _step("staging the new files", out, lambda: _stage(files, changed, out, package))
         _step("testing the new package", out, lambda: _smoke_test(staging, out.name))
         _step("swapping it in", out, lambda: _swap(package, out, staging, changed))
     except KeyboardInterrupt:
-        new = [name for name in changed if (out / name).is_file() and (out / name).read_text(encoding="utf-8") == files[name]]
-        state = ("it holds the complete new package" if len(new) == len(changed) else "it was not changed" if not new
-                 else f"{len(new)} of its {len(changed)} changed files were replaced: run `generate` again")
+        new = [
+            name
+            for name in changed
+            if (out / name).is_file() and (out / name).read_text(encoding="utf-8") == files[name]
+        ]
+        state = (
+            "it holds the complete new package"
+            if len(new) == len(changed)
+            else "it was not changed"
+            if not new
+            else f"{len(new)} of its {len(changed)} changed files were replaced: run `generate` again"
+        )
         log(f"interrupted while writing {out}: {state}")
         raise
     finally:
@@ -154,8 +169,9 @@ def _stage(files: dict[str, str], changed: list[str], out: Path, package: Path) 
     """The complete new package in `package`, with the caches that are still valid."""
     if out.is_dir():
         caches = out / "__pycache__"
-        shutil.copytree(out, package, symlinks=True,
-                        ignore=lambda d, names: _stale(names, changed) if Path(d) == caches else [])
+        shutil.copytree(
+            out, package, symlinks=True, ignore=lambda d, names: _stale(names, changed) if Path(d) == caches else []
+        )
     else:
         package.mkdir()
     for name in changed:
@@ -191,9 +207,7 @@ def _smoke_test(staging: Path, package: str) -> None:
         [sys.executable, "-c", SMOKE_TEST, package], env=env, cwd=staging, capture_output=True, text=True
     )
     if result.returncode:
-        raise GenerateError(
-            f"the new modules fail to import or to run:\n{result.stderr.strip()}"
-        )
+        raise GenerateError(f"the new modules fail to import or to run:\n{result.stderr.strip()}")
 
 
 def _swap(package: Path, out: Path, staging: Path, changed: list[str]) -> None:
@@ -235,8 +249,10 @@ def _replace_files(package: Path, out: Path, changed: list[str]) -> None:
         for path in partial.values():
             path.unlink(missing_ok=True)
         if replaced and isinstance(error, OSError):
-            raise PartlyReplacedError(f"replacing the files of {out} one by one failed after {replaced} of {len(changed)}: "
-                                      f"{type(error).__name__}: {error}; run `generate` again") from error
+            raise PartlyReplacedError(
+                f"replacing the files of {out} one by one failed after {replaced} of {len(changed)}: "
+                f"{type(error).__name__}: {error}; run `generate` again"
+            ) from error
         raise
 
 

@@ -37,8 +37,13 @@ class Model(nn.Module):
 
 def data(steps: int):
     generator = torch.Generator().manual_seed(1)
-    return [(torch.randn(6, 8, 3, generator=generator, dtype=torch.float64), torch.randn(8, generator=generator, dtype=torch.float64))
-            for _ in range(steps)]
+    return [
+        (
+            torch.randn(6, 8, 3, generator=generator, dtype=torch.float64),
+            torch.randn(8, generator=generator, dtype=torch.float64),
+        )
+        for _ in range(steps)
+    ]
 
 
 def train(model, batches, rows=slice(None)):
@@ -77,8 +82,10 @@ def main(argv=None) -> float:
     train(single, data(args.steps))
     difference = max(((distributed[k] - v).abs().max() / v.abs().max()).item() for k, v in single.state_dict().items())
     moved = min((single.state_dict()[k] - v).abs().max().item() for k, v in start.items())
-    print(f"{WORLD_SIZE} processes against 1 after {args.steps} steps: largest relative parameter difference {difference:.2e} "
-          f"(every parameter moved by at least {moved:.2e})")
+    print(
+        f"{WORLD_SIZE} processes against 1 after {args.steps} steps: largest relative parameter difference {difference:.2e} "
+        f"(every parameter moved by at least {moved:.2e})"
+    )
     return difference
 
 

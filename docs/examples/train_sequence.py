@@ -35,7 +35,14 @@ def batch(size: int, max_length: int, generator: torch.Generator):
     return pack_sequence(sequences, enforce_sorted=False), torch.stack([s.mean() for s in sequences])
 
 
-def train(cell: str = "lstm", steps: int = 300, hidden_size: int = 32, batch_size: int = 32, max_length: int = 20, seed: int = 0):
+def train(
+    cell: str = "lstm",
+    steps: int = 300,
+    hidden_size: int = 32,
+    batch_size: int = 32,
+    max_length: int = 20,
+    seed: int = 0,
+):
     """Returns the losses of every step."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

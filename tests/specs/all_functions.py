@@ -3,7 +3,20 @@ on two states, so each derivative rule (from the output or from the arguments) i
 backward and in the Jacobian."""
 
 from derive.activations import (
-    abs, cos, elu, exp, gelu, log, log_sigmoid, max, min, silu, sin, softplus, sqrt, tanh,
+    abs,
+    cos,
+    elu,
+    exp,
+    gelu,
+    log,
+    log_sigmoid,
+    max,
+    min,
+    silu,
+    sin,
+    softplus,
+    sqrt,
+    tanh,
 )
 from derive.spec import Cell
 

@@ -13,5 +13,10 @@ pre = cell.preactivations(x, h, gates="abcz")
 z = cell.let("z", sigmoid(pre["z"]))  # first: the gate test_inputs checks for saturation
 u = cell.let("u", sp.Max(pre["a"], pre["b"], h))
 v = cell.let("v", sp.Min(pre["c"], h / 2))
-r = cell.let("r", sp.sin(u) * sp.exp(-sp.Abs(v)) + sp.cos(v) / sp.sqrt(1 + u**2) + sp.log(2 + sp.cos(u)) * (1 + v**2) ** sp.Rational(-3, 2))
+r = cell.let(
+    "r",
+    sp.sin(u) * sp.exp(-sp.Abs(v))
+    + sp.cos(v) / sp.sqrt(1 + u**2)
+    + sp.log(2 + sp.cos(u)) * (1 + v**2) ** sp.Rational(-3, 2),
+)
 cell.update(h, z * h + (1 - z) * r)

@@ -76,8 +76,15 @@ def best_peers(results: dict) -> dict[str, list[dict]]:
             timed = {side: ms for side in BUILTIN_SIDES if (ms := _ms(entry, side, mode))}
             if ours and timed:
                 peer = min(timed, key=timed.get)
-                found.append({"label": _label(entry), "peer": peer, "peer_ms": timed[peer], "ours_ms": ours,
-                              "ratio": timed[peer] / ours})
+                found.append(
+                    {
+                        "label": _label(entry),
+                        "peer": peer,
+                        "peer_ms": timed[peer],
+                        "ours_ms": ours,
+                        "ratio": timed[peer] / ours,
+                    }
+                )
     return rows
 
 
@@ -85,20 +92,33 @@ def _best_peer_table(results: dict) -> list[str]:
     best = best_peers(results)
     if not any(best.values()):
         return []
-    rows = [[r["label"], MODE_NAMES[mode], r["peer"], _fmt(r["peer_ms"]), _fmt(r["ours_ms"]), f"{r['ratio']:.2f}x"]
-            for mode, found in best.items() for r in found]
+    rows = [
+        [r["label"], MODE_NAMES[mode], r["peer"], _fmt(r["peer_ms"]), _fmt(r["ours_ms"]), f"{r['ratio']:.2f}x"]
+        for mode, found in best.items()
+        for r in found
+    ]
     for mode, found in best.items():
         if found:
             ratios = [r["ratio"] for r in found]
-            rows.append([f"**geometric mean** over {len(found)} points", MODE_NAMES[mode], "", "", "",
-                         f"**{_geomean(ratios):.2f}x** (worst {min(ratios):.2f}x)"])
+            rows.append(
+                [
+                    f"**geometric mean** over {len(found)} points",
+                    MODE_NAMES[mode],
+                    "",
+                    "",
+                    "",
+                    f"**{_geomean(ratios):.2f}x** (worst {min(ratios):.2f}x)",
+                ]
+            )
     inference = results["facts"]["derive"].get("inference", "cell.forward(x), which records the tape")
     return _table(
         "Ours against the best peer at each point",
-        ["The fastest of the other frameworks' built-ins at each point and mode (median wall time, ms):",
-         "torch.nn, Keras 3 on TensorFlow, JAX (jitted lax.scan) and ONNX Runtime (inference only), where",
-         "installed. Ratio = best peer's time / ours: above 1, derive is faster. Inference: peers without",
-         f"autograd state (torch.inference_mode, tf.function without tape, jitted JAX, ORT); ours: `{inference}`."],
+        [
+            "The fastest of the other frameworks' built-ins at each point and mode (median wall time, ms):",
+            "torch.nn, Keras 3 on TensorFlow, JAX (jitted lax.scan) and ONNX Runtime (inference only), where",
+            "installed. Ratio = best peer's time / ours: above 1, derive is faster. Inference: peers without",
+            f"autograd state (torch.inference_mode, tf.function without tape, jitted JAX, ORT); ours: `{inference}`.",
+        ],
         ["point", "mode", "best peer", "peer ms", "derive ms", "ratio"],
         rows,
         "lllrrr",
@@ -114,8 +134,10 @@ def _load(results: dict) -> str | None:
         return None
     repeated = sum(len(attempts) > 1 for attempts in rounds)
     noisy = sum(k > NOISY_CORES for k in kept)
-    return (f"median {sorted(kept)[len(kept) // 2]:.2f} cores over {len(kept)} turns; {repeated} turns repeated "
-            f"(other processes above {NOISY_CORES} cores), {noisy} still noisy after the repeats")
+    return (
+        f"median {sorted(kept)[len(kept) // 2]:.2f} cores over {len(kept)} turns; {repeated} turns repeated "
+        f"(other processes above {NOISY_CORES} cores), {noisy} still noisy after the repeats"
+    )
 
 
 def summary(results: dict) -> list[tuple[str, str, str]]:
@@ -131,30 +153,44 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
             mean, floor = TARGETS[f"peer {mode}"]
             ratios = [r["ratio"] for r in found]
             worst = min(found, key=lambda r: r["ratio"])
-            add(f"{MODE_NAMES[mode]} against the best peer: geometric mean ≥ {mean}x, no point below {floor}x",
+            add(
+                f"{MODE_NAMES[mode]} against the best peer: geometric mean ≥ {mean}x, no point below {floor}x",
                 f"{_geomean(ratios):.2f}x over {len(found)} points; worst {worst['ratio']:.2f}x ({worst['label']}, "
-                f"{worst['peer']})", _geomean(ratios) >= mean and worst["ratio"] >= floor)
+                f"{worst['peer']})",
+                _geomean(ratios) >= mean and worst["ratio"] >= floor,
+            )
     builtin = [e for e in entries if "torch" in e["times"]]
     if builtin:
         ratios = [_ratio(e, "torch") for e in builtin]
         worst, at = min(zip(ratios, builtin), key=lambda r: r[0])
         below = sum(r < TARGETS["worst"] for r in ratios)
-        add(f"fwd+bwd speedup over torch built-ins, geometric mean ≥ {TARGETS['speedup']}x",
-            f"{_geomean(ratios):.2f}x over {len(ratios)} points", _geomean(ratios) >= TARGETS["speedup"])
-        add(f"no point below {TARGETS['worst']}x", f"worst {worst:.2f}x ({_label(at)}); {below} points below",
-            worst >= TARGETS["worst"])
+        add(
+            f"fwd+bwd speedup over torch built-ins, geometric mean ≥ {TARGETS['speedup']}x",
+            f"{_geomean(ratios):.2f}x over {len(ratios)} points",
+            _geomean(ratios) >= TARGETS["speedup"],
+        )
+        add(
+            f"no point below {TARGETS['worst']}x",
+            f"worst {worst:.2f}x ({_label(at)}); {below} points below",
+            worst >= TARGETS["worst"],
+        )
     variants = [e for e in entries if "torch" not in e["times"] and "eager" in e["times"]]
     if variants:
         ratios = [_ratio(e, "eager") for e in variants]
         met = sum(r >= TARGETS["eager"] for r in ratios)
-        add(f"variants ≥ {TARGETS['eager']}x faster than their eager torch loop (fwd+bwd)",
+        add(
+            f"variants ≥ {TARGETS['eager']}x faster than their eager torch loop (fwd+bwd)",
             f"{met} of {len(ratios)} points; min {min(ratios):.1f}x, geometric mean {_geomean(ratios):.1f}x",
-            met == len(ratios))
+            met == len(ratios),
+        )
     wide = [e for e in entries if e["point"]["H"] == 512]
     if wide:
         fractions = [_gflops(e) / results["blas_gflops"][e["point"]["dtype"]] for e in wide]
-        add(f"≥ {TARGETS['blas']:.0%} of the BLAS ceiling at hidden 512 (fwd+bwd)",
-            f"{min(fractions):.0%} to {max(fractions):.0%}", min(fractions) >= TARGETS["blas"])
+        add(
+            f"≥ {TARGETS['blas']:.0%} of the BLAS ceiling at hidden 512 (fwd+bwd)",
+            f"{min(fractions):.0%} to {max(fractions):.0%}",
+            min(fractions) >= TARGETS["blas"],
+        )
     if results.get("compile"):
         cold = max(max(c["cold_compile"].values()) for c in results["compile"].values())
         warm = max(c["warm_total"] for c in results["compile"].values())
@@ -171,15 +207,19 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
         add("peak memory of fwd+bwd ≤ torch built-in's", f"derive / torch: max {max(ratios):.2f}", max(ratios) <= 1.0)
     if results.get("accuracy"):
         worst = max(a["max_ulp"] for a in results["accuracy"] if a["dtype"] == "float32")
-        add(f"float32 sigmoid and tanh within {TARGETS['ulp']} ulp of the correctly rounded result",
-            f"max {worst:.0f} ulp (every float32 in range)", worst <= TARGETS["ulp"])
+        add(
+            f"float32 sigmoid and tanh within {TARGETS['ulp']} ulp of the correctly rounded result",
+            f"max {worst:.0f} ulp (every float32 in range)",
+            worst <= TARGETS["ulp"],
+        )
     return rows
 
 
 def _ceiling(results: dict) -> str:
     medians = results.get("blas_gflops_median", {})
     return ", ".join(
-        f"{d} {g:.0f} GFLOP/s" + (f" ({medians[d]:.0f})" if d in medians else "") for d, g in results["blas_gflops"].items()
+        f"{d} {g:.0f} GFLOP/s" + (f" ({medians[d]:.0f})" if d in medians else "")
+        for d, g in results["blas_gflops"].items()
     )
 
 
@@ -238,11 +278,24 @@ def _times(results: dict) -> list[str]:
         rows.append(row)
     return _table(
         "Times",
-        ["Median wall time per call, in ms: forward (training mode: the tape for backward is kept) and",
-         "forward+backward (gradients of x and of every parameter). Speedup = other side's time / derive's.",
-         "Each side runs in its own process; the sides take turns, in alternating order, every round."],
-        ["cell", "dtype", "T×B×I=H", "derive fwd", "derive fwd+bwd", "torch fwd", "torch fwd+bwd",
-         "speedup fwd / fwd+bwd", "eager fwd", "eager fwd+bwd", "speedup fwd / fwd+bwd"],
+        [
+            "Median wall time per call, in ms: forward (training mode: the tape for backward is kept) and",
+            "forward+backward (gradients of x and of every parameter). Speedup = other side's time / derive's.",
+            "Each side runs in its own process; the sides take turns, in alternating order, every round.",
+        ],
+        [
+            "cell",
+            "dtype",
+            "T×B×I=H",
+            "derive fwd",
+            "derive fwd+bwd",
+            "torch fwd",
+            "torch fwd+bwd",
+            "speedup fwd / fwd+bwd",
+            "eager fwd",
+            "eager fwd+bwd",
+            "speedup fwd / fwd+bwd",
+        ],
         rows,
         "lll" + "r" * 8,
     )
@@ -252,14 +305,17 @@ def _sides(results: dict) -> list[str]:
     sides = [s for s in ("derive", *BUILTIN_SIDES) if any(s in e["times"] for e in results["points"])]
     if not any(s in PEERS for s in sides):
         return []
-    rows = [[_label(e), *(f"{_fmt(_ms(e, s, 'inference'))} / {_fmt(_ms(e, s))}" for s in sides)]
-            for e in results["points"]]
+    rows = [
+        [_label(e), *(f"{_fmt(_ms(e, s, 'inference'))} / {_fmt(_ms(e, s))}" for s in sides)] for e in results["points"]
+    ]
     skipped = {f"{side}: {reason}" for e in results["points"] for side, reason in e.get("skipped", {}).items()}
     return _table(
         "Every side: inference / forward+backward",
-        ["Median wall time per call, in ms, inference forward / forward+backward (– where a side has no",
-         "such mode). Peers get torch.nn's weights in their own gate order and layout (derive/tools/bench/sides/).",
-         *(f"Skipped: {text}." for text in sorted(skipped))],
+        [
+            "Median wall time per call, in ms, inference forward / forward+backward (– where a side has no",
+            "such mode). Peers get torch.nn's weights in their own gate order and layout (derive/tools/bench/sides/).",
+            *(f"Skipped: {text}." for text in sorted(skipped)),
+        ],
         ["point", *sides],
         rows,
         "l" + "r" * len(sides),
@@ -271,17 +327,36 @@ def _efficiency(results: dict) -> list[str]:
     for e in results["points"]:
         p = Point(**e["point"])
         memory = {s: b / 2**20 for s, b in e.get("memory", {}).items() if b is not None}
-        rows.append([p.cell, p.dtype, f"{p.T}×{p.B}×{p.H}", _fmt(_gflops(e), ".1f"),
-                     f"{_gflops(e) / results['blas_gflops'][p.dtype]:.0%}", _fmt(_gflops(e, "torch"), ".1f"),
-                     _fmt(memory.get("derive"), ".1f"), _fmt(memory.get("torch"), ".1f")])
+        rows.append(
+            [
+                p.cell,
+                p.dtype,
+                f"{p.T}×{p.B}×{p.H}",
+                _fmt(_gflops(e), ".1f"),
+                f"{_gflops(e) / results['blas_gflops'][p.dtype]:.0%}",
+                _fmt(_gflops(e, "torch"), ".1f"),
+                _fmt(memory.get("derive"), ".1f"),
+                _fmt(memory.get("torch"), ".1f"),
+            ]
+        )
     return _table(
         "Efficiency and memory",
-        ["GFLOP/s counts the matrix products only (forward 2·T·B·rows·cols per weight, backward twice that),",
-         "against the BLAS ceiling above. Peak memory: resident-set growth during one forward+backward, in a",
-         "fresh process per side and point, after a warm-up on a tiny input (Linux high-water mark, reset",
-         "before the call; malloc mmap threshold fixed at 4 KiB, so freed blocks leave the resident set)."],
-        ["cell", "dtype", "T×B×I=H", "derive GFLOP/s", "of BLAS ceiling", "torch GFLOP/s", "peak MiB derive",
-         "peak MiB torch"],
+        [
+            "GFLOP/s counts the matrix products only (forward 2·T·B·rows·cols per weight, backward twice that),",
+            "against the BLAS ceiling above. Peak memory: resident-set growth during one forward+backward, in a",
+            "fresh process per side and point, after a warm-up on a tiny input (Linux high-water mark, reset",
+            "before the call; malloc mmap threshold fixed at 4 KiB, so freed blocks leave the resident set).",
+        ],
+        [
+            "cell",
+            "dtype",
+            "T×B×I=H",
+            "derive GFLOP/s",
+            "of BLAS ceiling",
+            "torch GFLOP/s",
+            "peak MiB derive",
+            "peak MiB torch",
+        ],
         rows,
         "lll" + "r" * 5,
     )
@@ -291,31 +366,55 @@ def _compile(results: dict) -> list[str]:
     def lean(c):
         return f"{c['warm_total_without_scipy']:.2f}" if "warm_total_without_scipy" in c else "–"
 
-    rows = [[cell, f"{c['cold_compile']['float32']:.1f}", f"{c['cold_compile']['float64']:.1f}",
-             f"{c['warm_import']:.2f}", f"{c['warm_first_call']:.2f}", f"{c['warm_total']:.2f}", lean(c),
-             f"{c['numba_floor']:.2f}"]
-            for cell, c in results["compile"].items()]
+    rows = [
+        [
+            cell,
+            f"{c['cold_compile']['float32']:.1f}",
+            f"{c['cold_compile']['float64']:.1f}",
+            f"{c['warm_import']:.2f}",
+            f"{c['warm_first_call']:.2f}",
+            f"{c['warm_total']:.2f}",
+            lean(c),
+            f"{c['numba_floor']:.2f}",
+        ]
+        for cell, c in results["compile"].items()
+    ]
     return _table(
         "Compile and import",
-        ["Fresh processes with a new, empty Numba cache: cold = first forward+backward of each dtype",
-         "(compiles the kernels); warm = a later process: import numba + the generated package, then the",
-         "first float32 forward+backward, loading the kernels from the cache (median of 3), with SciPy",
-         "installed (Numba imports it to look for BLAS) and without (the toolkit does not need it).",
-         "Numba's floor: the same for a cached one-line function, with SciPy, alternating with the warm runs."],
-        ["cell", "cold float32 (s)", "cold float64 (s)", "warm import (s)", "warm first call (s)", "warm total (s)",
-         "warm total without SciPy (s)", "Numba's floor (s)"],
+        [
+            "Fresh processes with a new, empty Numba cache: cold = first forward+backward of each dtype",
+            "(compiles the kernels); warm = a later process: import numba + the generated package, then the",
+            "first float32 forward+backward, loading the kernels from the cache (median of 3), with SciPy",
+            "installed (Numba imports it to look for BLAS) and without (the toolkit does not need it).",
+            "Numba's floor: the same for a cached one-line function, with SciPy, alternating with the warm runs.",
+        ],
+        [
+            "cell",
+            "cold float32 (s)",
+            "cold float64 (s)",
+            "warm import (s)",
+            "warm first call (s)",
+            "warm total (s)",
+            "warm total without SciPy (s)",
+            "Numba's floor (s)",
+        ],
         rows,
         "l" + "r" * 7,
     )
 
 
 def _accuracy(results: dict) -> list[str]:
-    rows = [[a["function"], a["dtype"], f"{a['max_ulp']:.2f}", repr(a["at"]), f"{a['count']:,}"] for a in results["accuracy"]]
+    rows = [
+        [a["function"], a["dtype"], f"{a['max_ulp']:.2f}", repr(a["at"]), f"{a['count']:,}"]
+        for a in results["accuracy"]
+    ]
     return _table(
         "Accuracy of the activation functions",
-        ["derive/runtime/kernel_math.py as the kernels run it (derive/tools/accuracy.py): float32 against the correctly",
-         "rounded result over every float32 where it is not trivially rounded (plus every 97th elsewhere),",
-         "float64 against extended precision over dense samples. Error in ulps of the result."],
+        [
+            "derive/runtime/kernel_math.py as the kernels run it (derive/tools/accuracy.py): float32 against the correctly",
+            "rounded result over every float32 where it is not trivially rounded (plus every 97th elsewhere),",
+            "float64 against extended precision over dense samples. Error in ulps of the result.",
+        ],
         ["function", "dtype", "max error (ulp)", "at", "arguments checked"],
         rows,
         "llrlr",
@@ -351,11 +450,15 @@ def plot(results: dict, path: Path) -> bool:
     def ratio(e, side):  # "peer": the best peer at that point
         return best.get(_label(e)) if side == "peer" else _ratio(e, side)
 
-    panels = [(side, title, target)
-              for side, title, target in (("peer", "the best peer", TARGETS["peer forward_backward"][0]),
-                                          ("torch", "the torch.nn built-in", TARGETS["speedup"]),
-                                          ("eager", "the eager torch loop", TARGETS["eager"]))
-              if any(ratio(e, side) for _, e in entries)]
+    panels = [
+        (side, title, target)
+        for side, title, target in (
+            ("peer", "the best peer", TARGETS["peer forward_backward"][0]),
+            ("torch", "the torch.nn built-in", TARGETS["speedup"]),
+            ("eager", "the eager torch loop", TARGETS["eager"]),
+        )
+        if any(ratio(e, side) for _, e in entries)
+    ]
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.4), squeeze=False)
@@ -364,8 +467,12 @@ def plot(results: dict, path: Path) -> bool:
         cells = list(dict.fromkeys(p.cell for p, e in entries if ratio(e, side)))
         width = 0.8 / len(cells)
         for k, cell in enumerate(cells):
-            bars = [(g, e) for g, group in enumerate(groups) for p, e in entries
-                    if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and ratio(e, side)]
+            bars = [
+                (g, e)
+                for g, group in enumerate(groups)
+                for p, e in entries
+                if (p.dtype, p.T, p.B, p.H) == group and p.cell == cell and ratio(e, side)
+            ]
             xs, ys = [g + (k - (len(cells) - 1) / 2) * width for g, _ in bars], [ratio(e, side) for _, e in bars]
             ax.bar(xs, ys, width, label=cell)
             for x, y in zip(xs, ys):

@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from derive.write import paths
+
 from . import compile as compile_probe
-from . import load
+from . import load, torch_layers
 from . import sides as peer_sides
-from . import torch_layers
 from .workloads import BUILTIN_SIDES, PEERS, SIDES, Point, available_cells, has_builtin, matmul_flops
 
 CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
@@ -164,7 +164,9 @@ def time_grid(points: list[Point], workers: dict[str, Worker], rounds: int, ceil
         for dtype, rates in blas_ceiling(workers["derive"], list(ceiling)).items():
             ceiling[dtype] += rates
         workers["derive"].wait_idle()
-        progress(f"round {r + 1}/{rounds} of {len(points)} points done ({(time.perf_counter() - started) / 60:.1f} min)")
+        progress(
+            f"round {r + 1}/{rounds} of {len(points)} points done ({(time.perf_counter() - started) / 60:.1f} min)"
+        )
     return [
         {
             "times": {
@@ -209,20 +211,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cells", nargs="+", default=list(CELLS), help="cells (default: %(default)s)")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument(
-        "--sizes", nargs="+", default=["x".join(map(str, s)) for s in SIZES], help="TxBxH, input size = H (default: %(default)s)"
+        "--sizes",
+        nargs="+",
+        default=["x".join(map(str, s)) for s in SIZES],
+        help="TxBxH, input size = H (default: %(default)s)",
     )
-    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES,
-                        help="derive is always run; peers whose packages are missing are skipped (default: %(default)s)")
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=list(SIDES),
+        choices=SIDES,
+        help="derive is always run; peers whose packages are missing are skipped (default: %(default)s)",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="rounds over the grid (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurements")
     parser.add_argument("--no-compile", action="store_true", help="skip cold/warm compile measurements")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the activation accuracy sweep (about 30 s)")
-    parser.add_argument("--no-torch-layers", action="store_true", help="skip derive.torch: bridge overhead, layers against torch.nn")
+    parser.add_argument(
+        "--no-torch-layers", action="store_true", help="skip derive.torch: bridge overhead, layers against torch.nn"
+    )
     parser.add_argument("--out", type=Path, help="report path (default: docs/benchmarks.md of the source checkout)")
     parser.add_argument("--no-report", action="store_true", help="print only; write no report")
     parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
-    parser.add_argument("--render", type=Path, metavar="JSON",
-                        help="measure nothing: rewrite the report (to --out) from the results of an earlier run")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: rewrite the report (to --out) from the results of an earlier run",
+    )
     args = parser.parse_args(argv)
     try:
         args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
@@ -325,7 +341,9 @@ def measure_memory(results: dict, points: list[Point], sides: list[str]) -> None
         entry["memory"] = {}
         for side in sides_of(point, sides):
             command = [sys.executable, "-m", "derive.tools.bench.worker", side, "--memory", json.dumps(point.as_dict())]
-            result = subprocess.run(command, cwd=paths.IMPORT_ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True)
+            result = subprocess.run(
+                command, cwd=paths.IMPORT_ROOT, env=worker_env(MEMORY_ENV), capture_output=True, text=True
+            )
             if result.returncode:
                 raise RuntimeError(f"memory probe {side} {point.label} failed:\n{result.stderr}")
             entry["memory"][side] = json.loads(result.stdout.splitlines()[-1])["bytes"]

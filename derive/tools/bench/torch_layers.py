@@ -50,6 +50,7 @@ def numpy_api(name, x, dy):
     def run():
         _, _, tape = cell.forward(x)
         cell.backward(tape, dy)
+
     return run
 
 
@@ -62,6 +63,7 @@ def torch_layer(layer, x, dy):
         layer.zero_grad()  # fresh gradients, as the NumPy API returns and a training step has
         y, _ = layer(x)
         y.backward(dy)
+
     return run
 
 
@@ -74,13 +76,20 @@ def results(sizes: list[tuple[int, int, int]], repeats: int) -> dict:
     from derive.torch import GRU, LSTM, Recurrent
 
     rng = np.random.default_rng(0)
-    out = {"threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()}, "repeats": repeats,
-           "load_average": {"start": os.getloadavg()[0]}, "overhead": [], "layers": []}
+    out = {
+        "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
+        "repeats": repeats,
+        "load_average": {"start": os.getloadavg()[0]},
+        "overhead": [],
+        "layers": [],
+    }
     T, B, H = sizes[0]
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     for name in OVERHEAD_CELLS:
         dy = rng.standard_normal((T, B, H)).astype(np.float32)
-        times = median_seconds({"numpy": numpy_api(name, x, dy), "torch": torch_layer(Recurrent(name, H, H), x, dy)}, repeats)
+        times = median_seconds(
+            {"numpy": numpy_api(name, x, dy), "torch": torch_layer(Recurrent(name, H, H), x, dy)}, repeats
+        )
         out["overhead"].append({"cell": name, "size": [T, B, H], **times})
         progress(overhead_text(out["overhead"][-1]))
     classes = {"LSTM": (LSTM, torch.nn.LSTM), "GRU": (GRU, torch.nn.GRU)}
@@ -89,9 +98,14 @@ def results(sizes: list[tuple[int, int, int]], repeats: int) -> dict:
         dy = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
         for mode in LAYERS:
             ours, theirs = classes[mode]
-            layer, reference = ours(H, H, num_layers=2, bidirectional=True), theirs(H, H, num_layers=2, bidirectional=True)
+            layer, reference = (
+                ours(H, H, num_layers=2, bidirectional=True),
+                theirs(H, H, num_layers=2, bidirectional=True),
+            )
             layer.load_state_dict(reference.state_dict())
-            times = median_seconds({"derive": torch_layer(layer, x, dy), "torch": torch_layer(reference, x, dy)}, repeats)
+            times = median_seconds(
+                {"derive": torch_layer(layer, x, dy), "torch": torch_layer(reference, x, dy)}, repeats
+            )
             out["layers"].append({"layer": mode, "size": [T, B, H], **times})
             progress(layers_text(out["layers"][-1]))
     out["load_average"]["end"] = os.getloadavg()[0]
@@ -122,8 +136,16 @@ def layers_text(e: dict) -> str:
 
 def measure(sizes: list[tuple[int, int, int]], repeats: int, env: dict) -> dict:
     """`results` in a fresh process (python -m derive.tools.bench.torch_layers --json)."""
-    command = [sys.executable, "-m", "derive.tools.bench.torch_layers", "--json", "--repeats", str(repeats),
-               "--sizes", *("x".join(map(str, s)) for s in sizes)]
+    command = [
+        sys.executable,
+        "-m",
+        "derive.tools.bench.torch_layers",
+        "--json",
+        "--repeats",
+        str(repeats),
+        "--sizes",
+        *("x".join(map(str, s)) for s in sizes),
+    ]
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed (exit code {done.returncode})")
@@ -138,22 +160,55 @@ def sections(r: dict) -> list[tuple]:
 
     overhead = (
         "derive.torch: the bridge over the NumPy API",
-        [f"One layer, forward + backward from fresh gradients, float32, medians of {r['repeats']} runs taking turns; "
-         f"goal: at most {100 * OVERHEAD_GOAL:.0f}% slower. Threads: torch {r['threads']['torch']}, Numba {r['threads']['numba']}; "
-         f"load average {r['load_average']['start']:.1f} to {r['load_average']['end']:.1f}. "
-         "On a loaded machine the CPU time is the steadier measure."],
-        ["cell", "T×B×H", "NumPy API ms", "derive.torch ms", "overhead (wall)", "NumPy API CPU ms", "derive.torch CPU ms", "overhead (CPU)"],
-        [[e["cell"], _size(e), f"{e['numpy'][0] * 1e3:.2f}", f"{e['torch'][0] * 1e3:.2f}", pct(e, 0),
-          f"{e['numpy'][1] * 1e3:.2f}", f"{e['torch'][1] * 1e3:.2f}", pct(e, 1)] for e in r["overhead"]],
+        [
+            f"One layer, forward + backward from fresh gradients, float32, medians of {r['repeats']} runs taking turns; "
+            f"goal: at most {100 * OVERHEAD_GOAL:.0f}% slower. Threads: torch {r['threads']['torch']}, Numba {r['threads']['numba']}; "
+            f"load average {r['load_average']['start']:.1f} to {r['load_average']['end']:.1f}. "
+            "On a loaded machine the CPU time is the steadier measure."
+        ],
+        [
+            "cell",
+            "T×B×H",
+            "NumPy API ms",
+            "derive.torch ms",
+            "overhead (wall)",
+            "NumPy API CPU ms",
+            "derive.torch CPU ms",
+            "overhead (CPU)",
+        ],
+        [
+            [
+                e["cell"],
+                _size(e),
+                f"{e['numpy'][0] * 1e3:.2f}",
+                f"{e['torch'][0] * 1e3:.2f}",
+                pct(e, 0),
+                f"{e['numpy'][1] * 1e3:.2f}",
+                f"{e['torch'][1] * 1e3:.2f}",
+                pct(e, 1),
+            ]
+            for e in r["overhead"]
+        ],
         "llrrrrrr",
     )
     layers = (
         "derive.torch layers against torch.nn",
-        ["2 layers, bidirectional, forward + backward from fresh gradients, float32; speedup = torch.nn / derive.torch "
-         "(goal: at least 1 everywhere)."],
+        [
+            "2 layers, bidirectional, forward + backward from fresh gradients, float32; speedup = torch.nn / derive.torch "
+            "(goal: at least 1 everywhere)."
+        ],
         ["layer", "T×B×H", "derive.torch ms", "torch.nn ms", "speedup (wall)", "speedup (CPU)"],
-        [[e["layer"], _size(e), f"{e['derive'][0] * 1e3:.2f}", f"{e['torch'][0] * 1e3:.2f}",
-          f"{e['torch'][0] / e['derive'][0]:.2f}x", f"{e['torch'][1] / e['derive'][1]:.2f}x"] for e in r["layers"]],
+        [
+            [
+                e["layer"],
+                _size(e),
+                f"{e['derive'][0] * 1e3:.2f}",
+                f"{e['torch'][0] * 1e3:.2f}",
+                f"{e['torch'][0] / e['derive'][0]:.2f}x",
+                f"{e['torch'][1] / e['derive'][1]:.2f}x",
+            ]
+            for e in r["layers"]
+        ],
         "llrrrr",
     )
     return [overhead, layers]
@@ -161,16 +216,22 @@ def sections(r: dict) -> list[tuple]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", "--size", nargs="+", default=["64x32x128"], help="TxBxH, with I = H; the overhead rows use the first")
+    parser.add_argument(
+        "--sizes", "--size", nargs="+", default=["64x32x128"], help="TxBxH, with I = H; the overhead rows use the first"
+    )
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON line (progress goes to stderr)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as one JSON line (progress goes to stderr)"
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     except ValueError:
         parser.error(f"--sizes must look like 64x32x128 (T x B x H), got {args.sizes}")
     if any(len(s) != 3 or min(s) < 1 for s in sizes) or args.repeats < 1:
-        parser.error(f"--sizes must be three positive integers TxBxH and --repeats positive, got {args.sizes}, {args.repeats}")
+        parser.error(
+            f"--sizes must be three positive integers TxBxH and --repeats positive, got {args.sizes}, {args.repeats}"
+        )
     out = results(sizes, args.repeats)
     if args.json:
         print(json.dumps(out))

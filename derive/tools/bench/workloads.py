@@ -15,8 +15,8 @@ gradients of x and of every parameter (all but onnxruntime). Input size I equals
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -80,9 +80,7 @@ def matmul_flops(point: Point) -> tuple[int, int]:
     """Matrix-product FLOPs of (forward, forward+backward): 2·T·B·rows·cols per weight forward;
     backward computes two products of the same size per weight (data and weight gradients)."""
     cls = cell_class(point.cell)
-    forward = sum(
-        2 * point.T * point.B * p.blocks * point.H * point.H for p in cls.parameters if p.columns is not None
-    )
+    forward = sum(2 * point.T * point.B * p.blocks * point.H * point.H for p in cls.parameters if p.columns is not None)
     return forward, 3 * forward
 
 

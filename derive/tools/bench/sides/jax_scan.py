@@ -27,6 +27,7 @@ def step_function(name: str, options: dict):
 
     sigmoid = jax.nn.sigmoid
     if name == "LSTM":
+
         def step(state, w, a):
             h, c = state
             i, f, g, o = jnp.split(a + h @ w["weight_hh"].T + w["bias_hh"], 4, axis=-1)
@@ -34,6 +35,7 @@ def step_function(name: str, options: dict):
             h = sigmoid(o) * jnp.tanh(c)
             return (h, c), h
     elif name == "GRU":
+
         def step(h, w, a):
             a_r, a_z, a_n = jnp.split(a, 3, axis=-1)
             h_r, h_z, h_n = jnp.split(h @ w["weight_hh"].T + w["bias_hh"], 3, axis=-1)
@@ -47,6 +49,7 @@ def step_function(name: str, options: dict):
         def step(h, w, a):
             h = activation(a + h @ w["weight_hh"].T + w["bias_hh"])
             return h, h
+
     return step
 
 

@@ -61,7 +61,9 @@ def build(point) -> Workload:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # an unsupported dtype is reported below, not logged as an error
     try:  # with a first run: some kernels reject a dtype only when run (LSTM: "does not support double yet")
-        session = onnxruntime.InferenceSession(model(point).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            model(point).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         session.run(None, feed)
     except (state.Fail, state.NotImplemented, state.RuntimeException) as error:
         message = str(error).splitlines()[0].split(" : ")[-1].split("Status Message: ")[-1]
