@@ -1,6 +1,6 @@
 """How Numba compiles the generated kernels: `jit` (cached), the options and the `noalias` pipeline.
 
-Generated modules spell their options out in each decorator (see `codegen.KERNEL_OPTIONS`):
+Generated modules spell their options out in each decorator (see `render/module.py`, KERNEL_OPTIONS):
 
 - ``fastmath={"contract"}``: fused multiply-add only. No loop in the kernels needs reassociation
   to vectorize (they are elementwise over units), and the flags left out would break promises:
