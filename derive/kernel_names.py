@@ -48,9 +48,10 @@ MODULE_NAMES = frozenset(
     }
 )
 
-# Inside the kernels: sizes, loop indexes, arrays (arguments and buffers), and the builtins called.
+# Inside the kernels: sizes, loop indexes (with the tape's: record, tape_step), arrays (arguments and
+# buffers), and the builtins called.
 SIZES = frozenset({"T", "B", "I", "H", "S"})
-LOOPS = frozenset({"step", "row", "unit", "col", "chunk", "start", "stop", "steps"})
+LOOPS = frozenset({"step", "row", "unit", "col", "chunk", "start", "stop", "steps", "record", "tape_step"})
 ARRAYS = frozenset({"x", "states", "saved", "dy", "d_state", "dx", "d_state0", "J", "cancel", "d_in", "d_prev"})
 BUILTINS = frozenset({"range", "abs", "min", "max", "real"})  # `real`: the kernel's float type
 

@@ -133,7 +133,7 @@ def test_a_users_spec_with_a_constant_generates_and_runs(tmp_path):
         "a = cell.let('a', tanh(beta * cell.preactivations(x, h)))\n"
         "cell.update(h, a / beta)\n"
     )
-    ScaledRNN = build(spec, tmp_path / "usercells")["scaled_rnn"]
+    ScaledRNN = build(spec, tmp_path / "scaledcells")["scaled_rnn"]  # not conftest's `usercells`
     assert ScaledRNN.constants == {"beta": 2.0}
     problem = Problem.random(ScaledRNN, 3, 2, 3, 4, seed=2)
     problem.cell.beta = 0.7

@@ -317,7 +317,7 @@ def test_a_tape_with_arrays_of_another_batch_is_rejected():
     cell, x, _ = make("lstm")
     _, _, tape = cell.forward(x)
     _, _, other = cell.forward(x[:, :2])
-    mixed = type(tape)(cell, tape.x, other.states, tape.saved, tape.params)
+    mixed = type(tape)(cell, tape.x, other.states, tape.saved, tape.params, tape.constants)
     for operation in (cell.backward, cell.jacobian):
         with pytest.raises(
             ValueError,

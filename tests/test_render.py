@@ -51,3 +51,24 @@ def test_the_layout_keeps_lines_within_the_width_and_the_code_as_it_was(cell):
     long = [line for line in wrapped.splitlines() if len(line) > WIDTH]
     assert long == []
     assert max(len(line) for line in text.splitlines()) > WIDTH  # the test has something to wrap
+
+
+NAMES = " + ".join(f"a{k}" for k in range(40))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "    cse = (real(1) if aaaa > bbbb else (real(0.5) if aaaa == bbbb else (real(0) if aaaa < bbbb else aaaa + bbbb)))"
+        " + d_min_c_new_pre1 * cccccccccccccccccccccc",
+        f"    v = ({NAMES}) * ({NAMES}) + g({NAMES}, {NAMES})",
+        f"    w = f(x)[{NAMES}] - (({NAMES}) + h(({NAMES})))",
+    ],
+)
+def test_the_layout_breaks_only_inside_brackets(line):
+    """A continued piece that closes a bracket it did not open is never broken outside it (a random
+    spec's kernel once got a line that started with `+ d_min_c_new_pre1` outside any bracket)."""
+    text = "def f():\n" + line + "\n"
+    wrapped = wrap_module(text)
+    assert ast.dump(ast.parse(wrapped)) == ast.dump(ast.parse(text))
+    assert max(len(line) for line in wrapped.splitlines()) <= WIDTH

@@ -116,8 +116,8 @@ def _breaks(code: str) -> list[int]:
             depth += 1
         elif char in ")]}":
             depth -= 1
-        elif depth and code.startswith((" + ", " - ", " if ", " else "), k):
+        elif depth > 0 and code.startswith((" + ", " - ", " if ", " else "), k):
             places.setdefault(depth, []).append(k + 1)
-        elif depth and code.startswith(", ", k):
+        elif depth > 0 and code.startswith(", ", k):
             places.setdefault(depth, []).append(k + 2)
     return places[min(places)] if places else []
