@@ -289,24 +289,20 @@ class RecurrentCell:
         params = {
             name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()
         }
-        if not tape:
-            states, _ = self._run(x, initial, params, self.constant_values, record=False)
-            if check_finite:
-                finite.check_forward(self, x, initial, params, states, None)
-            return states[0, 1:], tuple(states[:, T].copy()), None  # nothing else holds states: y is a view
-        recorded = self._record(x, initial, params)
+        constants = self.constant_values
+        states, saved = self._run(x, initial, params, constants, record=tape)
         if check_finite:
-            finite.check_forward(self, x, initial, params, recorded.states, recorded.saved)
-        return recorded.states[0, 1:].copy(), tuple(recorded.states[:, T].copy()), recorded
+            finite.check_forward(self, x, initial, params, states, saved if tape else None)
+        final = tuple(states[:, T].copy())
+        if not tape:
+            return states[0, 1:], final, None  # nothing else holds states: y is a view
+        return states[0, 1:].copy(), final, Tape(self, x, states, saved, params, constants)
 
-    def _record(
-        self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float] | None = None
-    ) -> Tape:
-        """The forward kernel on checked arguments: x (T, B, I) and the params (in the cell's order)
-        C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays, constants checked
-        (default: the cell's). The tape holds x and params themselves: `forward` passes copies,
-        derive.torch tensors autograd keeps unchanged."""
-        constants = self.constant_values if constants is None else constants
+    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float]) -> Tape:
+        """The forward kernel on checked arguments (derive.torch's path): x (T, B, I) and the params
+        (in the cell's order) C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays,
+        constants checked. The tape holds x and params themselves: autograd keeps those tensors
+        unchanged."""
         return Tape(self, x, *self._run(x, initial, params, constants, record=True), params, constants)
 
     def _run(
