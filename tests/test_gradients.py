@@ -81,3 +81,25 @@ def test_a_gradient_that_is_exactly_zero_is_compared_absolutely():
     assert relative_error(np.zeros(6), noise) == 1.0  # without a floor: a ratio of noise to noise
     assert relative_error(np.zeros(6), noise, FD_RESOLUTION) < 1e-9
     assert relative_error(np.full(6, 1e-3), noise, FD_RESOLUTION) > 1e-3  # a real error still fails
+
+
+def test_a_small_gradient_is_compared_beyond_the_round_off_of_finite_differences():
+    """A random spec's c0 barely reaches the loss (‖dL/dc0‖ ≈ 1e-4): 1e-10 of round-off per element
+    is then 1e-6 relative, though the analytic gradient is right."""
+    from derive.tools.gradcheck import relative_error
+
+    rng = np.random.default_rng(0)
+    exact = 1e-4 * rng.standard_normal(6)
+    numeric = exact + 2e-10 * rng.standard_normal(6)
+    assert relative_error(exact, numeric) > 1e-6  # noise alone fails a 1e-6 tolerance
+    noise = np.sqrt(6) * 1e-9  # Problem.roundoff's bound for such a loss
+    assert relative_error(exact, numeric, noise=noise) == 0.0
+    assert relative_error(1.01 * exact, numeric, noise=noise) > 1e-3  # a 1% error still fails
+
+
+def test_the_round_off_bound_holds_for_a_cell():
+    """Problem.roundoff bounds what central differences of the same smooth loss differ by."""
+    problem = Problem.random(CELLS["gru"], 3, 2, 3, 4, seed=5)
+    for array in (problem.x, problem.state0[0], problem.cell.params["W_hh"]):
+        spread = np.linalg.norm(problem.numeric(array, 1e-6) - problem.numeric(array, 2e-6))
+        assert 0 < problem.roundoff(array.size) and spread <= problem.roundoff(array.size)

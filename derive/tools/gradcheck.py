@@ -16,17 +16,20 @@ EPS = 1e-6
 # Central differences of an O(1) loss carry ~1e-16/EPS = 1e-10 of round-off per element: a
 # numeric gradient whose norm is below FD_RESOLUTION cannot be told from zero.
 FD_RESOLUTION = 1e-7
+ROUNDOFF = float(np.finfo(np.float64).eps)
 SHAPES = ((3, 2, 3, 4), (1, 1, 1, 1), (4, 3, 2, 5))  # (T, B, I, H)
 
 
-def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 0.0) -> float:
-    """‖a − n‖₂ / ‖n‖₂; absolute when ‖n‖₂ <= floor; NaN anywhere gives inf.
+def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 0.0, noise: float = 0.0) -> float:
+    """(‖a − n‖₂ − noise)⁺ / ‖n‖₂; absolute when ‖n‖₂ <= floor; NaN anywhere gives inf.
 
     `floor` is the reference's resolution: a gradient that is exactly zero (e.g. a spec whose
     output ignores a parameter) shows up in central differences as round-off noise, and a ratio
-    of noise to noise says nothing. Comparisons of exact references pass floor = 0.
+    of noise to noise says nothing. `noise` bounds the norm of that round-off (see
+    Problem.roundoff): a small but nonzero gradient is compared beyond it, not with it.
+    Comparisons of exact references pass neither.
     """
-    diff = float(np.linalg.norm(np.ravel(analytic) - np.ravel(numeric)))
+    diff = max(float(np.linalg.norm(np.ravel(analytic) - np.ravel(numeric))) - noise, 0.0)
     scale = float(np.linalg.norm(np.ravel(numeric)))
     error = diff / scale if scale > floor else diff
     return error if np.isfinite(error) else float("inf")
@@ -60,6 +63,14 @@ class Problem:
     def loss(self) -> float:
         y, state, _ = self.cell.forward(self.x, self.state0)
         return float(np.sum(y * self.R) + sum(np.sum(s * r) for s, r in zip(state, self.R_state)))
+
+    def roundoff(self, size: int) -> float:
+        """A bound on the norm of the round-off in `numeric` for `size` elements: each loss sums
+        terms of total magnitude M with error below eps_machine·M, and the difference of two
+        losses is divided by 2·EPS."""
+        y, state, _ = self.cell.forward(self.x, self.state0)
+        magnitude = float(np.sum(np.abs(y * self.R)) + sum(np.sum(np.abs(s * r)) for s, r in zip(state, self.R_state)))
+        return np.sqrt(size) * ROUNDOFF * magnitude / EPS
 
     def gradients(self):
         _, _, tape = self.cell.forward(self.x, self.state0)
@@ -98,11 +109,15 @@ class Report:
 def check_gradients(problem: Problem, report: Report) -> None:
     """Backward against finite differences for x, every parameter and every initial state."""
     grads = problem.gradients()
-    report.add("x", relative_error(grads.x, problem.numeric(problem.x), FD_RESOLUTION))
+
+    def error(analytic, array):
+        return relative_error(analytic, problem.numeric(array), FD_RESOLUTION, problem.roundoff(array.size))
+
+    report.add("x", error(grads.x, problem.x))
     for name, value in problem.cell.params.items():
-        report.add(name, relative_error(grads.params[name], problem.numeric(value), FD_RESOLUTION))
+        report.add(name, error(grads.params[name], value))
     for k, name in enumerate(problem.cell.state_names):
-        report.add(f"{name}0", relative_error(grads.state0[k], problem.numeric(problem.state0[k]), FD_RESOLUTION))
+        report.add(f"{name}0", error(grads.state0[k], problem.state0[k]))
 
 
 def numeric_jacobian(cell, x_t: np.ndarray, state: tuple[np.ndarray, ...], eps: float = EPS) -> np.ndarray:
