@@ -8,12 +8,13 @@ from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 
 TOLERANCE = 1e-6
-# LayerNorm of W v over the units, with v of one element (I = 1 or H = 1), does not depend on v's
-# scale: dL/dv comes only through LayerNorm's eps (|dL/dx| ~ 1e-6 for lstm_layernorm at T1B1I1H1),
-# where central differences carry ~1e-10 of round-off, a relative 1e-5. These cells check their
-# single-unit case at I = 2, H = 3 (at two units LayerNorm is a sign, scale invariant again;
-# tests/test_reference.py checks these cells against eager PyTorch to 1e-10 at every size).
-SCALE_INVARIANT_AT_ONE_UNIT = {"lstm_layernorm"}
+# A normalisation over the units (LayerNorm, RMSNorm) of W v with v of one element (I = 1), or of
+# one unit (H = 1), does not depend on the scale of its input: the derivative comes only through
+# the eps of the norm (|dL/dx| ~ 1e-6 for lstm_layernorm at T1B1I1H1), where central differences
+# carry ~1e-10 of round-off, a relative 1e-5. These cells check their single-unit case at I = 2,
+# H = 3 instead (at two units a LayerNorm is a sign, scale invariant again); tests/test_reference.py
+# checks the built-in ones against eager PyTorch to 1e-10 at every size.
+SCALE_INVARIANT_AT_ONE_UNIT = {"lstm_layernorm", "norm_rnn"}
 
 
 def resolvable(name: str, shape: tuple) -> tuple:
