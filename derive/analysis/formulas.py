@@ -160,11 +160,10 @@ def _forward(d: Derivation, n: nt.Notation) -> list[Formula]:
 
 
 def _reduction(n: nt.Notation, r: Reduction) -> sp.Expr:
-    """mean(v_t) or sum(v_t) over the units; a value of several gate blocks (v the sum of its
-    blocks) as sum(v_t)/(4H)."""
-    if r.kind == "mean" and r.blocks > 1:
-        return sp.Function("sum")(n(r.operand)) * nt.reduction_scale(n, r.blocks, r.kind)
-    return sp.Function(r.kind)(n(r.operand))
+    """mean(v_t) or sum(v_t) over the units; the mean of a value of 4 gate blocks (v the sum of
+    its blocks) as (1/4)·mean(v_t)."""
+    scale = sp.Rational(1, r.blocks) if r.kind == "mean" else 1
+    return scale * sp.Function(r.kind)(n(r.operand))
 
 
 def _parameters(d: Derivation, n: nt.Notation) -> list[dict[str, str]]:

@@ -4,7 +4,8 @@ a gated product with both its blocks.
 
     pre = W_ih x + W_hh h_{t-1} + b − mean(h_{t-1})
     n = pre / sqrt(mean(pre²) + 1e-5) ⊙ gain
-    h_t = tanh(n) + exp(n) / sum(exp(n)) + sum(V[a] h_{t-1} + V[b] h_{t-1}) / 8
+    e = exp(tanh(n))
+    h_t = tanh(n) + e / sum(e) + sum(V[a] h_{t-1} + V[b] h_{t-1}) / 8
 """
 
 from derive.activations import exp, sqrt, tanh
@@ -18,5 +19,5 @@ gain = cell.vector("gain", init="ones")
 V = cell.weight("V", h, gates="ab")
 pre = cell.let("pre", W_ih + W_hh + b - cell.mean(h, "h_mean"))
 n = cell.let("n", pre / sqrt(cell.mean(pre**2, "square_mean") + 1e-5) * gain)
-e = cell.let("e", exp(n))
+e = cell.let("e", exp(tanh(n)))  # bounded: no inf/inf when n saturates
 cell.update(h, tanh(n) + e / cell.sum(e, "e_sum") + cell.sum(V, "V_sum") / 8)
