@@ -108,3 +108,19 @@ def test_the_kernels_keep_one_value_per_row_on_the_tape():
     c_pre = saved["c_pre"][-1]
     expected = (c_pre - c_pre.mean(-1, keepdims=True)) / np.sqrt(c_pre.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(final[1], expected, rtol=1e-12)  # γ = 1, β = 0 at initialisation
+
+
+def test_the_layernorm_lstm_jacobian_has_the_null_vector_of_its_shift_invariance():
+    """c_t = LN(f ⊙ c_{t-1} + i ⊙ g) ignores a shift of all units alike: J_t (0, δ/f_t) = 0 for the dense
+    Jacobian the kernel builds from its rank-one terms (a missing term would leave the shift visible)."""
+    cls = ALL_CELLS["lstm_layernorm"]
+    cell = cls(3, 5, dtype=np.float64, seed=1)
+    rng = np.random.default_rng(1)
+    for value in cell.params.values():
+        value[...] = rng.uniform(-1, 1, value.shape)
+    _, _, tape = cell.forward(rng.standard_normal((4, 2, 3)), tuple(rng.standard_normal((2, 5)) for _ in range(2)))
+    J = cell.jacobian(tape)
+    f = tape.saved[:, cls.saved_names.index("f")]
+    shift = np.concatenate([np.zeros_like(f), 1 / f], axis=-1)
+    assert np.abs(np.einsum("tbij,tbj->tbi", J, shift)).max() < 1e-12 * np.abs(J).max() * np.abs(shift).max()
+    assert np.abs(np.einsum("tbij,tbj->tbi", J[..., :5], rng.standard_normal(f.shape))).max() > 1e-3  # h moves it
