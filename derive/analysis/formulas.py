@@ -42,6 +42,11 @@ LEGENDS = {
     "jacobian": "blocks over the states ({states}); diag(v) is the diagonal matrix of v, · the matrix product, "
     "I the identity",
 }
+# Added to the legend of a part for a cell with reductions (cell.mean, cell.sum).
+REDUCTION_LEGENDS = {
+    "forward": "; mean(v) and sum(v) run over the units, one value per batch row",
+    "jacobian": "; 1ᵀ is the row of ones (1ᵀ·M sums the rows of M), so (1/H)·a·1ᵀ·M is a rank-one term",
+}
 TITLES = {"forward": "Forward", "backward": "Backward (BPTT)", "jacobian": "Jacobian ∂s_t/∂s_{t-1}"}
 
 
@@ -367,7 +372,7 @@ def _legend(f: CellFormulas, part: str) -> str:
         incoming=", ".join(f.notation.text[f.notation(f.derivation.incoming[s.name])] for s in states),
         arrive="arrive" if len(states) > 1 else "arrives",
         states=", ".join(s.name for s in states),
-    )
+    ) + (REDUCTION_LEGENDS.get(part, "") if f.cell.reductions else "")
 
 
 def _block_matrix(f: CellFormulas, style: int) -> tuple[str, str, list[list[str]]]:

@@ -59,6 +59,7 @@ def forward(d: Derivation, at: Locations) -> dict:
         prologue.append(f"{packed} = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
     for r in d.reductions():
         what = f"{r.kind} of {r.operand.name} over {reduction_size(r)} units"
+        what += f" (it adds up the {r.blocks} gate blocks)" if r.blocks > 1 else ""
         prologue.append(f"{names.per_row(r.symbol.name)} = np.empty(B, x.dtype)  # {r.symbol.name}: {what}, per row")
     stages, used = [], set()
     for level in range(d.levels):
