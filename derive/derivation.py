@@ -5,7 +5,9 @@ activation nested inside an expression). Its *leaves* are the previous states, t
 parameters and the projections (W v)_g, each of which ends the pointwise graph at a matrix
 product. A projection of a value computed in this step (e.g. W_hn (r*h)) needs that value first,
 so nodes get a *level*: the number of matrix products on their longest path from the step's
-inputs. Kernels compute level 0, then its projections, then level 1, and so on. Named constants
+inputs. Kernels compute level 0, then its projections, then level 1, and so on. A reduction
+(`cell.mean`, `cell.sum`: one value per batch row) is a leaf one level after the node it reduces,
+like a projection: a level ends where a value of all units is needed. Named constants
 (`cell.constant`) are neither nodes nor leaves: scalars the kernels take as arguments, held fixed
 by every derivative (no gradient is computed for them).
 
@@ -13,7 +15,8 @@ Backward is symbolic reverse mode over the nodes: the adjoint of a node is the s
 nodes that use it, of their adjoint times the local derivative, where an activation's local
 derivative is written from its stored output or its arguments (`activations.py`); whatever a
 rule reads becomes part of the saved set, decided on the SymPy expressions (`_saved`). The Jacobian ∂s_t/∂s_{t-1} is, per
-state, a diagonal direct path plus diag(coefficient)·W_g·(∂operand/∂s_{t-1}) for each projection.
+state, a diagonal direct path plus diag(coefficient)·W_g·(∂operand/∂s_{t-1}) for each projection,
+plus coefficient·scale·1ᵀ·(∂operand/∂s_{t-1}), rank one, for each reduction.
 """
 
 from __future__ import annotations
@@ -358,7 +361,8 @@ def total_derivatives(d: Derivation, target: Node, through: set[sp.Symbol] = fro
 
 
 def _jacobian(d: Derivation) -> dict[sp.Symbol, list[JacobianTerm]]:
-    """Rows of ∂v/∂s_{t-1} for each operand node v, then for each new state."""
+    """Rows of ∂v/∂s_{t-1} for each node v a matrix acts on or a reduction sums (if not zero), then
+    for each new state."""
     rows = {}
     targets = {n.symbol for n in d.operand_nodes() + d.reduced_nodes()}
     for target in [n for n in d.nodes if n.symbol in targets] + d.new_state_nodes():
