@@ -5,7 +5,9 @@ activation nested inside an expression). Its *leaves* are the previous states, t
 parameters and the projections (W v)_g, each of which ends the pointwise graph at a matrix
 product. A projection of a value computed in this step (e.g. W_hn (r*h)) needs that value first,
 so nodes get a *level*: the number of matrix products on their longest path from the step's
-inputs. Kernels compute level 0, then its projections, then level 1, and so on. Named constants
+inputs. Kernels compute level 0, then its projections, then level 1, and so on. A reduction
+(`cell.mean`, `cell.sum`: one value per batch row) is a leaf one level after the node it reduces,
+like a projection: a level ends where a value of all units is needed. Named constants
 (`cell.constant`) are neither nodes nor leaves: scalars the kernels take as arguments, held fixed
 by every derivative (no gradient is computed for them).
 
@@ -13,7 +15,8 @@ Backward is symbolic reverse mode over the nodes: the adjoint of a node is the s
 nodes that use it, of their adjoint times the local derivative, where an activation's local
 derivative is written from its stored output or its arguments (`activations.py`); whatever a
 rule reads becomes part of the saved set, decided on the SymPy expressions (`_saved`). The Jacobian ∂s_t/∂s_{t-1} is, per
-state, a diagonal direct path plus diag(coefficient)·W_g·(∂operand/∂s_{t-1}) for each projection.
+state, a diagonal direct path plus diag(coefficient)·W_g·(∂operand/∂s_{t-1}) for each projection,
+plus coefficient·scale·1ᵀ·(∂operand/∂s_{t-1}), rank one, for each reduction.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from derive.activations import ACTIVATIONS, Activation
-from derive.spec import Cell, Param
+from derive.spec import Cell, Param, Reduction
 from derive.validate import declared_names, validate
 
 
@@ -57,10 +60,11 @@ class Node:
 class Leaf:
     """A symbol that is an input of the pointwise graph."""
 
-    kind: str  # "state" (value at t-1), "projection" or "param" (per-unit parameter)
+    kind: str  # "state" (value at t-1), "projection", "param" (per-unit parameter) or "reduction"
     index: int  # state index, or gate block of the parameter
     param: Param | None = None
-    level: int = 0  # projections: the level at which they are available
+    level: int = 0  # projections and reductions: the level at which they are available
+    reduction: Reduction | None = None  # a per-row mean or sum over the units of a node
 
 
 @dataclass
@@ -77,7 +81,9 @@ class JacobianTerm:
     """One term of a row of ∂target/∂s_{t-1}.
 
     kind "direct": coefficient on the diagonal of state block `state`;
-    kind "projection": coefficient times row g of `param` times ∂operand/∂s_{t-1}.
+    kind "projection": coefficient times row g of `param` times ∂operand/∂s_{t-1};
+    kind "reduction": coefficient times ∂(the per-row reduction)/∂s_{t-1}, a row the same for
+    every unit (rank one: coefficient·scale·1ᵀ·∂operand/∂s_{t-1}).
     """
 
     kind: str
@@ -85,6 +91,7 @@ class JacobianTerm:
     state: int | None = None
     param: Param | None = None
     gate: int | None = None
+    reduction: Reduction | None = None
 
 
 @dataclass
@@ -158,6 +165,15 @@ class Derivation:
         names = {p.operand for p in self.cell.params if p.kind == "matrix"}
         return [n for n in self.nodes if n.symbol.name in names]
 
+    def reductions(self, level: int | None = None) -> list[Reduction]:
+        """The per-row reductions (`cell.mean`, `cell.sum`), available from `level` if given."""
+        return [r for r in self.cell.reductions if level is None or self.leaves[r.symbol].level == level]
+
+    def reduced_nodes(self) -> list[Node]:
+        """Nodes that a reduction sums over the units."""
+        operands = {r.operand for r in self.cell.reductions}
+        return [n for n in self.nodes if n.symbol in operands]
+
     def new_state_nodes(self) -> list[Node]:
         by_state = {n.state: n for n in self.nodes if n.state}
         return [by_state[s.name] for s in self.cell.states]
@@ -181,11 +197,21 @@ def derive(cell: Cell) -> Derivation:
 
 
 # -- forward ------------------------------------------------------------------------------
+# The number of units H in expressions (the scale of a mean); kernels have it as `H`.
+UNITS = sp.Symbol("H", positive=True, integer=True)
+
+
+def reduction_scale(r: Reduction) -> sp.Expr:
+    """∂r/∂(one unit of its operand): 1/(blocks·H) for a mean, 1 for a sum."""
+    return 1 / (r.blocks * UNITS) if r.kind == "mean" else sp.S.One
+
+
 def _leaves(cell: Cell) -> dict[sp.Symbol, Leaf]:
     leaves = {s.prev: Leaf("state", k) for k, s in enumerate(cell.states)}
     for p in cell.params:
         kind = "projection" if p.kind == "matrix" else "param"
         leaves.update({sym: Leaf(kind, g, p) for g, sym in enumerate(p.symbols)})
+    leaves.update({r.symbol: Leaf("reduction", 0, reduction=r) for r in cell.reductions})
     return leaves
 
 
@@ -202,6 +228,9 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
         leaf = leaves.get(symbol)
         if leaf is None:
             return level[symbol]
+        if leaf.kind == "reduction":
+            leaves[symbol] = Leaf(leaf.kind, 0, level=level[leaf.reduction.operand] + 1, reduction=leaf.reduction)
+            return leaves[symbol].level
         if leaf.kind == "projection":
             operand = leaf.param.operand
             node_levels = [lv + 1 for s, lv in level.items() if s.name == operand]
@@ -263,6 +292,9 @@ def _backward(d: Derivation) -> dict[int, list[Assignment]]:
     """
     consumers = _consumers(d.nodes)
     operands = {n.symbol for n in d.operand_nodes()}
+    reduced_by: dict[sp.Symbol, list[Reduction]] = {}
+    for r in d.cell.reductions:
+        reduced_by.setdefault(r.operand, []).append(r)
     defines: dict[int, list[Assignment]] = {lv: [] for lv in range(d.levels)}
     accumulates: dict[int, list[Assignment]] = {lv: [] for lv in range(d.levels)}
 
@@ -275,6 +307,8 @@ def _backward(d: Derivation) -> dict[int, list[Assignment]]:
         expr = contributions(node.symbol, node.level)
         if node.state:
             expr = d.incoming[node.state] + expr
+        for r in reduced_by.get(node.symbol, []):  # its reductions, complete at a later level
+            expr += d.adjoint[r.symbol] * reduction_scale(r)
         if later or node.symbol in operands:
             expr = d.accumulator(node.symbol) + expr
         defines[node.level].append(Assignment(d.adjoint[node.symbol], expr))
@@ -327,9 +361,11 @@ def total_derivatives(d: Derivation, target: Node, through: set[sp.Symbol] = fro
 
 
 def _jacobian(d: Derivation) -> dict[sp.Symbol, list[JacobianTerm]]:
-    """Rows of ∂v/∂s_{t-1} for each operand node v, then for each new state."""
+    """Rows of ∂v/∂s_{t-1} for each node v a matrix acts on or a reduction sums (if not zero), then
+    for each new state."""
     rows = {}
-    for target in d.operand_nodes() + d.new_state_nodes():
+    targets = {n.symbol for n in d.operand_nodes() + d.reduced_nodes()}
+    for target in [n for n in d.nodes if n.symbol in targets] + d.new_state_nodes():
         terms = []
         for leaf_symbol, coefficient in total_derivatives(d, target).items():
             leaf = d.leaves[leaf_symbol]
@@ -337,8 +373,11 @@ def _jacobian(d: Derivation) -> dict[sp.Symbol, list[JacobianTerm]]:
                 terms.append(JacobianTerm("direct", coefficient, state=leaf.index))
             elif leaf.kind == "projection" and leaf.param.operand != d.cell.x.name:
                 terms.append(JacobianTerm("projection", coefficient, param=leaf.param, gate=leaf.index))
+            elif leaf.kind == "reduction" and rows.get(leaf.reduction.operand):  # else it is constant in s_{t-1}
+                terms.append(JacobianTerm("reduction", coefficient, reduction=leaf.reduction))
         rows[target.symbol] = terms
-    return rows
+    operands = {n.symbol for n in d.operand_nodes() + d.new_state_nodes()}
+    return {target: terms for target, terms in rows.items() if terms or target in operands}
 
 
 # -- what forward keeps ---------------------------------------------------------------------
@@ -359,5 +398,5 @@ def _saved(d: Derivation) -> list[sp.Symbol]:
         needed |= {s for s in node.dependencies if (n := d.node(s)) is not None and n.level < node.level}
     needed |= {n.symbol for n in d.operand_nodes()}
     keep = [n.symbol for n in d.nodes if n.symbol in needed and not n.state]
-    keep += [s for s, leaf in d.leaves.items() if leaf.kind == "projection" and s in needed]
+    keep += [s for s, leaf in d.leaves.items() if leaf.kind in ("projection", "reduction") and s in needed]
     return keep

@@ -99,4 +99,9 @@ def gate_view(name: str) -> str:
     return f"{name}_gates"
 
 
-RESERVED_PATTERN = re.compile(r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_panels|.*_gates")  # the families above
+def per_row(name: str) -> str:
+    """A per-row value of a step, (B,): the reduction `mu` over the units, `mu_rows`."""
+    return f"{name}_rows"
+
+
+RESERVED_PATTERN = re.compile(r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_panels|.*_gates|.*_rows")  # the families above

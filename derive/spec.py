@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from derive.activations import canonical
+from derive.activations import canonical, sqrt
 
 INITS = ("uniform", "zeros", "ones")
 
@@ -108,6 +108,19 @@ class Equation:
     state: str | None = None
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """`symbol = mean or sum over the units of operand`, one value per batch row.
+
+    `operand` is a per-unit let (the sum of the terms when the reduced value has several gate
+    blocks); the reduced size is `blocks` * H."""
+
+    symbol: sp.Symbol
+    operand: sp.Symbol
+    kind: str  # "mean" or "sum"
+    blocks: int = 1
+
+
 @dataclass
 class Cell:
     """A recurrent cell declared equation by equation (see the module docstring)."""
@@ -120,6 +133,7 @@ class Cell:
     params: list[Param] = field(default_factory=list)
     equations: list[Equation] = field(default_factory=list)
     constants: list[Constant] = field(default_factory=list)
+    reductions: list[Reduction] = field(default_factory=list)
     torch_module: str | None = None  # torch.nn class computing the same function, if any
     torch_options: dict = field(default_factory=dict)  # its constructor options
     source: str | None = None  # name of the spec file, for headers and errors
@@ -168,6 +182,50 @@ class Cell:
         constant = Constant(name, default, _symbol(name))
         self.constants.append(constant)
         return constant.symbol
+
+    def mean(self, value, name: str | None = None) -> sp.Symbol:
+        """The mean over the units of a per-unit expression, one value per batch row, usable in
+        any later equation: `mu = cell.mean(a)`. `value` may also be a gated term (`cell.mean(W_hh)`)
+        or a sequence of per-unit expressions: the mean is then over all their units (blocks * H)."""
+        return self._reduce("mean", value, name)
+
+    def sum(self, value, name: str | None = None) -> sp.Symbol:
+        """The sum over the units of `value`, per batch row (see `mean`)."""
+        return self._reduce("sum", value, name)
+
+    def _reduce(self, kind: str, value, name: str | None) -> sp.Symbol:
+        terms = list(value.values()) if isinstance(value, dict) else value
+        terms = list(terms) if isinstance(terms, (Gates, list, tuple)) else [terms]
+        for term in terms:
+            if isinstance(term, InputVector):
+                raise TypeError(
+                    f"cell {self.name!r}: cell.{kind}() of the input {term.name!r}: the input has no units of "
+                    f"the cell; reduce its product with a weight, e.g. cell.{kind}(cell.weight('W_ih', {term.name}))"
+                )
+        name = name or f"{kind}{len(self.reductions) + 1}"
+        total = canonical(sp.sympify(sp.Add(*terms)))
+        lets = {eq.symbol for eq in self.equations if eq.state is None}
+        operand = total if len(terms) == 1 and total in lets else self.let(f"{name}_of", total)
+        reduction = Reduction(_symbol(name), operand, kind, len(terms))
+        self.reductions.append(reduction)
+        return reduction.symbol
+
+    def layer_norm(self, name: str, value, gamma, beta, eps: float = 1e-5):
+        """LayerNorm over all units of `value` (a per-unit expression or a gated term, as for `mean`):
+        (v − mean v) / sqrt(var v + eps) ⊙ gamma + beta, with the biased variance; `gamma` and `beta`
+        are per-unit vectors with the same gate blocks as `value`. Declares the reductions
+        `<name>_mean`, `<name>_var` and the let `<name>_std`; returns the normalised value (per gate,
+        as a dict, for a gated value)."""
+        gates = value._param.gates if isinstance(value, Gates) else None
+        terms = list(value) if gates else [value]
+        if not gates and not (isinstance(value, sp.Symbol) and value in {eq.symbol for eq in self.equations}):
+            terms = [self.let(f"{name}_in", value)]
+        gammas, betas = (list(p) if gates else [p] for p in (gamma, beta))
+        mu = self.mean(terms, f"{name}_mean")
+        var = self.mean([(t - mu) ** 2 for t in terms], f"{name}_var")
+        std = self.let(f"{name}_std", sqrt(var + eps))
+        normalised = [(t - mu) / std * g + b for t, g, b in zip(terms, gammas, betas)]
+        return dict(zip(gates, normalised)) if gates else normalised[0]
 
     def preactivations(self, x, h, gates=None):
         """PyTorch's gate inputs W_ih x + b_ih + W_hh h + b_hh, per gate.

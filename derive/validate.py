@@ -71,6 +71,8 @@ def validate(cell: Cell) -> None:
         _check_equations(problems)
     if not problems.errors:
         _check_dependencies(problems)
+    if not problems.errors:
+        _check_reductions(problems)
     if problems.errors:
         raise SpecError(f"cell {cell.name!r} is invalid:\n  " + "\n  ".join(problems.errors))
     for note in problems.notes:
@@ -132,6 +134,7 @@ def declared_names(cell: Cell) -> list[tuple[str, str, int]]:
         if eq.state is None:
             names.append((eq.symbol.name, f"let {eq.symbol.name!r}", id(eq)))
     names += [(c.name, f"constant {c.name!r}", id(c)) for c in cell.constants]
+    names += [(r.symbol.name, f"{r.kind} {r.symbol.name!r}", id(r)) for r in cell.reductions]
     return names
 
 
@@ -146,7 +149,7 @@ def _check_names(p: _Problems) -> None:
             p.error(
                 origin,
                 f"{name!r} is reserved by the generated code (kernel names: see derive.kernel_names; "
-                "d_*, cse<n>, coef<n>, J_*, *_J are generated)",
+                "d_*, cse<n>, coef<n>, J_*, *_J, *_rows are generated)",
             )
         elif (
             name in seen
@@ -227,6 +230,7 @@ def _check_equations(p: _Problems) -> None:
     cell = p.cell
     declared = {s.prev for s in cell.states} | {sym for param in cell.params for sym in param.symbols}
     declared |= {c.symbol for c in cell.constants}
+    reductions = {r.symbol: r for r in cell.reductions}
     by_name = {sym.name: sym for sym in declared | {eq.symbol for eq in cell.equations}}
     defined_at = {eq.symbol for eq in cell.equations}
     product_of = {
@@ -254,7 +258,16 @@ def _check_equations(p: _Problems) -> None:
                 if operand not in reported:
                     reported.add(operand)
                     p.error(where, _used_early(cell, eq, operand, f"the product {param.name} {operand.name}"))
-            elif symbol in defined or symbol in product_of:
+            elif symbol in reductions and reductions[symbol].operand not in defined:
+                if symbol not in reported:
+                    reported.add(symbol)
+                    p.error(
+                        where,
+                        _used_early(
+                            cell, eq, reductions[symbol].operand, f"the {reductions[symbol].kind} {symbol.name}"
+                        ),
+                    )
+            elif symbol in defined or symbol in product_of or symbol in reductions:
                 continue
             elif symbol in defined_at:
                 if symbol not in reported:
@@ -280,6 +293,29 @@ def _check_equations(p: _Problems) -> None:
             p.error(
                 f"state {s.name!r}",
                 f"never updated: call cell.update({s.name}, ...)" if count == 0 else f"updated {count} times",
+            )
+
+
+def _check_reductions(p: _Problems) -> None:
+    """A reduction sums a per-unit value: its operand must depend on something with units (a
+    state, a parameter, a product), not only on constants and other reductions."""
+    cell = p.cell
+    per_row = {c.symbol for c in cell.constants} | {r.symbol for r in cell.reductions}
+    values = {eq.symbol: eq.expr for eq in cell.equations}
+
+    def units(symbol, seen=frozenset()) -> bool:
+        if symbol in per_row or symbol in seen:
+            return False
+        if symbol not in values:
+            return True
+        return any(units(s, seen | {symbol}) for s in values[symbol].free_symbols)
+
+    for r in cell.reductions:
+        if not units(r.operand):
+            p.error(
+                f"{r.kind} {r.symbol.name!r}",
+                f"reduces {sp.sstr(values[r.operand], order='none')}, which has no units (it depends only on "
+                "constants and per-row reductions): reduce a per-unit value, e.g. a state or a product",
             )
 
 
@@ -371,6 +407,7 @@ def _check_dependencies(p: _Problems) -> None:
     used = set().union(*(eq.expr.free_symbols for eq in cell.equations))
     constants = {c.symbol for c in cell.constants}
     operands = {param.operand for param in cell.params if param.kind == "matrix" and set(param.symbols) & used}
+    operands |= {r.operand.name for r in cell.reductions if r.symbol in used}
     for eq in cell.equations:
         if eq.state is None and eq.symbol not in used and eq.symbol.name not in operands:
             p.warn(_equation(eq), f"let {eq.symbol.name!r} is never used")
@@ -402,6 +439,7 @@ def _influence(cell: Cell) -> dict[str, set[str]]:
     input_products = {sym for param in cell.params if param.operand == cell.x.name for sym in param.symbols}
     products = {sym: param.operand for param in cell.params if param.kind == "matrix" for sym in param.symbols}
     values = {eq.symbol.name: eq for eq in cell.equations}
+    reductions = {r.symbol: r.operand for r in cell.reductions}
     direct: dict[str, set[str]] = {}
 
     def sources(symbol, seen) -> set[str]:
@@ -417,6 +455,8 @@ def _influence(cell: Cell) -> dict[str, set[str]]:
             if operand in values:
                 return sources(values[operand].symbol, seen)
             return {states[s] for s in states if s.name == operand}
+        if symbol in reductions:
+            return sources(reductions[symbol], seen)
         if symbol.name in values:
             return set().union(*(sources(s, seen) for s in values[symbol.name].expr.free_symbols))
         return set()

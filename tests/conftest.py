@@ -22,7 +22,8 @@ def _user_cells() -> dict[str, type]:
     spec = re.search(r"```python\n(# leaky_rnn\.py\n.*?)```", tutorial, flags=re.S).group(1)
     (folder / "leaky_rnn.py").write_text(spec)
     specs = [
-        ROOT / "tests" / "specs" / f"{name}.py" for name in ("all_activations", "all_functions", "sympy_functions")
+        ROOT / "tests" / "specs" / f"{name}.py"
+        for name in ("all_activations", "all_functions", "sympy_functions", "norm_rnn")
     ]
     return build([folder / "leaky_rnn.py", *specs], folder / "usercells")
 

@@ -100,6 +100,10 @@ def test_lstm_with_a_constant_forget_gate_has_the_exponents_log_f():
 # Cells whose Jacobian is singular by construction. slstm: its stabiliser m is a redundant coordinate; whenever
 # ĩ wins m_t = max(log σ(f̃) + m, ĩ), moving m by δ and c, n by -c δ, -n δ changes nothing after the step.
 SINGULAR = {"slstm"}
+# lstm_layernorm: c_t = LN(f ⊙ c + i ⊙ g) ignores a shift of every unit alike, so moving c_{t-1} by δ/f changes
+# nothing after the step (tests/test_reductions.py checks that null vector); in floating point the determinant
+# is rounding (log|det J| = -69 or -inf here), so the sum of the exponents is not comparable either.
+SINGULAR_UP_TO_ROUNDING = {"lstm_layernorm"}
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)
@@ -125,6 +129,8 @@ def test_exponents_match_the_plain_product_of_the_jacobians(name, monkeypatch):
         log_det = np.linalg.slogdet(J)[1].mean(axis=0)
     if name in SINGULAR:  # log|det| = -inf; exponents of singular directions are rounding, not comparable
         assert np.isneginf(log_det).all()
+        return
+    if name in SINGULAR_UP_TO_ROUNDING:
         return
     np.testing.assert_allclose(flow.lyapunov(cell, x, S, state0).sum(axis=1), log_det, rtol=1e-10)
 

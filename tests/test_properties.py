@@ -114,7 +114,8 @@ def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
 @st.composite
 def valid_cells(draw):
     """A small cell from a grammar: gates act(k (W x + U h + b)) with k a named constant or 1, optionally a
-    product of a gate (a second level), and updates combining gates and states (a second state like LSTM's c)."""
+    product of a gate (a second level) and a value minus a mean or sum over the units (a reduction, one more
+    level), and updates combining gates and states (a second state like LSTM's c)."""
     cell = Cell("cell")
     x = cell.input()
     states = [cell.state(name) for name in ("h", "c")[: draw(st.integers(1, 2))]]
@@ -130,6 +131,10 @@ def valid_cells(draw):
     if draw(st.booleans()):  # a weight acting on a value of this step
         V = cell.weight("V", values[0])
         values.append(cell.let("m", draw(st.sampled_from(ACTIVATIONS))(V + W[gates[0]])))
+    reduction = draw(st.sampled_from([None, "mean", "sum"]))
+    if reduction:  # a per-row reduction of the last value (a let, reduced as it is) or of its square
+        value = values[-1] if draw(st.booleans()) else values[-1] ** 2
+        values.append(cell.let("centred", values[-1] - getattr(cell, reduction)(value, "r") / 2))
 
     def combine(start):
         expr = start
@@ -214,6 +219,11 @@ def break_spec(cell, mistake, name):
     if mistake == "constant shadowing a state":
         cell.constant(h.name, 1.0)
         return rf"constant '{h.name}': name '{h.name}' is already used by state '{h.name}'"
+    if mistake == "reduction without units":
+        k = cell.constant("kappa", 2.0)
+        last.expr = last.expr + cell.mean(3 * k, name)
+        cell.equations.insert(cell.equations.index(last), cell.equations.pop())  # its let `<name>_of` first
+        return rf"mean '{name}': reduces 3\*kappa, which has no units"
     if mistake == "cycle":
         later = sp.Symbol("later", real=True)
         first = cell.equations[0]
@@ -236,6 +246,7 @@ RESERVED_EXAMPLES = [
     "coef2",
     "J_m",
     "g0_J",
+    "g0_rows",
     "range",
 ]
 
@@ -251,6 +262,7 @@ RESERVED_EXAMPLES = [
             "state never updated",
             "cycle",
             "constant shadowing a state",
+            "reduction without units",
         ]
     ),
     name=st.one_of(st.sampled_from(RESERVED_EXAMPLES), st.from_regex(r"q[a-z]{0,3}", fullmatch=True)),
@@ -258,6 +270,8 @@ RESERVED_EXAMPLES = [
 def test_random_invalid_specs_are_rejected_and_change_nothing(tmp_path, cell, mistake, name):
     if mistake == "reserved name" and name not in RESERVED_EXAMPLES:
         name = RESERVED_EXAMPLES[len(name) % len(RESERVED_EXAMPLES)]
+    if mistake == "reduction without units" and name in RESERVED_EXAMPLES:
+        name = "qmean"
     expected = break_spec(cell, mistake, name)
     out = tmp_path / "generated"
     if not out.exists():

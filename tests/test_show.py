@@ -115,7 +115,9 @@ def _expanded(blocks, key) -> dict:
     out = defaultdict(lambda: sp.S.Zero)
     out[()] += block.direct
     for path in block.paths:
-        if path.matrix is None:
+        if path.reduction is not None:
+            out[("reduction", path.reduction.symbol.name)] += path.coefficient
+        elif path.matrix is None:
             for k, v in _expanded(blocks, path.block).items():
                 out[k] += path.coefficient * v
         else:
@@ -139,6 +141,8 @@ def _as_derived(d, target, k, blocks) -> dict:
                 inner = next(n.symbol for n in d.nodes if n.symbol.name == operand)
                 if not blocks[(inner, k)].is_zero:
                     out[(term.param.name, gate, operand)] += term.coefficient
+        elif term.kind == "reduction" and not blocks[(term.reduction.operand, k)].is_zero:
+            out[("reduction", term.reduction.symbol.name)] += term.coefficient
     return out
 
 

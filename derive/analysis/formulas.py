@@ -23,7 +23,7 @@ import sympy as sp
 
 from derive.cells import builtin_cells
 from derive.derivation import Derivation, derive, total_derivatives
-from derive.spec import Cell, Param, shape_text
+from derive.spec import Cell, Param, Reduction, shape_text
 
 from . import notation as nt
 
@@ -41,6 +41,11 @@ LEGENDS = {
     "+= adds to what the step already has (parameters: summed over steps and batch rows)",
     "jacobian": "blocks over the states ({states}); diag(v) is the diagonal matrix of v, · the matrix product, "
     "I the identity",
+}
+# Added to the legend of a part for a cell with reductions (cell.mean, cell.sum).
+REDUCTION_LEGENDS = {
+    "forward": "; mean(v) and sum(v) run over the units, one value per batch row",
+    "jacobian": "; 1ᵀ is the row of ones (1ᵀ·M sums the rows of M), so (1/H)·a·1ᵀ·M is a rank-one term",
 }
 TITLES = {"forward": "Forward", "backward": "Backward (BPTT)", "jacobian": "Jacobian ∂s_t/∂s_{t-1}"}
 
@@ -72,6 +77,7 @@ class Path:
     coefficient: sp.Expr
     matrix: tuple[Param, str | None] | None = None  # (W, gate) the term goes through
     block: tuple[sp.Symbol, int] | None = None  # (node, state index): the Jacobian it continues with
+    reduction: Reduction | None = None  # rank one, scale·coefficient·1ᵀ·block: through a mean or sum
 
 
 @dataclass
@@ -148,7 +154,21 @@ def _parts(part: str) -> tuple[str, ...]:
 
 # -- forward --------------------------------------------------------------------------------
 def _forward(d: Derivation, n: nt.Notation) -> list[Formula]:
-    return [Formula(n(node.symbol), n(node.expr), notation=n) for node in d.nodes if not node.auto]
+    lines = []
+    for node in d.nodes:
+        if not node.auto:
+            lines.append(Formula(n(node.symbol), n(node.expr), notation=n))
+        for r in d.cell.reductions:
+            if r.operand == node.symbol:
+                lines.append(Formula(n(r.symbol), _reduction(n, r), notation=n))
+    return lines
+
+
+def _reduction(n: nt.Notation, r: Reduction) -> sp.Expr:
+    """mean(v_t) or sum(v_t) over the units; the mean of a value of 4 gate blocks (v the sum of
+    its blocks) as (1/4)·mean(v_t)."""
+    scale = sp.Rational(1, r.blocks) if r.kind == "mean" else 1
+    return scale * sp.Function(r.kind)(n(r.operand))
 
 
 def _parameters(d: Derivation, n: nt.Notation) -> list[dict[str, str]]:
@@ -192,7 +212,7 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
         stacked: dict[str, dict[str, sp.Expr]] = {}
         for a in d.backward[level]:
             leaf = leaf_of_adjoint.get(a.target)
-            if leaf is not None and leaf.kind != "state":
+            if leaf is not None and leaf.kind not in ("state", "reduction"):
                 gate = leaf.param.gates[leaf.index] if leaf.param.gates else None
                 stacked.setdefault(leaf.param.name, {})[gate] = a.expr
                 continue
@@ -238,7 +258,7 @@ def jacobian_blocks(d: Derivation) -> dict[tuple[sp.Symbol, int], JacobianBlock]
     cell = d.cell
     states = {s.name: k for k, s in enumerate(cell.states)}
     new_states = [node.symbol for node in d.new_state_nodes()]
-    targets = {node.symbol for node in d.operand_nodes()} | set(new_states)
+    targets = {node.symbol for node in d.operand_nodes() + d.reduced_nodes()} | set(new_states)
     blocks: dict[tuple[sp.Symbol, int], JacobianBlock] = {}
     for node in d.nodes:
         if node.symbol not in targets:
@@ -257,6 +277,8 @@ def jacobian_blocks(d: Derivation) -> dict[tuple[sp.Symbol, int], JacobianBlock]
                 else:
                     inner = next(m.symbol for m in d.nodes if m.symbol.name == operand)
                     _continue(rows, blocks, coefficient, (leaf.param, gate), inner)
+            elif leaf is not None and leaf.kind == "reduction":
+                _continue(rows, blocks, coefficient, None, leaf.reduction.operand, leaf.reduction)
             elif leaf is None:  # a new state of this step, held fixed
                 _continue(rows, blocks, coefficient, None, source)
         blocks.update({(node.symbol, k): row for k, row in enumerate(rows)})
@@ -267,11 +289,12 @@ def _index(d: Derivation, symbol: sp.Symbol) -> int:
     return next(k for k, node in enumerate(d.nodes) if node.symbol == symbol)
 
 
-def _continue(rows, blocks, coefficient, matrix, through: sp.Symbol) -> None:
-    """Add diag(coefficient)·[matrix]·∂through/∂s_k to every row k where that block is not zero."""
+def _continue(rows, blocks, coefficient, matrix, through: sp.Symbol, reduction: Reduction | None = None) -> None:
+    """Add diag(coefficient)·[matrix]·∂through/∂s_k to every row k where that block is not zero
+    (through a reduction: scale·coefficient·1ᵀ·∂through/∂s_k)."""
     for k, row in enumerate(rows):
         if not blocks[(through, k)].is_zero:
-            row.paths.append(Path(coefficient, matrix, (through, k)))
+            row.paths.append(Path(coefficient, matrix, (through, k), reduction))
 
 
 def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], list[Formula]]:
@@ -286,6 +309,9 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
     def expression(b: JacobianBlock) -> sp.Expr:
         direct, terms = b.direct, []
         for path in b.paths:
+            if path.reduction:
+                terms.append(rank_one(path))
+                continue
             factors = [nt.matrix(n, *path.matrix)] if path.matrix else []
             inner = blocks[path.block] if path.block else None
             inline = inner is not None and inner.is_diagonal and not isinstance(inner.direct, sp.Add)
@@ -303,6 +329,20 @@ def _jacobian(d: Derivation, n: nt.Notation) -> tuple[sp.Matrix, list[Formula], 
         if direct != 0:
             terms.append(_diag(n, direct))
         return sp.Add(*terms)
+
+    def rank_one(path: Path) -> sp.Expr:
+        """−(1/H)·a·1ᵀ·∂v_t/∂s_{t-1} for a path through a mean of v (a diagonal block written as diag)."""
+        inner = blocks[path.block]
+        if inner.is_diagonal and not isinstance(inner.direct, sp.Add):
+            last = _diag(n, inner.direct)
+        else:
+            last = name(path.block)
+            referenced.add(path.block)
+        sign, coefficient = (
+            (-1, -path.coefficient) if path.coefficient.could_extract_minus_sign() else (1, path.coefficient)
+        )
+        scale = nt.reduction_scale(n, path.reduction.blocks, path.reduction.kind)
+        return sign * sp.Mul(scale, nt.column(n(coefficient)), nt.ones_row(n), last)
 
     rows = [node.symbol for node in d.new_state_nodes()]
     keys = [(row, k) for row in rows for k in range(len(states))]
@@ -332,7 +372,7 @@ def _legend(f: CellFormulas, part: str) -> str:
         incoming=", ".join(f.notation.text[f.notation(f.derivation.incoming[s.name])] for s in states),
         arrive="arrive" if len(states) > 1 else "arrives",
         states=", ".join(s.name for s in states),
-    )
+    ) + (REDUCTION_LEGENDS.get(part, "") if f.cell.reductions else "")
 
 
 def _block_matrix(f: CellFormulas, style: int) -> tuple[str, str, list[list[str]]]:

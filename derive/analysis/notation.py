@@ -35,7 +35,7 @@ from sympy.printing.str import StrPrinter
 
 from derive.activations import abs as absolute
 from derive.activations import inside_unit, positive, sigmoid, sqrt, step
-from derive.derivation import Derivation
+from derive.derivation import UNITS, Derivation
 from derive.spec import Param
 
 # Rank groups: the order in which symbols appear in sums and products.
@@ -44,6 +44,13 @@ ADJOINT, VALUE, PREVIOUS, PARAMETER, BLOCK, MATRIX = range(6)
 
 class diag(sp.Function):
     """diag(v): the diagonal matrix of a per-unit expression v (a matrix, so non-commutative)."""
+
+    nargs = 1
+    is_commutative = False
+
+
+class column(sp.Function):
+    """A per-unit expression v as a column vector, a factor of a rank-one term v·1ᵀ."""
 
     nargs = 1
     is_commutative = False
@@ -121,6 +128,11 @@ def notation(d: Derivation) -> Notation:
                 n.bracketed.add(symbol)
             else:
                 n.name(source, _latex_param(p, gate), _text_param(p, gate), PARAMETER)
+    for r in cell.reductions:  # per-row values of the step
+        vectors[r.symbol.name] = (f"{r.symbol.name}_t", latex_name(r.symbol.name, "t"))
+        n.name(r.symbol, vectors[r.symbol.name][1], vectors[r.symbol.name][0], VALUE)
+    if cell.reductions:
+        n.name(UNITS, "H", "H", PARAMETER)
     n.constants = [c.symbol for c in cell.constants]
     for c in cell.constants:
         latex = latex_name(c.name)
@@ -149,7 +161,7 @@ def _name_adjoints(n: Notation, d: Derivation, vectors: dict[str, tuple[str, str
         n.name(d.incoming[node.state], f"\\delta {latex}^{{\\mathrm{{in}}}}", f"δ{text}^in", ADJOINT)
     for source, adjoint in d.adjoint.items():
         leaf = d.leaves.get(source)
-        if leaf is not None and leaf.kind != "state":  # parameters and products: stacked, see `stacked_adjoint`
+        if leaf is not None and leaf.kind not in ("state", "reduction"):  # stacked, see `stacked_adjoint`
             continue
         text, latex = n.to_text(n(source)), n.to_latex(n(source))
         if d.node(source) is not None and d.node(source).auto:
@@ -187,6 +199,19 @@ def vector(n: Notation, name: str, transposed: bool = False) -> sp.Symbol:
     if transposed:
         text, latex = f"{text}ᵀ", f"{latex}^{{\\top}}"
     return n.symbol(latex, text, MATRIX, commutative=False)
+
+
+def ones_row(n: Notation) -> sp.Symbol:
+    """1ᵀ, the row of ones: 1ᵀ·v sums v over the units."""
+    return n.symbol("\\mathbf{1}^{\\top}", "1ᵀ", MATRIX, commutative=False)
+
+
+def reduction_scale(n: Notation, size: int, kind: str) -> sp.Expr:
+    """The factor of a reduction's rank-one term: 1/H, 1/(4H) for a mean, 1 for a sum."""
+    if kind == "sum":
+        return sp.S.One
+    h = "H" if size == 1 else f"{size}H"
+    return n.symbol(f"\\frac{{1}}{{{h}}}", f"(1/{h})" if size == 1 else f"(1/({h}))", PARAMETER)
 
 
 def identity(n: Notation) -> sp.Symbol:
@@ -313,6 +338,8 @@ class TextPrinter(_Reading, StrPrinter):
             return f"|{arg}|"
         if isinstance(expr, step):
             return f"H({self._print(expr.args[0] - expr.args[1])})"
+        if isinstance(expr, column):
+            return self._factor(expr.args[0])
         name = {sigmoid: "σ", sqrt: "√"}.get(type(expr), type(expr).__name__)
         return f"{name}({arg})"
 
@@ -349,6 +376,8 @@ class FormulaLatexPrinter(_Reading, LatexPrinter):
             text = f"\\sqrt{{{arg}}}"
         elif isinstance(expr, step):
             text = f"H\\left({self._print(expr.args[0] - expr.args[1])}\\right)"
+        elif isinstance(expr, column):
+            text = self._factor(expr.args[0])
         else:
             name = type(expr).__name__
             escaped = name.replace("_", "\\_")

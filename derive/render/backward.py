@@ -32,6 +32,8 @@ class Backward:
         for name, buffer in self.buffers.items():
             self.owners.setdefault(buffer, d.cell.param(name))
         self.column_sums = self._column_sums()
+        # the adjoints of the reductions, one per batch row (B,): `d_mu_rows`
+        self.per_row = {r: names.per_row(names.gradient(r.symbol.name)) for r in d.reductions()}
 
     def _contributions(self, adjoint: sp.Symbol) -> tuple:
         """What flows into `adjoint` in one step: (level, expression) per assignment."""
@@ -73,7 +75,9 @@ class Backward:
     def code(self) -> dict:
         d, at = self.d, self.at
         writes = FirstWrites()
-        printer = KernelPrinter({**at.params_inline, **{acc: f"{acc.name}[row, unit]" for acc in self.accumulators}})
+        printer = KernelPrinter(
+            {**at.params_inline, **{acc: f"{acc.name}[row, unit]" for acc in self.accumulators}, **self._per_row()}
+        )
         stages, used, gradients = [], set(), set()
         for level in reversed(range(d.levels)):
             stage, reads, targets = self._stage(level, writes, printer)
@@ -86,11 +90,15 @@ class Backward:
             for p in d.matrices
         ]
         prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self.accumulators]
+        prologue += [
+            f"{buffer} = np.empty(B, x.dtype)  # dL/d{r.symbol.name}, per row" for r, buffer in self.per_row.items()
+        ]
         prologue += ["# parameter gradients add up over steps and chunks: zeroed here"]
         prologue += [f"{names.gradient(p.name)}[:] = 0.0" for p in d.cell.params]
         prologue += at.gate_views(gradients, names.gradient(""))
         resets = [f"d_prev[{k}] = 0.0" for k in range(len(d.cell.states)) if writes.never(("state", k))]
         resets += [f"{acc.name}[:] = 0.0" for acc in self.accumulators if writes.never(acc)]
+        resets += [f"{buffer}[:] = 0.0" for buffer in self.per_row.values()]  # sums over the units
         for buffer, p in self.owners.items():
             resets += [
                 f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
@@ -107,6 +115,10 @@ class Backward:
             "chunk": self._weight_gradients() + sums,
             "end": copies,
         }
+
+    def _per_row(self) -> dict[sp.Symbol, str]:
+        """The adjoints of the reductions in a loop over units: `d_mu_rows[row]`."""
+        return {self.d.adjoint[r.symbol]: f"{buffer}[row]" for r, buffer in self.per_row.items()}
 
     def _buffers(self) -> list[str]:
         """The per-chunk gradient buffers, each after a comment on what it serves if that is more
@@ -133,13 +145,15 @@ class Backward:
         """Pointwise adjoints of one level, then the products of its recurrent matrices; also the
         symbols it reads and the per-unit parameters whose gradients it writes."""
         d, at = self.d, self.at
-        targets = {acc: f"{acc.name}[row, unit]" for acc in self.accumulators}
+        targets = {acc: f"{acc.name}[row, unit]" for acc in self.accumulators} | self._per_row()
         leaf_of = {}
         for s, leaf in d.leaves.items():
             adjoint = d.adjoint[s]
             leaf_of[adjoint] = leaf
             if leaf.kind == "state":
                 targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
+            elif leaf.kind == "reduction":
+                continue  # per row, in `_per_row`
             elif leaf.kind == "projection":
                 targets[adjoint] = (
                     f"{self.buffers[leaf.param.name]}[step - start, row, {unit_of(leaf.param, leaf.index)}]"
@@ -155,6 +169,8 @@ class Backward:
                 key = a.target if a.target in self.accumulators else None
             elif leaf.kind == "state":
                 key = ("state", leaf.index)
+            elif leaf.kind == "reduction":
+                key = None  # sums over the units of every level that reads it: zeroed per step
             elif leaf.kind == "projection":
                 if self.buffers[leaf.param.name] != names.gradient(projection_buffer(leaf.param)):
                     continue  # its gradient is already in the shared buffer

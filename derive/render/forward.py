@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from derive import kernel_names as names
 from derive.derivation import Derivation
+from derive.spec import Reduction
 
 from .locations import Locations, Stage, gate_axes, projection_buffer, unit_of
 from .printer import KernelPrinter, SharedTerms, block
@@ -17,14 +18,27 @@ def level_title(d: Derivation, level: int, values: list[str], backward: bool = F
     W_hn·rh`); nothing for a cell of one level."""
     if d.levels == 1:
         return []
-    products = ", ".join(f"{p.name}·{p.operand}" for p in d.recurrent(level))
+    products = ", ".join(
+        [f"{p.name}·{p.operand}" for p in d.recurrent(level)] + [reduction_text(r) for r in d.reductions(level)]
+    )
     if backward:
         return [f"# level {level}: {', '.join(values)}" + (f"; then back through {products}" if products else "")]
     return [f"# level {level}{', after ' + products if products else ''}: {', '.join(values)}"]
 
 
+def reduction_text(r: Reduction) -> str:
+    """`mean(a_of)`, as in level titles."""
+    return f"{r.kind}({r.operand.name})"
+
+
+def reduction_size(r: Reduction) -> str:
+    """The number of units a reduction runs over, in kernel code: `H`, `4 * H`."""
+    return "H" if r.blocks == 1 else f"{r.blocks} * H"
+
+
 def forward(d: Derivation, at: Locations) -> dict:
     inline = dict(at.params_inline)
+    inline |= {r.symbol: f"{names.per_row(r.symbol.name)}[row]" for r in d.reductions()}
     for s, leaf in d.leaves_of("projection").items():
         where = "step - start, row" if d.on_input(leaf.param) else "row"
         inline[s] = f"{projection_buffer(leaf.param)}[{where}, {unit_of(leaf.param, leaf.index)}]"
@@ -43,6 +57,10 @@ def forward(d: Derivation, at: Locations) -> dict:
         else:
             prologue.append(f"{buffer} = np.empty((B, {gate_axes(p)}), x.dtype)  # {p.name} {p.operand} for one step")
         prologue.append(f"{packed} = pack({p.name}.T)  # {p.name}.T in column panels (see derive.runtime.matrix)")
+    for r in d.reductions():
+        what = f"{r.kind} of {r.operand.name} over {reduction_size(r)} units"
+        what += f" (it adds up the {r.blocks} gate blocks)" if r.blocks > 1 else ""
+        prologue.append(f"{names.per_row(r.symbol.name)} = np.empty(B, x.dtype)  # {r.symbol.name}: {what}, per row")
     stages, used = [], set()
     for level in range(d.levels):
         nodes = [n for n in d.nodes if n.level == level]
@@ -58,7 +76,13 @@ def forward(d: Derivation, at: Locations) -> dict:
             leaf = d.leaves.get(s)
             if leaf is not None and leaf.level == level:
                 stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
-        products = [
+        reduced = [r for r in d.reductions() if d.leaves[r.symbol].level == level + 1]
+        stores += [f"{names.per_row(r.symbol.name)}[row] += {r.operand.name}" for r in reduced]
+        products = [f"{names.per_row(r.symbol.name)}[:] = 0.0" for r in reduced]
+        products += [
+            f"{names.per_row(r.symbol.name)} /= {reduction_size(r)}" for r in d.reductions(level) if r.kind == "mean"
+        ]
+        products += [
             f"matmul({at.vector_at(p.operand, 'step', 'tape_step')}, {names.transposed_panels(p.name)}, "
             f"{projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
             for p in d.recurrent(level)

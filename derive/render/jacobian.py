@@ -13,6 +13,7 @@ import sympy as sp
 from derive import kernel_names as names
 from derive.derivation import Derivation, JacobianTerm
 
+from .forward import reduction_size
 from .locations import Locations, offset, span
 from .printer import KernelPrinter, SharedTerms, block, display
 
@@ -24,6 +25,12 @@ def jacobian(d: Derivation, at: Locations, shared: SharedTerms) -> dict:
     for p in d.recurrent():
         if p.operand not in {s.name for s in at.state_index}:
             operand_products.setdefault(p.operand, []).append(p)
+    reductions_of: dict[sp.Symbol, list] = {}
+    for r in d.reductions():
+        if r.operand not in d.jacobian:
+            continue  # constant in s_(t-1): no term reads it
+        reductions_of.setdefault(r.operand, []).append(r)
+        buffers.append(f"{names.jacobian_rows(r.symbol.name)} = np.empty(S, J.dtype)  # ∂{r.symbol.name}/∂s_(t-1)")
     for target, terms in d.jacobian.items():
         if target in at.new_state_index:
             k = at.new_state_index[target]
@@ -41,7 +48,14 @@ def jacobian(d: Derivation, at: Locations, shared: SharedTerms) -> dict:
                 )
                 buffers.append(f"{product} = np.empty((S, {p.name}.shape[0]), J.dtype)  # ({p.name} {rows_name}).T")
                 after.append(f"matmul({rows_name}.T, {packed}, {product}, 0.0)")
-            title = f"∂{target.name}/∂s_(t-1), needed by the products of {target.name}"
+            for r in reductions_of.get(target, []):  # ∂r/∂s_(t-1) = scale · Σ_unit J_target[unit]
+                reduced = names.jacobian_rows(r.symbol.name)
+                after += [f"{reduced}[:] = 0.0", "for unit in range(H):", f"    {reduced} += {rows_name}[unit]"]
+                after += [f"{reduced} /= {reduction_size(r)}"] if r.kind == "mean" else []
+            users = (
+                "the products" if target.name in operand_products or not reductions_of.get(target) else "the reductions"
+            )
+            title = f"∂{target.name}/∂s_(t-1), needed by {users} of {target.name}"
         body, reads = _rows(d, at, terms, row, printer, shared)
         used |= reads
         rows.append({"title": title, "before": before, "body": body, "after": after})
@@ -60,6 +74,10 @@ def _rows(
         note = f"  # {display(t.coefficient)}"
         if t.kind == "direct":
             lines.append(f"{row}, {offset(t.state)}] += {c}{note}")
+            continue
+        if t.kind == "reduction":  # the same row for every unit: rank one
+            lines.append(f"for col in range(S):{note}")
+            lines.append(f"    {row}, col] += {c} * {names.jacobian_rows(t.reduction.symbol.name)}[col]")
             continue
         operand = next((s for s in at.state_index if s.name == t.param.operand), None)
         if operand is not None:

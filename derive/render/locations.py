@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from derive import kernel_names as names
-from derive.derivation import Derivation
+from derive.derivation import UNITS, Derivation
 from derive.spec import Param
 
 
@@ -104,6 +104,7 @@ class Locations:
             s: f"{gated(leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
             for s, leaf in d.param_leaves().items()
         } | {c.symbol: c.name for c in self.cell.constants}
+        self.params_inline[UNITS] = "real(H)"  # the size of a mean, in the kernel's float type
 
     def gate_views(self, used: set[sp.Symbol], prefix: str = "") -> list[str]:
         """Views with a gate axis of the stacked per-unit parameters whose symbols are in `used`

@@ -128,6 +128,19 @@ def cornn(p, x, y, z, dt=0.042, gamma=2.7, epsilon=4.7):
     return y + dt * z, z
 
 
+def _layer_norm(v, gamma, beta):
+    return torch.nn.functional.layer_norm(v, v.shape[-1:], gamma, beta, eps=1e-5)
+
+
+def lstm_layernorm(p, x, h, c):
+    """fastrnns' LayerNormLSTMCell (pytorch/benchmarks/fastrnns/custom_lstms.py), no biases."""
+    gates = _layer_norm(_linear(p, "W_ih", x), p["gamma_ih"], p["beta_ih"])
+    gates = gates + _layer_norm(_linear(p, "W_hh", h), p["gamma_hh"], p["beta_hh"])
+    i, f, g, o = _split(gates, 4)
+    c = _layer_norm(torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g), p["gamma_c"], p["beta_c"])
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 STEPS = {
     f.__name__: f
     for f in (
@@ -147,6 +160,7 @@ STEPS = {
         min_lstm,
         slstm,
         cornn,
+        lstm_layernorm,
     )
 }
 

@@ -27,7 +27,7 @@ from . import load, torch_layers
 from . import sides as peer_sides
 from .workloads import BUILTIN_SIDES, PEERS, SIDES, Point, available_cells, has_builtin, matmul_flops
 
-CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before")
+CELLS = ("rnn", "lstm", "gru", "lstm_peephole", "gru_reset_before", "lstm_layernorm")
 DTYPES = ("float32", "float64")
 SIZES = ((64, 32, 32), (64, 32, 128), (32, 32, 512), (256, 8, 64), (512, 1, 256))  # the last: batch-1 latency
 REQUEST_SECONDS = 0.05  # each timing request runs about this long (at least one call)
