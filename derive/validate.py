@@ -68,7 +68,11 @@ def validate(cell: Cell) -> None:
         _check_params(problems)
         _check_constants(problems)
     if not problems.errors:
+        _check_sizes(problems)
+    if not problems.errors:
         _check_equations(problems)
+    if not problems.errors:
+        _check_equation_sizes(problems)
     if not problems.errors:
         _check_dependencies(problems)
     if problems.errors:
@@ -281,6 +285,40 @@ def _check_equations(p: _Problems) -> None:
                 f"state {s.name!r}",
                 f"never updated: call cell.update({s.name}, ...)" if count == 0 else f"updated {count} times",
             )
+
+
+def _check_sizes(p: _Problems) -> None:
+    """Declared sizes are identifiers other than H and I, with distinct constructor arguments;
+    every state, let and parameter has H or a declared size."""
+    cell = p.cell
+    for name, argument in cell.sizes.items():
+        if not _is_name(name) or name in ("H", "I"):
+            p.error(f"size {name!r}", "a size must be an identifier other than H (hidden_size) and I (input_size)")
+        if not _is_name(argument) or argument in CONSTANT_RESERVED or argument in {c.name for c in cell.constants}:
+            p.error(f"size {name!r}", f"its constructor argument {argument!r} must be a free identifier")
+    known = {"H", *cell.sizes}
+    owners = [(f"state {s.name!r}", s.size) for s in cell.states]
+    owners += [(f"parameter {q.name!r}", q.size) for q in cell.params]
+    owners += [(_equation(eq), eq.size) for eq in cell.equations if eq.state is None]
+    for where, size in owners:
+        if size not in known:
+            p.error(where, f"size {size!r} is not declared: sizes are H or one of cell.size(...) {sorted(cell.sizes)}")
+
+
+def _check_equation_sizes(p: _Problems) -> None:
+    """Each per-unit value in an equation has the size of the value it defines (a matrix maps
+    between sizes: its product has the size of its rows)."""
+    cell = p.cell
+    sizes = {s.prev: s.size for s in cell.states} | {e.symbol: e.size for e in cell.equations}
+    sizes |= {sym: q.size for q in cell.params for sym in q.symbols}
+    for eq in cell.equations:
+        for symbol in sorted(eq.expr.free_symbols & sizes.keys(), key=str):
+            if sizes[symbol] != eq.size:
+                p.error(
+                    _equation(eq),
+                    f"{symbol.name!r} has size {sizes[symbol]} but {eq.symbol.name!r} has size {eq.size}: "
+                    "per-unit values of different sizes cannot combine; a matrix maps between sizes",
+                )
 
 
 def _equation(eq) -> str:

@@ -20,6 +20,7 @@ BUILTIN = (
     "min_lstm",
     "slstm",
     "cornn",
+    "lstm_proj",
 )
 
 

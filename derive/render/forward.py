@@ -8,7 +8,7 @@ from __future__ import annotations
 from derive import kernel_names as names
 from derive.derivation import Derivation
 
-from .locations import Locations, Stage, gate_axes, projection_buffer, unit_of
+from .locations import Locations, Loop, Stage, by_size, gate_axes, projection_buffer, unit_of
 from .printer import KernelPrinter, SharedTerms, block
 
 
@@ -46,23 +46,34 @@ def forward(d: Derivation, at: Locations) -> dict:
     stages, used = [], set()
     for level in range(d.levels):
         nodes = [n for n in d.nodes if n.level == level]
-        lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
-        used |= reads
-        reads -= {n.symbol for n in nodes} | set(inline)
-        stores = [
-            f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
-            for n in nodes
-            if n.symbol in at.new_state_index or n.symbol in at.saved_index
-        ]
-        for s, k in at.saved_index.items():
-            leaf = d.leaves.get(s)
-            if leaf is not None and leaf.level == level:
-                stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
+        loops = []
+        for size, group in by_size(nodes, lambda n: n.size).items():
+            body, reads = _pointwise(d, at, level, size, group, printer, inline)
+            used |= reads
+            loops.append(Loop(size, body))
         products = [
             f"matmul({at.vector_at(p.operand, 'step', 'tape_step')}, {names.transposed_panels(p.name)}, "
             f"{projection_buffer(p)}.reshape(B, {p.name}.shape[0]), 0.0)"
             for p in d.recurrent(level)
         ]
         title = level_title(d, level, [n.symbol.name for n in nodes])
-        stages.append(Stage(title + products, at.loads(reads, tape_step="tape_step") + lines + stores))
+        stages.append(Stage(title + products, loops))
     return {"prologue": at.gate_views(used) + prologue, "chunk": chunk, "stages": stages}
+
+
+def _pointwise(d: Derivation, at: Locations, level: int, size: str, nodes: list, printer, inline: dict):
+    """The body of one pointwise loop (the nodes of one level and size) and the symbols it reads:
+    loads, the nodes, then the stores of what backward reads."""
+    lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
+    used = set(reads)
+    reads -= {n.symbol for n in nodes} | set(inline)
+    stores = [
+        f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
+        for n in nodes
+        if n.symbol in at.new_state_index or n.symbol in at.saved_index
+    ]
+    for s, k in at.saved_index.items():
+        leaf = d.leaves.get(s)
+        if leaf is not None and leaf.level == level and leaf.param.size == size:
+            stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
+    return at.loads(reads, tape_step="tape_step") + lines + stores, used
