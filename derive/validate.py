@@ -33,7 +33,7 @@ from derive.spec import INITS, Cell
 # keyword argument of derive.torch.Recurrent: it must not take a name either already has.
 CONSTANT_RESERVED = frozenset(
     {name for name in dir(RecurrentCell) if not name.startswith("_")}
-    | {"input_size", "hidden_size", "dtype", "seed", "params"}  # RecurrentCell.__init__ and its attributes
+    | {"input_size", "hidden_size", "dtype", "seed", "params", "size_values"}  # RecurrentCell.__init__, attributes
     | {"cell", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "device"}  # Recurrent.__init__
 )
 
@@ -136,6 +136,7 @@ def declared_names(cell: Cell) -> list[tuple[str, str, int]]:
         if eq.state is None:
             names.append((eq.symbol.name, f"let {eq.symbol.name!r}", id(eq)))
     names += [(c.name, f"constant {c.name!r}", id(c)) for c in cell.constants]
+    names += [(size, f"size {size!r}", hash(("size", size))) for size in cell.sizes]  # a kernel local: P = ...
     return names
 
 
