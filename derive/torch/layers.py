@@ -83,6 +83,12 @@ class Recurrent(nn.Module):
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"device must be the CPU: the generated kernels run on the CPU only, got {device}")
         self.cell_class = _cell_class(cell)
+        if self.cell_class.sizes:
+            sizes = ", ".join(f"{size} ({argument})" for size, argument in self.cell_class.sizes.items())
+            raise ValueError(
+                f"cell {self.cell_class.name!r} has sizes other than hidden_size, {sizes}, which derive.torch does "
+                "not run yet: use its NumPy class (generated.CELLS), or torch.nn.LSTM(proj_size=...)"
+            )
         self.cell = ops.register(self.cell_class)
         self.constants = self.cell_class.constants_with(constants, str(dtype).removeprefix("torch."))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
