@@ -362,7 +362,7 @@ class RecurrentCell:
         the rest of its rows is zero at every step (the kernels never write it)."""
         for k, width in enumerate(self.state_widths):
             states[k, ..., width:] = 0.0
-            states[k, 0, :, :width] = values[k]
+            states[k, 0, :, :width] = values[k][..., :width]  # derive.torch passes (B, H) rows
 
     def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
         """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros.
