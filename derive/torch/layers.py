@@ -54,7 +54,9 @@ class Recurrent(nn.Module):
     of the last layer: a tuple, one tensor shaped like `output` (or a PackedSequence) per state.
     bias=False leaves out the biases (see `_is_bias`), which are then zero. Keyword arguments named
     after the cell's constants set them (`Recurrent("cornn", I, H, dt=0.1)`); every layer and direction
-    uses the values in `self.constants`.
+    uses the values in `self.constants`. A cell's declared sizes are keyword arguments too
+    (`Recurrent("lstm_proj", I, H, proj_size=2)`, default hidden_size // 2): a state of such a size
+    has that many columns instead of H (lstm_proj's h and the output: proj_size).
     """
 
     def __init__(
