@@ -136,15 +136,7 @@ class RecurrentCell:
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-        self.size_values = {}  # each declared size's value ({"P": 4})
-        for size, arg in self.sizes.items():
-            value = constants.pop(arg, max(1, int(hidden_size) // 2))
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= hidden_size:
-                raise ValueError(
-                    f"{arg} (size {size} of {type(self).__name__}) must be a positive integer at most "
-                    f"hidden_size={hidden_size}, got {value!r}"
-                )
-            self.size_values[size] = int(value)
+        self.size_values = self.sizes_from(constants, int(hidden_size))  # each declared size ({"P": 4})
         self.dtype = np.dtype(dtype)
         if self.dtype not in DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -159,6 +151,21 @@ class RecurrentCell:
         constants = "".join(f", {self.sizes[size]}={value}" for size, value in self.size_values.items())
         constants += "".join(f", {name}={value!r}" for name, value in self.constant_values.items())
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name}{constants})"
+
+    @classmethod
+    def sizes_from(cls, keywords: dict, hidden_size: int) -> dict[str, int]:
+        """The declared sizes from their keyword arguments, taken out of `keywords` (default
+        hidden_size // 2, at least 1), each a positive integer at most hidden_size."""
+        sizes = {}
+        for size, argument in cls.sizes.items():
+            value = keywords.pop(argument, max(1, hidden_size // 2))
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= hidden_size:
+                raise ValueError(
+                    f"{argument} (size {size} of {cls.__name__}) must be a positive integer at most "
+                    f"hidden_size={hidden_size}, got {value!r}"
+                )
+            sizes[size] = int(value)
+        return sizes
 
     @classmethod
     def constants_with(cls, values: Mapping, dtype) -> dict[str, float]:

@@ -85,7 +85,7 @@ class Recurrent(nn.Module):
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"device must be the CPU: the generated kernels run on the CPU only, got {device}")
         self.cell_class = _cell_class(cell)
-        self.size_values = self._sizes(constants, hidden_size)
+        self.size_values = self.cell_class.sizes_from(constants, hidden_size)
         self.cell = ops.register(self.cell_class)
         self.constants = self.cell_class.constants_with(constants, str(dtype).removeprefix("torch."))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -107,19 +107,6 @@ class Recurrent(nn.Module):
                     )
                 self._weights.append(names)
         self.reset_parameters()
-
-    def _sizes(self, keywords: dict, hidden_size: int) -> dict[str, int]:
-        """The cell's declared sizes from their keyword arguments (taken out of `keywords`), checked
-        as the cell checks them (default hidden_size // 2)."""
-        cls = self.cell_class
-        values = {size: keywords.pop(argument, max(1, hidden_size // 2)) for size, argument in cls.sizes.items()}
-        for size, value in values.items():
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= hidden_size:
-                raise ValueError(
-                    f"{cls.sizes[size]} (size {size} of {cls.name}) must be a positive integer at most "
-                    f"hidden_size={hidden_size}, got {value!r}"
-                )
-        return values
 
     @property
     def state_widths(self) -> tuple[int, ...]:
@@ -211,8 +198,9 @@ class Recurrent(nn.Module):
         output = self._layout(layer_input, input, batch_sizes, shape, unbatched)
         if not all_states:
             return output, finals
-        all_rows = [  # per state (N, D*width)
-            torch.cat([states[k, :, :width] for states in every], dim=-1) for k, width in enumerate(self.state_widths)
+        all_rows = [  # per state (N, D*width); one direction: views of the op's output, which autograd guards
+            every[0][k, :, :width] if directions == 1 else torch.cat([rows[k, :, :width] for rows in every], dim=-1)
+            for k, width in enumerate(self.state_widths)
         ]
         return (
             output,
