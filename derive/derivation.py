@@ -41,6 +41,7 @@ class Node:
     level: int
     state: str | None = None  # the state this node updates
     auto: bool = False  # extracted from a nested activation call
+    size: str = "H"  # its number of units: "H" or a size the cell declares
 
     @property
     def dependencies(self) -> set[sp.Symbol]:
@@ -174,6 +175,17 @@ class Derivation:
         operands = {r.operand for r in self.cell.reductions}
         return [n for n in self.nodes if n.symbol in operands]
 
+    def size_of(self, symbol: sp.Symbol) -> str:
+        """The size of a per-unit value: a node's, a previous state's, a parameter's rows per block."""
+        if (node := self.node(symbol)) is not None:
+            return node.size
+        leaf = self.leaves.get(symbol)
+        if leaf is not None and leaf.kind == "state":
+            return self.cell.states[leaf.index].size
+        if leaf is not None and leaf.kind == "reduction":  # per row, summed in loops of size H (validate)
+            return "H"
+        return leaf.param.size if leaf is not None else "H"
+
     def new_state_nodes(self) -> list[Node]:
         by_state = {n.state: n for n in self.nodes if n.state}
         return [by_state[s.name] for s in self.cell.states]
@@ -239,17 +251,17 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
             return leaf_level
         return 0
 
-    def add(symbol, expr, state=None, auto=False):
+    def add(symbol, expr, state=None, auto=False, size="H"):
         activation = type(expr) if isinstance(expr, Activation) else None
         args = expr.args if activation else ()
         level[symbol] = max([level_of(s) for s in expr.free_symbols] + [0])
-        nodes.append(Node(symbol, expr, activation, args, level[symbol], state, auto))
+        nodes.append(Node(symbol, expr, activation, args, level[symbol], state, auto, size))
 
-    def lift(expr, owner: str):
+    def lift(expr, owner: str, size: str):
         """Replace activation calls nested inside `expr` by nodes of their own."""
 
         def replace(call):
-            inner = call.func(*[lift(arg, owner) for arg in call.args])
+            inner = call.func(*[lift(arg, owner, size) for arg in call.args])
             arg = inner.args[0]
             base = arg.name if len(inner.args) == 1 and isinstance(arg, sp.Symbol) else owner
             name = f"{call.func.__name__}_{base}"
@@ -258,7 +270,7 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
             while name in taken:
                 name, suffix = f"{call.func.__name__}_{base}{suffix}", suffix + 1
             symbol = sp.Symbol(name, real=True)
-            add(symbol, inner, auto=True)
+            add(symbol, inner, auto=True, size=size)
             return symbol
 
         return expr.replace(lambda e: isinstance(e, Activation), replace)
@@ -266,10 +278,10 @@ def _nodes(cell: Cell, leaves: dict[sp.Symbol, Leaf]) -> list[Node]:
     for eq in cell.equations:
         expr = eq.expr
         if isinstance(expr, Activation):
-            expr = expr.func(*[lift(arg, eq.symbol.name) for arg in expr.args])
+            expr = expr.func(*[lift(arg, eq.symbol.name, eq.size) for arg in expr.args])
         else:
-            expr = lift(expr, eq.symbol.name)
-        add(eq.symbol, expr, eq.state)
+            expr = lift(expr, eq.symbol.name, eq.size)
+        add(eq.symbol, expr, eq.state, size=eq.size)
     return nodes
 
 

@@ -94,6 +94,11 @@ def panels(name: str) -> str:
     return f"{name}_panels"
 
 
+def previous_gradient(state: str) -> str:
+    """dL/d`state`_(t-1) from the products of one step, for a state narrower than H: `d_prev_h`."""
+    return f"d_prev_{state}"
+
+
 def gate_view(name: str) -> str:
     """A stacked (G*H,) vector viewed with a gate axis, (G, H): `b_ih_gates`."""
     return f"{name}_gates"

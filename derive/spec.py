@@ -55,6 +55,7 @@ class Param:
     operand: str | None = None  # matrices: name of the vector they act on
     torch_name: str | None = None  # key in a PyTorch state_dict, if any
     init: str | tuple[float, float] = "uniform"
+    size: str = "H"  # the size of each gate block (a matrix's rows per block): "H" or a `Cell.size`
 
     @property
     def blocks(self) -> int:
@@ -87,6 +88,7 @@ class State:
     name: str
     prev: sp.Symbol
     new: sp.Symbol | None = None
+    size: str = "H"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Equation:
     symbol: sp.Symbol
     expr: sp.Expr
     state: str | None = None
+    size: str = "H"
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Cell:
     equations: list[Equation] = field(default_factory=list)
     constants: list[Constant] = field(default_factory=list)
     reductions: list[Reduction] = field(default_factory=list)
+    sizes: dict[str, str] = field(default_factory=dict)  # sizes other than H and I -> constructor argument
     torch_module: str | None = None  # torch.nn class computing the same function, if any
     torch_options: dict = field(default_factory=dict)  # its constructor options
     source: str | None = None  # name of the spec file, for headers and errors
@@ -151,14 +155,21 @@ class Cell:
         self.x = InputVector(name)
         return self.x
 
-    def state(self, name: str) -> sp.Symbol:
-        """Declare a state vector; returns its value at t-1. The first state is the output."""
+    def size(self, name: str, argument: str) -> str:
+        """Declare a size other than H (hidden_size) and I (input_size), e.g. a projection's
+        `cell.size("P", "proj_size")`: the cell's constructor takes it as keyword `argument`."""
+        self.sizes[name] = argument
+        return name
+
+    def state(self, name: str, size: str = "H") -> sp.Symbol:
+        """Declare a state vector of `size` units; returns its value at t-1. The first state is the output."""
         prev = _symbol(name)
-        self.states.append(State(name, prev))
+        self.states.append(State(name, prev, size=size))
         return prev
 
-    def weight(self, name, operand, gates=None, torch=None, init="uniform"):
-        """A matrix acting on `operand` (the input, a state or a `let` value).
+    def weight(self, name, operand, gates=None, torch=None, init="uniform", size="H"):
+        """A matrix acting on `operand` (the input, a state or a `let` value), with `size` rows
+        per gate block (the size of its result; its columns are the size of `operand`).
 
         Returns the symbol of unit j of the product (one per gate, as `Gates`, if gated).
         """
@@ -168,11 +179,11 @@ class Cell:
                 f"cell {self.name!r}: weight {name!r} must act on the input, a state or a let "
                 f"value, not {type(operand).__name__}"
             )
-        return self._add_param(name, "matrix", gates, torch, init, operand=operand_name)
+        return self._add_param(name, "matrix", gates, torch, init, operand=operand_name, size=size)
 
-    def vector(self, name, gates=None, torch=None, init="uniform"):
-        """A per-unit parameter vector (a bias, a peephole or a recurrent weight)."""
-        return self._add_param(name, "vector", gates, torch, init)
+    def vector(self, name, gates=None, torch=None, init="uniform", size="H"):
+        """A per-unit parameter vector (a bias, a peephole or a recurrent weight) of `size` units per gate."""
+        return self._add_param(name, "vector", gates, torch, init, size=size)
 
     bias = vector
 
@@ -241,11 +252,11 @@ class Cell:
             return W_ih + b_ih + W_hh + b_hh
         return {g: W_ih[g] + b_ih[g] + W_hh[g] + b_hh[g] for g in gates}
 
-    def let(self, name: str, expr) -> sp.Symbol:
-        """Name an intermediate per-unit value, e.g. a gate. (`let` and `update` accept SymPy's
-        spellings of the functions, sp.exp or sp.Max: see activations.canonical.)"""
+    def let(self, name: str, expr, size: str = "H") -> sp.Symbol:
+        """Name an intermediate per-unit value of `size` units, e.g. a gate. (`let` and `update`
+        accept SymPy's spellings of the functions, sp.exp or sp.Max: see activations.canonical.)"""
         symbol = _symbol(name)
-        self.equations.append(Equation(symbol, canonical(sp.sympify(expr))))
+        self.equations.append(Equation(symbol, canonical(sp.sympify(expr)), size=size))
         return symbol
 
     def update(self, state: sp.Symbol, expr) -> sp.Symbol:
@@ -255,7 +266,7 @@ class Cell:
             raise ValueError(f"cell {self.name!r}: update() of {state}, which is not a state")
         symbol = _symbol(f"{match[0].name}_new")
         match[0].new = symbol
-        self.equations.append(Equation(symbol, canonical(sp.sympify(expr)), state=match[0].name))
+        self.equations.append(Equation(symbol, canonical(sp.sympify(expr)), state=match[0].name, size=match[0].size))
         return symbol
 
     # -- queries --------------------------------------------------------------------------
@@ -266,7 +277,19 @@ class Cell:
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
 
-    def _add_param(self, name, kind, gates, torch, init, operand=None):
+    def size_of(self, name: str) -> str:
+        """The size of the vector `name`: "I" for the input, else of its state or let ("H" if unknown)."""
+        if self.x is not None and name == self.x.name:
+            return "I"
+        sizes = {s.name: s.size for s in self.states} | {e.symbol.name: e.size for e in self.equations}
+        return sizes.get(name, "H")
+
+    @property
+    def has_sizes(self) -> bool:
+        """Whether any value has a size other than H (kernels then loop over each size)."""
+        return bool(self.sizes)
+
+    def _add_param(self, name, kind, gates, torch, init, operand=None, size="H"):
         gates = tuple(gates) if gates is not None else None
         if gates is None:
             names = [f"{name}_{operand}" if operand else name]
@@ -280,6 +303,7 @@ class Cell:
             operand=operand,
             torch_name=torch,
             init=init,
+            size=size,
         )
         self.params.append(param)
         return param.symbols[0] if gates is None else Gates(param)
@@ -290,14 +314,14 @@ def _symbol(name: str) -> sp.Symbol:
 
 
 def param_columns(param: Param, cell: Cell) -> str | None:
-    """ "I" for a matrix acting on the input, "H" for one acting on a hidden-size vector, None for a vector."""
+    """The size of a matrix's operand ("I" for the input, "H", or a declared size), None for a vector."""
     if param.kind == "vector":
         return None
-    return "I" if param.operand == cell.x.name else "H"
+    return cell.size_of(param.operand)
 
 
 def shape_text(param: Param, cell: Cell) -> str:
-    """The parameter's shape in sizes: `(4*H, I)`, `(H,)`."""
-    rows = "H" if param.blocks == 1 else f"{param.blocks}*H"
+    """The parameter's shape in sizes: `(4*H, I)`, `(H,)`, `(P, H)`."""
+    rows = param.size if param.blocks == 1 else f"{param.blocks}*{param.size}"
     columns = param_columns(param, cell)
     return f"({rows}, {columns})" if columns else f"({rows},)"

@@ -33,7 +33,7 @@ from derive.spec import INITS, Cell
 # keyword argument of derive.torch.Recurrent: it must not take a name either already has.
 CONSTANT_RESERVED = frozenset(
     {name for name in dir(RecurrentCell) if not name.startswith("_")}
-    | {"input_size", "hidden_size", "dtype", "seed", "params"}  # RecurrentCell.__init__ and its attributes
+    | {"input_size", "hidden_size", "dtype", "seed", "params", "size_values"}  # RecurrentCell.__init__, attributes
     | {"cell", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "device"}  # Recurrent.__init__
 )
 
@@ -68,7 +68,11 @@ def validate(cell: Cell) -> None:
         _check_params(problems)
         _check_constants(problems)
     if not problems.errors:
+        _check_sizes(problems)
+    if not problems.errors:
         _check_equations(problems)
+    if not problems.errors:
+        _check_equation_sizes(problems)
     if not problems.errors:
         _check_dependencies(problems)
     if not problems.errors:
@@ -135,6 +139,7 @@ def declared_names(cell: Cell) -> list[tuple[str, str, int]]:
             names.append((eq.symbol.name, f"let {eq.symbol.name!r}", id(eq)))
     names += [(c.name, f"constant {c.name!r}", id(c)) for c in cell.constants]
     names += [(r.symbol.name, f"{r.kind} {r.symbol.name!r}", id(r)) for r in cell.reductions]
+    names += [(size, f"size {size!r}", hash(("size", size))) for size in cell.sizes]  # a kernel local: P = ...
     return names
 
 
@@ -317,6 +322,50 @@ def _check_reductions(p: _Problems) -> None:
                 f"reduces {sp.sstr(values[r.operand], order='none')}, which has no units (it depends only on "
                 "constants and per-row reductions): reduce a per-unit value, e.g. a state or a product",
             )
+    sizes = {eq.symbol: eq.size for eq in cell.equations}
+    for r in cell.reductions:
+        users = [eq.symbol.name for eq in cell.equations if r.symbol in eq.expr.free_symbols and eq.size != "H"]
+        if sizes[r.operand] != "H" or users:
+            p.error(
+                f"{r.kind} {r.symbol.name!r}",
+                f"reductions run over and into values of size H only (not yet other sizes): it reduces "
+                f"{r.operand.name!r} of size {sizes[r.operand]}"
+                + (f" and is used by {', '.join(repr(u) for u in users)} of another size" if users else ""),
+            )
+
+
+def _check_sizes(p: _Problems) -> None:
+    """Declared sizes are identifiers other than H and I, with distinct constructor arguments;
+    every state, let and parameter has H or a declared size."""
+    cell = p.cell
+    for name, argument in cell.sizes.items():
+        if not _is_name(name) or name in ("H", "I"):
+            p.error(f"size {name!r}", "a size must be an identifier other than H (hidden_size) and I (input_size)")
+        if not _is_name(argument) or argument in CONSTANT_RESERVED or argument in {c.name for c in cell.constants}:
+            p.error(f"size {name!r}", f"its constructor argument {argument!r} must be a free identifier")
+    known = {"H", *cell.sizes}
+    owners = [(f"state {s.name!r}", s.size) for s in cell.states]
+    owners += [(f"parameter {q.name!r}", q.size) for q in cell.params]
+    owners += [(_equation(eq), eq.size) for eq in cell.equations if eq.state is None]
+    for where, size in owners:
+        if size not in known:
+            p.error(where, f"size {size!r} is not declared: sizes are H or one of cell.size(...) {sorted(cell.sizes)}")
+
+
+def _check_equation_sizes(p: _Problems) -> None:
+    """Each per-unit value in an equation has the size of the value it defines (a matrix maps
+    between sizes: its product has the size of its rows)."""
+    cell = p.cell
+    sizes = {s.prev: s.size for s in cell.states} | {e.symbol: e.size for e in cell.equations}
+    sizes |= {sym: q.size for q in cell.params for sym in q.symbols}
+    for eq in cell.equations:
+        for symbol in sorted(eq.expr.free_symbols & sizes.keys(), key=str):
+            if sizes[symbol] != eq.size:
+                p.error(
+                    _equation(eq),
+                    f"{symbol.name!r} has size {sizes[symbol]} but {eq.symbol.name!r} has size {eq.size}: "
+                    "per-unit values of different sizes cannot combine; a matrix maps between sizes",
+                )
 
 
 def _equation(eq) -> str:

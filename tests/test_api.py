@@ -78,13 +78,14 @@ def test_forward_backward_shapes_and_dtypes(name, dtype):
     cell = CELLS[name](I, H, dtype=dtype, seed=0)
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(dtype)
     y, state, tape = cell.forward(x)
-    assert y.shape == (T, B, H) and y.dtype == dtype
-    assert len(state) == len(cell.state_names) and all(s.shape == (B, H) for s in state)
+    widths = cell.state_widths  # H each, or a declared size (lstm_proj's h: proj_size)
+    assert y.shape == (T, B, widths[0]) and y.dtype == dtype
+    assert [s.shape for s in state] == [(B, width) for width in widths]
     np.testing.assert_array_equal(y[-1], state[0])
     g = cell.backward(tape, np.ones_like(y))
     assert g.x.shape == x.shape and g.x.dtype == dtype
     assert {k: v.shape for k, v in g.params.items()} == {k: v.shape for k, v in cell.params.items()}
-    assert len(g.state0) == len(cell.state_names) and all(s.shape == (B, H) for s in g.state0)
+    assert [s.shape for s in g.state0] == [(B, width) for width in widths]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -95,7 +96,7 @@ def test_inference_forward_computes_what_the_taped_forward_does(name, dtype):
     cell = CELLS[name](4, 5, dtype=dtype, seed=0)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 3, 4)).astype(dtype)
-    state0 = tuple(rng.standard_normal((3, 5)).astype(dtype) for _ in cell.state_names)
+    state0 = tuple(rng.standard_normal((3, width)).astype(dtype) for width in cell.state_widths)
     y, state, tape = cell.forward(x, state0)
     x_before = x.copy()
     y_inference, state_inference, none = cell.forward(x, state0, tape=False)
@@ -105,7 +106,7 @@ def test_inference_forward_computes_what_the_taped_forward_does(name, dtype):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(x, x_before)
     empty, final, _ = cell.forward(x[:0], state0, tape=False)
-    assert empty.shape == (0, 3, 5) and all(np.array_equal(a, b) for a, b in zip(final, state0))
+    assert empty.shape == (0, 3, cell.state_widths[0]) and all(np.array_equal(a, b) for a, b in zip(final, state0))
 
 
 def test_inference_forward_checks_its_arguments_and_finds_non_finite_values():

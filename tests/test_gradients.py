@@ -53,7 +53,9 @@ def test_jacobian_shape_and_state_order(name):
     cell = CELLS[name](3, 4, dtype=np.float64, seed=0)
     _, _, tape = cell.forward(np.ones((5, 2, 3)))
     J = cell.jacobian(tape)
-    assert J.shape == (5, 2, 4 * len(cell.state_names), 4 * len(cell.state_names))
+    S = sum(cell.state_widths)  # 4 per state, proj_size=2 for lstm_proj's h
+    assert S == 4 * len(cell.state_names) - 2 * ("P" in cell.state_sizes)
+    assert J.shape == (5, 2, S, S)
     assert J.dtype == np.float64
 
 

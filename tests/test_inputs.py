@@ -16,7 +16,7 @@ def make(name, dtype=np.float64, seed=0):
     cell = CELLS[name](I, H, dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, I)).astype(dtype)
-    state0 = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in cell.state_names)
+    state0 = tuple(rng.standard_normal((B, width)).astype(dtype) for width in cell.state_widths)
     return cell, x, state0
 
 
@@ -33,20 +33,22 @@ def run_all(cell, x, state0=None, dy=None, dstate=None):
 def test_wrong_rank_or_size_names_the_argument(name):
     cell, x, state0 = make(name)
     n, first = len(cell.state_names), cell.state_names[0]  # the output state: h, or y for cornn
+    W = cell.state_widths[0]  # H = 6, or lstm_proj's proj_size = 3
+    size = "hidden_size" if W == H else rf"proj_size={W}"
     cases = [
         ((x[0],), {}, r"x must have shape \(T, B, input_size=5\), got \(3, 5\)"),
         ((x[..., :4],), {}, r"x must have shape \(T, B, input_size=5\) = \(4, 3, 5\), got \(4, 3, 4\)"),
         (
-            (x, tuple(s[:, :5] for s in state0)),
+            (x, (state0[0][:, : W - 1], *state0[1:])),
             {},
-            rf"state0\[0\] \({first}\) must have shape .* = \(3, 6\), got \(3, 5\)",
+            rf"state0\[0\] \({first}\) must have shape .* = \(3, {W}\), got \(3, {W - 1}\)",
         ),
-        ((x, tuple(s[None] for s in state0)), {}, rf"state0\[0\] \({first}\) must have shape .*got \(1, 3, 6\)"),
+        ((x, tuple(s[None] for s in state0)), {}, rf"state0\[0\] \({first}\) must have shape .*got \(1, 3, {W}\)"),
         ((x, state0 + (state0[0],)), {}, rf"state0 must be a tuple of {n} arrays .*got {n + 1} arrays"),
         (
-            (x, [np.zeros((2, H))] * n),
+            (x, [np.zeros((2, W))] * n),
             {},
-            rf"state0\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x = \(3, 6\), got \(2, 6\)",
+            rf"state0\[0\] \({first}\) must have shape \(B, {size}\) with B = 3 from x = \(3, {W}\), got \(2, {W}\)",
         ),
     ]
     for args, kwargs, message in cases:
@@ -54,17 +56,15 @@ def test_wrong_rank_or_size_names_the_argument(name):
             cell.forward(*args, **kwargs)
     _, _, tape = cell.forward(x, state0)
     with pytest.raises(
-        ValueError, match=r"dy must have shape \(T, B, H\) = the shape of y = \(4, 3, 6\), got \(4, 2, 6\)"
+        ValueError, match=rf"dy must have shape \(T, B, H\) = the shape of y = \(4, 3, {W}\), got \(4, 2, {W}\)"
     ):
-        cell.backward(tape, np.ones((T, 2, H)))
+        cell.backward(tape, np.ones((T, 2, W)))
     with pytest.raises(ValueError, match=r"dy must have shape .*got \(4, 3\)"):
         cell.backward(tape, np.ones((T, B)))
-    with pytest.raises(
-        ValueError, match=rf"dstate\[0\] \({first}\) must have shape \(B, hidden_size\) with B = 3 from x"
-    ):
-        cell.backward(tape, None, tuple(np.ones((2, H)) for _ in range(n)))
+    with pytest.raises(ValueError, match=rf"dstate\[0\] \({first}\) must have shape \(B, {size}\) with B = 3 from x"):
+        cell.backward(tape, None, tuple(np.ones((2, w)) for w in cell.state_widths))
     with pytest.raises(ValueError, match=rf"dstate must be a tuple of {n} arrays"):
-        cell.backward(tape, None, [np.ones((B, H))] * (n + 1))
+        cell.backward(tape, None, [np.ones((B, W))] * (n + 1))
 
 
 def test_single_state_cells_take_a_bare_array_or_a_tuple():
@@ -183,8 +183,8 @@ def layouts(a):
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_views_reversed_strides_and_fortran_order_give_the_contiguous_result(name, dtype):
     cell, x, state0 = make(name, dtype)
-    dy = np.random.default_rng(1).standard_normal((T, B, H)).astype(dtype)
-    dstate = tuple(np.ones((B, H), dtype) for _ in state0)
+    dy = np.random.default_rng(1).standard_normal((T, B, cell.state_widths[0])).astype(dtype)
+    dstate = tuple(np.ones_like(s) for s in state0)
     reference = run_all(cell, x, state0, dy, dstate)
     for kind in ("strided view", "reversed strides", "Fortran order"):
         assert not layouts(x)[kind].flags.c_contiguous
@@ -213,15 +213,16 @@ def test_parameters_in_any_layout_give_the_same_result(name):
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_empty_time_or_batch_gives_empty_results(name, dtype):
     cell, _, _ = make(name, dtype)
-    n, S = len(cell.state_names), H * len(cell.state_names)
+    widths = cell.state_widths
+    S, W = sum(widths), widths[0]
     for steps, batch in ((0, 3), (4, 0), (0, 0)):
-        state0 = tuple(np.full((batch, H), 0.5, dtype) for _ in range(n))
-        dstate = tuple(np.full((batch, H), 2.0, dtype) for _ in range(n))
+        state0 = tuple(np.full((batch, w), 0.5, dtype) for w in widths)
+        dstate = tuple(np.full((batch, w), 2.0, dtype) for w in widths)
         y, final, tape = cell.forward(np.zeros((steps, batch, I), dtype), state0)
-        assert y.shape == (steps, batch, H) and y.dtype == dtype
+        assert y.shape == (steps, batch, W) and y.dtype == dtype
         for s, s0 in zip(final, state0):
             np.testing.assert_array_equal(s, s0)  # no step: the final state is the initial one
-        grads = cell.backward(tape, np.zeros((steps, batch, H), dtype), dstate)
+        grads = cell.backward(tape, np.zeros((steps, batch, W), dtype), dstate)
         assert grads.x.shape == (steps, batch, I)
         for name_, value in grads.params.items():
             assert value.shape == cell.params[name_].shape

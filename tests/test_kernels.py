@@ -19,8 +19,8 @@ def test_chunks_of_steps_do_not_change_the_result(name):
     cls = CELLS[name]
     cell = cls(I, H, dtype=np.float64, seed=0)
     rng = np.random.default_rng(0)
-    x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
-    state0 = tuple(rng.standard_normal((B, H)) for _ in cls.state_names)
+    x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, cell.state_widths[0]))
+    state0 = tuple(rng.standard_normal((B, width)) for width in cell.state_widths)
     y, final, tape = cell.forward(x, state0)
     grads = cell.backward(tape, dy, final)
     summed = {k: np.zeros_like(v) for k, v in grads.params.items()}

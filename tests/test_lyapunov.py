@@ -116,7 +116,7 @@ def test_exponents_match_the_plain_product_of_the_jacobians(name, monkeypatch):
     cell = cls(3, 4, dtype=np.float64, seed=3)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((12, 2, 3))
-    state0 = tuple(0.5 * rng.standard_normal((2, 4)) for _ in cls.state_names)
+    state0 = tuple(0.5 * rng.standard_normal((2, width)) for width in cell.state_widths)
     _, _, tape = cell.forward(x, state0)
     J = cell.jacobian(tape)
     S = J.shape[-1]

@@ -24,9 +24,10 @@ def test_matches_hand_written_torch_loop(torch, name, shape):
     for value in cell.params.values():
         value[...] = rng.uniform(-1, 1, value.shape)
     x = rng.standard_normal((T, B, I))
-    state0 = tuple(0.5 * rng.standard_normal((B, H)) for _ in cls.state_names)
-    R = rng.standard_normal((T, B, H))
-    R_state = tuple(rng.standard_normal((B, H)) for _ in cls.state_names)
+    widths = cell.state_widths  # H each, unless the cell declares other sizes
+    state0 = tuple(0.5 * rng.standard_normal((B, width)) for width in widths)
+    R = rng.standard_normal((T, B, widths[0]))
+    R_state = tuple(rng.standard_normal((B, width)) for width in widths)
 
     params = {k: torch.tensor(v, requires_grad=True) for k, v in cell.params.items()}
     xt = torch.tensor(x, requires_grad=True)

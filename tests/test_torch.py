@@ -11,11 +11,11 @@ TOLERANCE = {np.float64: 1e-10, np.float32: 1e-4}
 SHAPES = [(5, 3, 4, 6), (1, 1, 2, 3), (7, 2, 5, 8)]  # (T, B, I, H)
 
 
-def torch_run(torch, cls, module_state, x, state0, R, R_state, dtype):
+def torch_run(torch, cell, module_state, x, state0, R, R_state, dtype):
     """Forward and backward of the torch.nn counterpart; returns arrays."""
-    name, options = cls.torch_reference
+    name, options = cell.torch_reference[0], cell.torch_options()
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
-    module = getattr(torch.nn, name)(x.shape[2], state0[0].shape[1], **options).to(tdtype)
+    module = getattr(torch.nn, name)(x.shape[2], cell.hidden_size, **options).to(tdtype)
     module.load_state_dict({k: torch.tensor(v) for k, v in module_state.items()})
     xt = torch.tensor(x, requires_grad=True)
     s0 = [torch.tensor(s[None], requires_grad=True) for s in state0]
@@ -41,14 +41,14 @@ def test_matches_torch(torch, name, shape, dtype):
     cls = CELLS[name]
     rng = np.random.default_rng(5)
     cell = cls(I, H, dtype=dtype, seed=3)
-    n = len(cls.state_names)
+    widths = cell.state_widths  # h of proj_size for lstm_proj
     x = rng.standard_normal((T, B, I)).astype(dtype)
-    state0 = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(n))
-    R = rng.standard_normal((T, B, H)).astype(dtype)
-    R_state = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(n))
+    state0 = tuple(rng.standard_normal((B, width)).astype(dtype) for width in widths)
+    R = rng.standard_normal((T, B, widths[0])).astype(dtype)
+    R_state = tuple(rng.standard_normal((B, width)).astype(dtype) for width in widths)
 
     module_state = {p.torch: cell.params[p.name] for p in cls.parameters}
-    ref = torch_run(torch, cls, module_state, x, state0, R, R_state, dtype)
+    ref = torch_run(torch, cell, module_state, x, state0, R, R_state, dtype)
 
     y, final, tape = cell.forward(x, state0)
     grads = cell.backward(tape, R, R_state)
@@ -69,9 +69,8 @@ def test_matches_torch(torch, name, shape, dtype):
 @pytest.mark.parametrize("name", TORCH_CELLS)
 def test_load_torch_copies_a_module_or_its_state_dict(torch, name, form):
     cls = CELLS[name]
-    torch_name, options = cls.torch_reference
-    module = getattr(torch.nn, torch_name)(3, 4, **options)
     cell = cls(3, 4, seed=0)
+    module = getattr(torch.nn, cls.torch_reference[0])(3, 4, **cell.torch_options())
     before = {k: id(v) for k, v in cell.params.items()}
     cell.load_torch(module.state_dict() if form == "state_dict" else module)
     for p in cls.parameters:

@@ -173,18 +173,50 @@ def small_input(layer, generator):
     x = torch.randn(4, 3, layer.input_size, generator=generator, dtype=torch.float64, requires_grad=True)
     D = 2 if layer.bidirectional else 1
     hx = tuple(
-        torch.randn(
-            layer.num_layers * D, 3, layer.hidden_size, generator=generator, dtype=torch.float64, requires_grad=True
-        )
-        for _ in layer.cell_class.state_names
+        torch.randn(layer.num_layers * D, 3, width, generator=generator, dtype=torch.float64, requires_grad=True)
+        for width in layer.state_widths
     )
     return x, hx
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (1, True), (2, False), (2, True)])
+def test_lstm_with_proj_size_equals_torch_nn(layers, bidirectional):
+    """LSTM(proj_size=P) runs lstm_proj: outputs, h_n (L*D, B, P), c_n (L*D, B, H) and the gradients of
+    the input, the initial states and every parameter (weight_hr_l0 too) equal torch.nn.LSTM's."""
+    P, D = 2, 2 if bidirectional else 1
+    reference = torch.nn.LSTM(I, H, layers, bidirectional=bidirectional, proj_size=P, dtype=torch.float64)
+    layer = LSTM(I, H, layers, bidirectional=bidirectional, proj_size=P, dtype=torch.float64)
+    assert list(layer.state_dict()) == list(reference.state_dict()) and layer.proj_size == P
+    layer.load_state_dict(reference.state_dict())
+    reference.load_state_dict(layer.state_dict())
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 3, I, generator=generator, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(layers * D, 3, P, generator=generator, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(layers * D, 3, H, generator=generator, dtype=torch.float64, requires_grad=True)
+    results = []
+    for module in (reference, layer):
+        y, (h, c) = module(x, (h0, c0))
+        weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        loss = (y * weights).sum() + (h**2).sum() + (0.3 * c).sum()
+        results.append((y, h, c, *torch.autograd.grad(loss, [x, h0, c0, *module.parameters()])))
+    assert results[1][0].shape == (6, 3, D * P) and results[1][1].shape == (layers * D, 3, P)
+    for ours, theirs in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_proj_size_is_checked_as_torch_nn_does():
+    with pytest.raises(ValueError, match=rf"proj_size must be an integer from 0 to hidden_size - 1 = {H - 1}, got {H}"):
+        LSTM(I, H, proj_size=H)
+    layer = LSTM(I, H, proj_size=2)
+    with pytest.raises(ValueError, match=r"hx\[h\] must have shape \(num_layers \* num_directions, B, proj_size\)"):
+        layer(torch.zeros(4, 3, I), (torch.zeros(1, 3, H), torch.zeros(1, 3, H)))
 
 
 @pytest.mark.parametrize("name", list(CELLS))
 def test_gradcheck_every_cell(name):
     """Finite differences through Recurrent: 2 bidirectional layers, packed unsorted lengths,
     initial states, final states and every step's full state (the path adding dL/dc_t)."""
+    torch.manual_seed(0)  # the layer's init: the same whatever ran before (it drew from the global generator)
     layer = Recurrent(name, 2, 2, num_layers=2, bidirectional=True, dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
     x, hx = small_input(layer, generator)
@@ -208,7 +240,10 @@ def op_arguments(name, dtype=torch.float64, reverse=True):
     batch_sizes = torch.tensor([3, 3, 2, 1])
     x = torch.randn(int(batch_sizes.sum()), I, generator=generator, dtype=dtype, requires_grad=True)
     state0 = torch.randn(len(cls.state_names), 3, H, generator=generator, dtype=dtype, requires_grad=True)
-    params = [torch.randn(p.shape(I, H), generator=generator, dtype=dtype, requires_grad=True) for p in cls.parameters]
+    sizes = {size: H // 2 for size in cls.sizes}  # lstm_proj's proj_size
+    params = [
+        torch.randn(p.shape(I, H, sizes), generator=generator, dtype=dtype, requires_grad=True) for p in cls.parameters
+    ]
     constants = torch.tensor(
         [0.5 * default for default in cls.constants.values()], dtype=torch.float64
     )  # not the defaults

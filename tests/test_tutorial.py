@@ -48,10 +48,11 @@ def test_variants_table_matches_the_generated_cells():
     assert set(rows) == set(CELLS)
     for name, cls in CELLS.items():
         cells = [c.strip() for c in rows[name].split("|")[1:-1]]
-        assert cells[2] == ", ".join(cls.state_names), name
+        sizes = [f" ({size})" for size in cls.state_sizes] if cls.sizes else [""] * len(cls.state_names)
+        assert cells[2] == ", ".join(n + size for n, size in zip(cls.state_names, sizes)), name
         if cells[3].startswith("as `"):
             continue
         for p in cls.parameters:
-            rows_text = "H" if p.blocks == 1 else f"{p.blocks}H"
+            rows_text = p.size if p.blocks == 1 else f"{p.blocks}{p.size}"
             shape = f"({rows_text}, {p.columns})" if p.columns else f"({rows_text})"
             assert f"{p.name} {shape}" in cells[3], f"{name}: {p.name} {shape} not in {cells[3]!r}"

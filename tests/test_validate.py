@@ -159,6 +159,19 @@ def mistake(kind):
     elif kind == "constant typed as a plain symbol":
         cell.constant("dt", 0.1)
         cell.update(h, tanh(W + U) * sp.Symbol("dt"))
+    elif kind == "sizes mixed in an equation":
+        P = cell.size("P", "proj_size")
+        z = cell.vector("z", size=P)
+        cell.update(h, tanh(W + U + b + z))
+    elif kind == "undeclared size":
+        cell.vector("z", size="Q")
+        cell.update(h, tanh(W + U + b))
+    elif kind == "size named H":
+        cell.size("H", "other_size")
+        cell.update(h, tanh(W + U + b))
+    elif kind == "size argument taken":
+        cell.size("P", "hidden_size")
+        cell.update(h, tanh(W + U + b))
     return cell
 
 
@@ -213,6 +226,11 @@ MISTAKES = {
     "weight on a constant": r"parameter 'G': acts on 'dt', which is not a vector of this cell .*'dt' is a constant, one scalar "
     r"for all units: multiply by it instead",
     "constant typed as a plain symbol": r"symbol 'dt' was not made by this cell",
+    "sizes mixed in an equation": r"equation h_new = tanh\(.*\) \(update of 'h'\): 'z' has size P but 'h_new' has size H: "
+    r"per-unit values of different sizes cannot combine; a matrix maps between sizes",
+    "undeclared size": r"parameter 'z': size 'Q' is not declared: sizes are H or one of cell.size\(...\) \[\]",
+    "size named H": r"size 'H': 'H' is reserved by the generated code",
+    "size argument taken": r"size 'P': its constructor argument 'hidden_size' must be a free identifier",
 }
 
 

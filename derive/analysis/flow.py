@@ -142,8 +142,8 @@ def measure(
     _, _, tape = cell.forward(x, state0)
     J = cell.jacobian(tape).astype(np.float64)
     T, B, S, _ = J.shape
-    H = cell.hidden_size
-    blocks = [slice(k * H, (k + 1) * H) for k in range(len(cell.state_names))]
+    ends = np.cumsum(cell.state_widths)  # each state's rows of J
+    blocks = [slice(end - width, end) for end, width in zip(ends, cell.state_widths)]
     norms, block_norms = lag_norms(J, blocks)
     gates = {
         g: tape.saved[:, cell.saved_names.index(g)].mean(axis=(1, 2))
@@ -195,7 +195,7 @@ def set_gate_bias(cell: RecurrentCell, value: float, gate: str | None = None) ->
 def set_spectral_radius(cell: RecurrentCell, radius: float) -> None:
     """Scale every H×H gate block of the matrices acting on hidden-size vectors to spectral radius `radius`."""
     H = cell.hidden_size
-    recurrent = [p for p in cell.parameters if p.columns == "H"]
+    recurrent = [p for p in cell.parameters if p.columns == "H" and p.size == "H"]
     if not recurrent:
         raise ValueError(f"cell {cell.name!r} has no recurrent matrix to scale")
     for p in recurrent:

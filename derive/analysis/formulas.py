@@ -448,6 +448,15 @@ def _latex(f: CellFormulas, parts: tuple[str, ...]) -> str:
     return "\n".join(out)
 
 
+def _sizes_legend(cell: Cell) -> str:
+    """For a cell with sizes other than H: which size is which, and each state's (nothing otherwise)."""
+    if not cell.sizes:
+        return ""
+    sizes = ", ".join(f"{size} = `{argument}`" for size, argument in cell.sizes.items())
+    states = ", ".join(f"{s.name} has {s.size}" for s in cell.states)
+    return f" Sizes: H = `hidden_size`, I = `input_size`, {sizes}; {states} units."
+
+
 def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:
     out = [f"# {f.cell.class_name} (`{f.cell.name}`)", ""]
     if parts == PARTS:
@@ -456,7 +465,7 @@ def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:
         out += [
             "## Parameters",
             "",
-            LEGENDS["parameters"],
+            LEGENDS["parameters"] + _sizes_legend(f.cell),
             "",
             "| parameter | shape | acts on | gate blocks | PyTorch |",
             "| --- | --- | --- | --- | --- |",

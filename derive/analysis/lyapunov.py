@@ -79,11 +79,16 @@ def check_arguments(cell, x, k, warmup) -> np.ndarray:
     x = to_numpy("x", x)
     if x.ndim != 3 or x.shape[2] != cell.input_size:  # checked whole: forward sees it in chunks
         raise ValueError(f"x must have shape (T, B, input_size={cell.input_size}), got {x.shape}")
-    S = cell.hidden_size * len(cell.state_names)
+    S = sum(cell.state_widths)
     if not _is_integer(k) or not 1 <= k <= S:
+        sizes = (
+            f"× hidden size {cell.hidden_size}"
+            if len(set(cell.state_widths)) == 1
+            else f"of sizes {', '.join(map(str, cell.state_widths))}"
+        )
         raise ValueError(
             f"k (the number of Lyapunov exponents) must be an integer from 1 to the state size {S} of this "
-            f"{cell.name} ({len(cell.state_names)} state(s) {', '.join(cell.state_names)} × hidden size {cell.hidden_size}), got {k!r}"
+            f"{cell.name} ({len(cell.state_names)} state(s) {', '.join(cell.state_names)} {sizes}), got {k!r}"
         )
     T = x.shape[0]
     if not _is_integer(warmup) or not 0 <= warmup < T:
@@ -98,7 +103,7 @@ def _is_integer(value) -> bool:
 def jacobian_chunks(cell: RecurrentCell, x: np.ndarray, state0=None) -> Iterator[np.ndarray]:
     """J_t = ∂s_t/∂s_{t-1} for t = 1..T as float64 arrays (steps, B, S, S), chunk after chunk."""
     T, B = x.shape[:2]
-    S = cell.hidden_size * len(cell.state_names)
+    S = sum(cell.state_widths)
     steps = max(1, CHUNK_BYTES // max(1, B * S * S * 8))
     state = state0
     for start in range(0, T, steps):

@@ -21,6 +21,7 @@ BUILTIN = (
     "slstm",
     "cornn",
     "lstm_layernorm",
+    "lstm_proj",
 )
 
 

@@ -17,7 +17,19 @@ from derive.derivation import Derivation
 from derive.spec import Param
 
 from .forward import level_title
-from .locations import FirstWrites, Locations, Stage, gate_axes, gated, projection_buffer, rows_of, span, unit_of
+from .locations import (
+    FirstWrites,
+    Locations,
+    Loop,
+    Stage,
+    by_size,
+    gate_axes,
+    gated,
+    projection_buffer,
+    rows_of,
+    span,
+    unit_of,
+)
 from .printer import KernelPrinter, SharedTerms, block
 
 
@@ -27,6 +39,7 @@ class Backward:
     def __init__(self, d: Derivation, at: Locations, shared: SharedTerms):
         self.d, self.at, self.shared = d, at, shared
         self.accumulators = d.accumulators()
+        self.sizes = self._sizes()
         self.buffers = self._gradient_buffers()
         self.owners: dict[str, Param] = {}  # buffer -> the matrix it is named after
         for name, buffer in self.buffers.items():
@@ -89,9 +102,14 @@ class Backward:
             f"{names.panels(p.name)} = pack({p.name})  # in column panels (see derive.runtime.matrix)"
             for p in d.matrices
         ]
-        prologue += [f"{acc.name} = np.empty((B, H), x.dtype)" for acc in self.accumulators]
+        prologue += [f"{acc.name} = np.empty((B, {self.sizes[acc]}), x.dtype)" for acc in self.accumulators]
         prologue += [
             f"{buffer} = np.empty(B, x.dtype)  # dL/d{r.symbol.name}, per row" for r, buffer in self.per_row.items()
+        ]
+        prologue += [
+            f"{names.previous_gradient(s.name)} = np.empty((B, {s.size}), x.dtype)"
+            f"  # dL/d{s.name}_(t-1) from the products (its first {s.size} columns of d_prev)"
+            for s in self._narrow_operands()
         ]
         prologue += ["# parameter gradients add up over steps and chunks: zeroed here"]
         prologue += [f"{names.gradient(p.name)}[:] = 0.0" for p in d.cell.params]
@@ -181,9 +199,12 @@ class Backward:
                 key = None  # a per-unit parameter: accumulates over rows and steps
                 gradients |= set(leaf.param.symbols)
             assignments.append((a.target, writes.op(key, a.op), a.expr))
-        lines, reads = block(assignments, self.shared, printer, targets)
-        used = set(reads)
-        reads -= {a.target for a in d.backward[level] if a.op == "="} | set(printer.locations)
+        loops, used = [], set()
+        defined = {a.target for a in d.backward[level] if a.op == "="} | set(printer.locations)
+        for size, group in by_size(assignments, lambda a: self.sizes[a[0]]).items():
+            lines, reads = block(group, self.shared, printer, targets)
+            used |= reads
+            loops.append(Loop(size, at.loads(reads - defined, self._incoming()) + lines))
         products = []
         for p in d.recurrent(level):
             operand = next((s for s in at.state_index if s.name == p.operand), None)
@@ -193,10 +214,32 @@ class Backward:
                 key = d.accumulator(next(n.symbol for n in d.nodes if n.symbol.name == p.operand))
                 into = key.name
             rows = f"{self.buffers[p.name]}[step - start].reshape(B, {p.name}.shape[0])"
-            products.append(f"matmul({rows}, {names.panels(p.name)}, {into}, {writes.beta(key)})")
+            beta = writes.beta(key)
+            if operand is not None and at.columns(p.operand):  # matmul writes C-contiguous arrays only
+                scratch = names.previous_gradient(p.operand)
+                products.append(f"matmul({rows}, {names.panels(p.name)}, {scratch}, 0.0)")
+                products.append(f"{into[:-1]}{at.columns(p.operand)}] {'=' if beta == '0.0' else '+='} {scratch}")
+                continue
+            products.append(f"matmul({rows}, {names.panels(p.name)}, {into}, {beta})")
         title = level_title(d, level, [n.symbol.name for n in d.nodes if n.level == level], backward=True)
-        stage = Stage(title, at.loads(reads, self._incoming()) + lines, products)
+        stage = Stage(title, loops, products)
         return stage, used, gradients
+
+    def _sizes(self) -> dict[sp.Symbol, str]:
+        """The size of every adjoint a backward assignment writes (the size of its value)."""
+        d, sizes = self.d, {}
+        for s in d.leaves:
+            sizes[d.adjoint[s]] = d.size_of(s)
+        for n in d.nodes:
+            sizes[d.adjoint[n.symbol]] = sizes[d.accumulator(n.symbol)] = n.size
+            for k in range(len(n.args)):
+                sizes[d.preactivation(n.symbol, k)] = n.size
+        return sizes
+
+    def _narrow_operands(self) -> list:
+        """States narrower than H that a recurrent matrix acts on (their gradient goes through scratch)."""
+        operands = {p.operand for p in self.d.recurrent()}
+        return [s for s in self.d.cell.states if s.name in operands and s.size != "H"]
 
     def _incoming(self) -> dict[sp.Symbol, str]:
         loads = {}
@@ -214,7 +257,7 @@ class Backward:
                 beta_x = "1.0"
                 operand = "x[start:stop].reshape(steps * B, I)"
             else:
-                operand = f"{self.at.sequence_of(p.operand)}.reshape(steps * B, H)"
+                operand = f"{self.at.sequence_of(p.operand)}.reshape(steps * B, {self.d.cell.size_of(p.operand)})"
             if p.operand not in packed:
                 lines.append(f"{names.panels(p.operand)} = pack({operand})")
                 packed.add(p.operand)
@@ -242,7 +285,8 @@ class Backward:
                 sums.append(f"add_column_sums({rows_of(buffer, p, 'steps')}, {names.gradient(name)})")
             else:
                 sums += [
-                    f"add_column_sums({rows_of(b, q, 'steps')}[:, {span(j)}], {names.gradient(name)}[{span(g)}])"
+                    f"add_column_sums({rows_of(b, q, 'steps')}[:, {span(j, q.size)}], "
+                    f"{names.gradient(name)}[{span(g, q.size)}])"
                     for g, (b, q, j) in enumerate(sources)
                 ]
         copies = [f"{names.gradient(name)}[:] = {names.gradient(first)}" for name, first in same.items()]

@@ -9,7 +9,7 @@ from derive import kernel_names as names
 from derive.derivation import Derivation
 from derive.spec import Reduction
 
-from .locations import Locations, Stage, gate_axes, projection_buffer, unit_of
+from .locations import Locations, Loop, Stage, by_size, gate_axes, projection_buffer, unit_of
 from .printer import KernelPrinter, SharedTerms, block
 
 
@@ -64,20 +64,14 @@ def forward(d: Derivation, at: Locations) -> dict:
     stages, used = [], set()
     for level in range(d.levels):
         nodes = [n for n in d.nodes if n.level == level]
-        lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
-        used |= reads
-        reads -= {n.symbol for n in nodes} | set(inline)
-        stores = [
-            f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
-            for n in nodes
-            if n.symbol in at.new_state_index or n.symbol in at.saved_index
-        ]
-        for s, k in at.saved_index.items():
-            leaf = d.leaves.get(s)
-            if leaf is not None and leaf.level == level:
-                stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
         reduced = [r for r in d.reductions() if d.leaves[r.symbol].level == level + 1]
-        stores += [f"{names.per_row(r.symbol.name)}[row] += {r.operand.name}" for r in reduced]
+        loops = []
+        for size, group in by_size(nodes, lambda n: n.size).items():
+            body, reads = _pointwise(d, at, level, size, group, printer, inline)
+            # reductions run over H-sized values only (validate)
+            body += [f"{names.per_row(r.symbol.name)}[row] += {r.operand.name}" for r in reduced if size == "H"]
+            used |= reads
+            loops.append(Loop(size, body))
         products = [f"{names.per_row(r.symbol.name)}[:] = 0.0" for r in reduced]
         products += [
             f"{names.per_row(r.symbol.name)} /= {reduction_size(r)}" for r in d.reductions(level) if r.kind == "mean"
@@ -88,5 +82,24 @@ def forward(d: Derivation, at: Locations) -> dict:
             for p in d.recurrent(level)
         ]
         title = level_title(d, level, [n.symbol.name for n in nodes])
-        stages.append(Stage(title + products, at.loads(reads, tape_step="tape_step") + lines + stores))
+        stages.append(Stage(title + products, loops))
     return {"prologue": at.gate_views(used) + prologue, "chunk": chunk, "stages": stages}
+
+
+def _pointwise(d: Derivation, at: Locations, level: int, size: str, nodes: list, printer, inline: dict):
+    """The body of one pointwise loop (the nodes of one level and size) and the symbols it reads:
+    loads, the nodes, then the stores of what backward reads."""
+    lines, reads = block([(n.symbol, "=", n.expr) for n in nodes], SharedTerms([]), printer)
+    used = set(reads)
+    reads -= {n.symbol for n in nodes} | set(inline)
+    stores = [
+        f"{at.value_location(n.symbol, 'tape_step')} = {n.symbol.name}"
+        for n in nodes
+        if n.symbol in at.new_state_index or n.symbol in at.saved_index
+    ]
+    for s, k in at.saved_index.items():
+        leaf = d.leaves.get(s)
+        # a per-row reduction is stored at every unit of each loop of its level
+        if leaf is not None and leaf.level == level and (leaf.kind == "reduction" or leaf.param.size == size):
+            stores.append(f"saved[tape_step, {k}, row, unit] = {inline[s]}")
+    return at.loads(reads, tape_step="tape_step") + lines + stores, used

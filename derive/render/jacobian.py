@@ -14,7 +14,7 @@ from derive import kernel_names as names
 from derive.derivation import Derivation, JacobianTerm
 
 from .forward import reduction_size
-from .locations import Locations, offset, span
+from .locations import Locations, offset
 from .printer import KernelPrinter, SharedTerms, block, display
 
 
@@ -34,12 +34,12 @@ def jacobian(d: Derivation, at: Locations, shared: SharedTerms) -> dict:
     for target, terms in d.jacobian.items():
         if target in at.new_state_index:
             k = at.new_state_index[target]
-            row, before, after = f"J[step, row, {offset(k)}", [], []
-            title = f"∂{target.name}/∂s_(t-1): rows {span(k)} of J"
+            row, before, after = f"J[step, row, {at.state_offset(k)}", [], []
+            title = f"∂{target.name}/∂s_(t-1): rows {at.state_span(k)} of J"
         else:
             rows_name = names.jacobian_rows(target.name)
             row = f"{rows_name}[unit"
-            buffers.append(f"{rows_name} = np.empty((H, S), J.dtype)")
+            buffers.append(f"{rows_name} = np.empty(({d.size_of(target)}, S), J.dtype)")
             before, after = [f"{rows_name}[:] = 0.0"], []
             for p in operand_products.get(target.name, []):  # (W J_target).T = J_target.T W.T
                 packed, product = names.transposed_panels(p.name), names.product_jacobian(p.name)
@@ -58,7 +58,7 @@ def jacobian(d: Derivation, at: Locations, shared: SharedTerms) -> dict:
             title = f"∂{target.name}/∂s_(t-1), needed by {users} of {target.name}"
         body, reads = _rows(d, at, terms, row, printer, shared)
         used |= reads
-        rows.append({"title": title, "before": before, "body": body, "after": after})
+        rows.append({"title": title, "before": before, "size": d.size_of(target), "body": body, "after": after})
     return {"buffers": at.gate_views(used) + buffers, "rows": rows}
 
 
@@ -73,7 +73,7 @@ def _rows(
     for c, t in zip(coefficients, terms):
         note = f"  # {display(t.coefficient)}"
         if t.kind == "direct":
-            lines.append(f"{row}, {offset(t.state)}] += {c}{note}")
+            lines.append(f"{row}, {at.state_offset(t.state)}] += {c}{note}")
             continue
         if t.kind == "reduction":  # the same row for every unit: rank one
             lines.append(f"for col in range(S):{note}")
@@ -81,11 +81,13 @@ def _rows(
             continue
         operand = next((s for s in at.state_index if s.name == t.param.operand), None)
         if operand is not None:
-            lines.append(f"for col in range(H):{note}")
+            k = at.state_index[operand]
+            lines.append(f"for col in range({at.state_sizes[k]}):{note}")
             lines.append(
-                f"    {row}, {offset(at.state_index[operand], 'col')}] += {c} * {t.param.name}[{offset(t.gate)}, col]"
+                f"    {row}, {at.state_offset(k, 'col')}] += {c} * {t.param.name}[{offset(t.gate, size=t.param.size)}, col]"
             )
         else:
             lines.append(f"for col in range(S):{note}")
-            lines.append(f"    {row}, col] += {c} * {names.product_jacobian(t.param.name)}[col, {offset(t.gate)}]")
+            product = names.product_jacobian(t.param.name)
+            lines.append(f"    {row}, col] += {c} * {product}[col, {offset(t.gate, size=t.param.size)}]")
     return lines, used

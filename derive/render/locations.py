@@ -17,9 +17,9 @@ from derive.derivation import UNITS, Derivation
 from derive.spec import Param
 
 
-def offset(gate: int, index: str = "unit") -> str:
-    """Index of `index` within gate block `gate` of a stacked (G*H, ...) parameter."""
-    return index if gate == 0 else f"H + {index}" if gate == 1 else f"{gate} * H + {index}"
+def offset(gate: int, index: str = "unit", size: str = "H") -> str:
+    """Index of `index` within gate block `gate` of a stacked (G*H, ...) parameter (blocks of `size`)."""
+    return index if gate == 0 else f"{size} + {index}" if gate == 1 else f"{gate} * {size} + {index}"
 
 
 def unit_of(param: Param, gate: int) -> str:
@@ -38,14 +38,14 @@ def gated(name: str, param: Param) -> str:
 
 def gate_axes(param: Param) -> str:
     """Trailing shape of an array with one value per unit of each gate of `param`."""
-    return f"{param.blocks}, H" if param.blocks > 1 else "H"
+    return f"{param.blocks}, {param.size}" if param.blocks > 1 else param.size
 
 
-def span(gate: int) -> str:
+def span(gate: int, size: str = "H") -> str:
     """Slice of gate block `gate` in a stacked (G*H, ...) dimension: `H:2 * H`."""
 
     def edge(g: int) -> str:
-        return "0" if g == 0 else "H" if g == 1 else f"{g} * H"
+        return "0" if g == 0 else size if g == 1 else f"{g} * {size}"
 
     return f"{edge(gate)}:{edge(gate + 1)}"
 
@@ -61,13 +61,29 @@ def rows_of(buffer: str, param: Param, steps: str) -> str:
 
 
 @dataclass
+class Loop:
+    """A pointwise loop over the `size` units of the values it computes."""
+
+    size: str
+    body: list[str]
+
+
+@dataclass
 class Stage:
-    """One level of a time step: products before the pointwise loop (after a comment naming the
-    level, if the cell has several), its body, products after."""
+    """One level of a time step: products before the pointwise loops (after a comment naming the
+    level, if the cell has several), one loop per size of its values, products after."""
 
     before: list[str] = field(default_factory=list)
-    body: list[str] = field(default_factory=list)
+    loops: list[Loop] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
+
+
+def by_size(items: list, size_of) -> dict[str, list]:
+    """`items` grouped by size, in order of first appearance (one pointwise loop each)."""
+    groups: dict[str, list] = {}
+    for item in items:
+        groups.setdefault(size_of(item), []).append(item)
+    return groups
 
 
 class FirstWrites:
@@ -100,11 +116,44 @@ class Locations:
         self.saved_index = {s: k for k, s in enumerate(d.saved)}
         self.state_index = {s.prev: k for k, s in enumerate(self.cell.states)}
         self.new_state_index = {n.symbol: k for k, n in enumerate(d.new_state_nodes())}
+        self.state_sizes = [s.size for s in self.cell.states]
         self.params_inline = {  # per-unit parameters, read in place; constants are kernel arguments
             s: f"{gated(leaf.param.name, leaf.param)}[{unit_of(leaf.param, leaf.index)}]"
             for s, leaf in d.param_leaves().items()
         } | {c.symbol: c.name for c in self.cell.constants}
         self.params_inline[UNITS] = "real(H)"  # the size of a mean, in the kernel's float type
+
+    def state_offset(self, k: int, index: str = "unit") -> str:
+        """Index of `index` within state k of the stacked state vector (rows and columns of J)."""
+        earlier = self.state_sizes[:k]
+        if len(set(self.state_sizes)) == 1:
+            return offset(k, index, self.state_sizes[0])
+        return " + ".join(earlier + [index])
+
+    def state_span(self, k: int) -> str:
+        """Slice of state k in the stacked state vector: `P:P + H`."""
+        sizes = self.state_sizes
+        if len(set(sizes)) == 1:
+            return span(k, sizes[0])
+        return f"{' + '.join(sizes[:k]) or '0'}:{' + '.join(sizes[: k + 1])}"
+
+    def size_lines(self) -> list[str]:
+        """Each declared size, read from the shape of a parameter of that size (a kernel line)."""
+        lines = []
+        for size, argument in self.cell.sizes.items():
+            p = next((q for q in self.cell.params if q.size == size), None)
+            if p is not None:
+                rows = f"{p.name}.shape[0]" + (f" // {p.blocks}" if p.blocks > 1 else "")
+                lines.append(f"{size} = {rows}  # {argument}")
+                continue
+            p = next(q for q in self.d.matrices if self.cell.size_of(q.operand) == size)
+            lines.append(f"{size} = {p.name}.shape[1]  # {argument}")
+        return lines
+
+    def columns(self, name: str) -> str:
+        """`, :, :P` for a vector narrower than H, kept in the first P columns of its (B, H) rows."""
+        size = self.cell.size_of(name)
+        return "" if size == "H" else f", :, :{size}"
 
     def gate_views(self, used: set[sp.Symbol], prefix: str = "") -> list[str]:
         """Views with a gate axis of the stacked per-unit parameters whose symbols are in `used`
@@ -130,16 +179,21 @@ class Locations:
         """Code for the (B, H) array of vector `name` at `step` (a tape value at `tape_step` if given:
         forward's `tape_step` is the step, or 0 when no tape is kept)."""
         array, k, new = self._place(name)
+        cols = self.columns(name)
         return (
-            f"states[{k}, {step}{' + 1' if new else ''}]" if array == "states" else f"saved[{tape_step or step}, {k}]"
+            f"states[{k}, {step}{' + 1' if new else ''}{cols}]"
+            if array == "states"
+            else f"saved[{tape_step or step}, {k}{cols}]"
         )
 
     def sequence_of(self, name: str) -> str:
         """Code for the (steps, B, H) values of vector `name` over the steps of a chunk."""
         array, k, new = self._place(name)
+        cols = self.columns(name)
         if array == "states":
-            return f"states[{k}, {'start + 1:stop + 1' if new else 'start:stop'}]"
-        return f"np.ascontiguousarray(saved[start:stop, {k}])"
+            steps = f"states[{k}, {'start + 1:stop + 1' if new else 'start:stop'}{cols}]"
+            return f"np.ascontiguousarray({steps})" if cols else steps
+        return f"np.ascontiguousarray(saved[start:stop, {k}{cols}])"
 
     def value_location(self, symbol: sp.Symbol, tape_step: str = "step") -> str:
         """Where a forward value of this step is kept (a tape value: at `tape_step`)."""

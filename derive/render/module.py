@@ -51,6 +51,7 @@ def parameters(d: Derivation) -> list[dict]:
             + ([f"gates={p.gates!r}"] if p.gates else [])
             + ([f"torch={p.torch_name!r}"] if p.torch_name else [])
             + ([f"init={p.init!r}"] if p.init != "uniform" else [])
+            + ([f"size={p.size!r}"] if p.size != "H" else [])
         )
         result.append(
             {
@@ -82,6 +83,28 @@ def glossary(d: Derivation) -> list[str]:
     )
     lines.append("`cse0`, `cse1`, ... are subexpressions shared within a kernel, `coef0`, ... Jacobian coefficients.")
     return lines
+
+
+def size_context(d: Derivation, at: Locations) -> dict:
+    """What the kernels' and the class's docstrings say about sizes, and the kernels' lines that
+    read the declared sizes (all as before for a cell whose values all have size H)."""
+    cell = d.cell
+    sizes = [s.size for s in cell.states]
+    if not cell.sizes:
+        shapes = f"{', '.join(cell.state_names)}, each (B, H)"
+    else:
+        shapes = ", ".join(f"{s.name} (B, {s.size})" for s in cell.states)
+    narrow = [s for s in cell.states if s.size != "H"]
+    return {
+        "size_lines": at.size_lines(),
+        "size_names": "".join(f", {size} = {argument}" for size, argument in cell.sizes.items()),
+        "state_shapes": shapes,
+        "state_total": f"{len(sizes)}*H" if set(sizes) == {"H"} else " + ".join(sizes),
+        "output_size": sizes[0],
+        "sizes": dict(cell.sizes),
+        "state_sizes_repr": repr(tuple(sizes)),
+        "narrow_note": "".join(f"; {s.name} in the first {s.size} columns" for s in narrow),
+    }
 
 
 def module_context(d: Derivation, equations: list[str]) -> dict:
@@ -125,4 +148,4 @@ def module_context(d: Derivation, equations: list[str]) -> dict:
         "forward": forward(d, at),
         "backward": Backward(d, at, shared).code(),
         "jacobian": jacobian(d, at, shared),
-    }
+    } | size_context(d, at)

@@ -24,7 +24,8 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 @dataclass(frozen=True)
 class Parameter:
-    """A parameter's layout: `blocks` gate blocks of H rows; `columns` is "I", "H" or None."""
+    """A parameter's layout: `blocks` gate blocks of `size` rows ("H", or a size the cell
+    declares, such as "P"); `columns` is "I", "H", a declared size or None (a vector)."""
 
     name: str
     blocks: int
@@ -32,6 +33,7 @@ class Parameter:
     gates: tuple[str, ...] | None = None
     torch: str | None = None
     init: Any = "uniform"
+    size: str = "H"
 
     def init_range(self, hidden_size: int) -> tuple[float, float]:
         """(low, high) of the initial values: PyTorch's uniform (-1/sqrt(H), 1/sqrt(H)), the spec's own
@@ -41,19 +43,18 @@ class Parameter:
         bound = 1.0 / math.sqrt(hidden_size)
         return (-bound, bound) if self.init == "uniform" else tuple(self.init)
 
-    def shape(self, input_size: int, hidden_size: int) -> tuple[int, ...]:
-        rows = self.blocks * hidden_size
-        if self.columns is None:
-            return (rows,)
-        return (rows, input_size if self.columns == "I" else hidden_size)
+    def shape(self, input_size: int, hidden_size: int, sizes: Mapping[str, int] | None = None) -> tuple[int, ...]:
+        """The shape for these sizes; `sizes` gives the cell's declared sizes by name ({"P": 4})."""
+        known = {"I": input_size, "H": hidden_size, **(sizes or {})}
+        rows = self.blocks * known[self.size]
+        return (rows,) if self.columns is None else (rows, known[self.columns])
 
-    def shape_text(self) -> str:
-        rows = "hidden_size" if self.blocks == 1 else f"{self.blocks}*hidden_size"
-        return (
-            f"({rows},)"
-            if self.columns is None
-            else f"({rows}, {'input_size' if self.columns == 'I' else 'hidden_size'})"
-        )
+    def shape_text(self, arguments: Mapping[str, str] | None = None) -> str:
+        """The shape in the constructor's arguments: `(4*hidden_size, proj_size)`; `arguments`
+        names the cell's declared sizes ({"P": "proj_size"})."""
+        known = {"I": "input_size", "H": "hidden_size", **(arguments or {})}
+        rows = known[self.size] if self.blocks == 1 else f"{self.blocks}*{known[self.size]}"
+        return f"({rows},)" if self.columns is None else f"({rows}, {known[self.columns]})"
 
 
 class Constant:
@@ -118,6 +119,8 @@ class RecurrentCell:
     saved_names: ClassVar[tuple[str, ...]]
     torch_reference: ClassVar[tuple[str, dict] | None]  # (torch.nn class name, options) computing the same
     constants: ClassVar[dict[str, float]] = {}  # name -> default of the cell's named constants (attributes: `Constant`)
+    sizes: ClassVar[dict[str, str]] = {}  # declared size -> its constructor argument ({"P": "proj_size"})
+    state_sizes: ClassVar[tuple[str, ...]] = ()  # each state's size ("H" or a declared size); () all H
     _forward: ClassVar[Callable]
     _backward: ClassVar[Callable]
     _jacobian: ClassVar[Callable]
@@ -128,10 +131,12 @@ class RecurrentCell:
             setattr(cls, name, Constant(name))
 
     def __init__(self, input_size: int, hidden_size: int, dtype=np.float32, seed: int | None = None, **constants):
-        """`constants` set the cell's named constants (see `constants` for their names and defaults)."""
+        """`constants` set the cell's named constants (see `constants` for their names and defaults)
+        and its declared sizes (see `sizes`, e.g. `proj_size=`; by default half of hidden_size, at least 1)."""
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        self.size_values = self.sizes_from(constants, int(hidden_size))  # each declared size ({"P": 4})
         self.dtype = np.dtype(dtype)
         if self.dtype not in DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -143,8 +148,24 @@ class RecurrentCell:
         self._parameter_count = sum(value.size for value in self.params.values())  # the shapes never change
 
     def __repr__(self):
-        constants = "".join(f", {name}={value!r}" for name, value in self.constant_values.items())
+        constants = "".join(f", {self.sizes[size]}={value}" for size, value in self.size_values.items())
+        constants += "".join(f", {name}={value!r}" for name, value in self.constant_values.items())
         return f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, dtype={self.dtype.name}{constants})"
+
+    @classmethod
+    def sizes_from(cls, keywords: dict, hidden_size: int) -> dict[str, int]:
+        """The declared sizes from their keyword arguments, taken out of `keywords` (default
+        hidden_size // 2, at least 1), each a positive integer at most hidden_size."""
+        sizes = {}
+        for size, argument in cls.sizes.items():
+            value = keywords.pop(argument, max(1, hidden_size // 2))
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= hidden_size:
+                raise ValueError(
+                    f"{argument} (size {size} of {cls.__name__}) must be a positive integer at most "
+                    f"hidden_size={hidden_size}, got {value!r}"
+                )
+            sizes[size] = int(value)
+        return sizes
 
     @classmethod
     def constants_with(cls, values: Mapping, dtype) -> dict[str, float]:
@@ -163,6 +184,15 @@ class RecurrentCell:
     def constant_values(self) -> dict[str, float]:
         """The current value of each named constant."""
         return {name: getattr(self, name) for name in self.constants}
+
+    def torch_options(self) -> dict:
+        """The options of the torch.nn module computing this cell (`torch_reference`), a declared
+        size given by name there ({"proj_size": "P"}) replaced by this cell's value."""
+        options = self.torch_reference[1] if self.torch_reference else {}
+        return {
+            key: self.size_values.get(value, value) if isinstance(value, str) else value
+            for key, value in options.items()
+        }
 
     def _constant_args(self, constants: dict[str, float]) -> tuple:
         """The constants as kernel arguments: scalars of the cell's dtype, after the parameters."""
@@ -196,7 +226,15 @@ class RecurrentCell:
             ) from None
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {p.name: p.shape(self.input_size, self.hidden_size) for p in self.parameters}
+        return {p.name: p.shape(self.input_size, self.hidden_size, self.size_values) for p in self.parameters}
+
+    @property
+    def state_widths(self) -> tuple[int, ...]:
+        """Each state's number of units (hidden_size, or a declared size such as proj_size)."""
+        if not self.state_sizes:
+            return (self.hidden_size,) * len(self.state_names)
+        known = {"H": self.hidden_size, **self.size_values}
+        return tuple(known[size] for size in self.state_sizes)
 
     def load_torch(self, source, *, layer: int | None = None, direction: str | None = None) -> None:
         """Copy weights from a torch.nn RNN/LSTM/GRU module or its state_dict (tensors or arrays).
@@ -246,22 +284,27 @@ class RecurrentCell:
         return as_array(name, value, self.dtype, shape, shape_text, copy)
 
     def _states_in(self, name: str, value, batch: int) -> list[np.ndarray]:
-        """A tuple of (B, H) arrays, one per state; for single-state cells also the state itself
-        (an array, or a list of B rows: a list is a list of states only if it holds (B, H) arrays)."""
-        n, H = len(self.state_names), self.hidden_size
+        """A tuple of (B, H) arrays, one per state (a state of another size: (B, that size)); for
+        single-state cells also the state itself (an array, or a list of B rows: a list is a list of
+        states only if it holds (B, H) arrays)."""
+        n, widths = len(self.state_names), self.state_widths
         if value is None:
-            return [np.zeros((batch, H), self.dtype) for _ in range(n)]
+            return [np.zeros((batch, width), self.dtype) for width in widths]
         if n == 1 and not isinstance(value, tuple):
             if not isinstance(value, list) or to_numpy(name, value).ndim == 2:  # else a list of (B, H) states
                 value = (value,)  # the state itself: an array, a tensor or B rows as lists
         if not isinstance(value, (tuple, list)) or len(value) != n:
             got = f"{len(value)} arrays" if isinstance(value, (tuple, list)) else type(value).__name__
             raise ValueError(f"{name} must be a tuple of {n} arrays {self.state_names}, got {got}")
-        shape_text = f"(B, hidden_size) with B = {batch} from x"
         return [
-            self._array(f"{name}[{k}] ({s})", v, (batch, H), shape_text)
-            for k, (s, v) in enumerate(zip(self.state_names, value))
+            self._array(f"{name}[{k}] ({s})", v, (batch, width), f"(B, {self._size_text(k)}) with B = {batch} from x")
+            for k, (s, v, width) in enumerate(zip(self.state_names, value, widths))
         ]
+
+    def _size_text(self, k: int) -> str:
+        """State k's size as its constructor argument: `hidden_size`, `proj_size=4`."""
+        size = self.state_sizes[k] if self.state_sizes else "H"
+        return "hidden_size" if size == "H" else f"{self.sizes[size]}={self.size_values[size]}"
 
     # -- the three operations -----------------------------------------------------------------
     def forward(self, x, state0=None, *, tape: bool = True, check_finite: bool = False):
@@ -293,10 +336,12 @@ class RecurrentCell:
         states, saved = self._run(x, initial, params, constants, record=tape)
         if check_finite:
             finite.check_forward(self, x, initial, params, states, saved if tape else None)
-        final = tuple(states[:, T].copy())
+        widths = self.state_widths
+        final = tuple(states[k, T, :, :width].copy() for k, width in enumerate(widths))
+        y = states[0, 1:, :, : widths[0]]
         if not tape:
-            return states[0, 1:], final, None  # nothing else holds states: y is a view
-        return states[0, 1:].copy(), final, Tape(self, x, states, saved, params, constants)
+            return y, final, None  # nothing else holds states: y is a view
+        return y.copy(), final, Tape(self, x, states, saved, params, constants)
 
     def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float]) -> Tape:
         """The forward kernel on checked arguments (derive.torch's path): x (T, B, I) and the params
@@ -311,13 +356,20 @@ class RecurrentCell:
         """(states, saved) after the forward kernel; without `record`, saved is one step of scratch."""
         T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
-        states[:, 0] = initial
+        self._pad_states(states, initial)
         saved = np.empty((T if record else min(T, 1), len(self.saved_names), B, self.hidden_size), self.dtype)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
             arrays = (x, *params.values(), *self._constant_args(constants), states, saved)
             kernel_call.call(type(self)._forward, arrays, work=T * B * self._parameter_count)
         return states, saved
+
+    def _pad_states(self, states: np.ndarray, values) -> None:
+        """states[:, 0] = values; a state narrower than H fills the first columns of its rows and
+        the rest of its rows is zero at every step (the kernels never write it)."""
+        for k, width in enumerate(self.state_widths):
+            states[k, ..., width:] = 0.0
+            states[k, 0, :, :width] = values[k][..., :width]  # derive.torch passes (B, H) rows
 
     def backward(self, tape: Tape, dy=None, dstate=None, *, check_finite: bool = False) -> Gradients:
         """Gradients of a loss given dL/dy (T, B, H) and dL/d(final state) (tuple); None = zeros.
@@ -327,17 +379,26 @@ class RecurrentCell:
         """
         self._check_tape(tape)
         T, B = tape.x.shape[:2]
-        H = self.hidden_size
+        H = self.state_widths[0]
         dy = (
             np.zeros((T, B, H), self.dtype)
             if dy is None
             else self._array("dy", dy, (T, B, H), "(T, B, H) = the shape of y")
         )
-        d_final = np.stack(self._states_in("dstate", dstate, B))
+        d_final = self._stacked(self._states_in("dstate", dstate, B))
         grads = self._gradients(tape, dy, d_final)
         if check_finite:
             finite.check_backward(self, tape, dy, d_final, grads)
         return grads
+
+    def _stacked(self, values) -> np.ndarray:
+        """(n, B, H) from one (B, width) array per state, a narrower state zero-padded."""
+        if not self.sizes:
+            return np.stack(values)
+        stacked = np.zeros((len(values), values[0].shape[0], self.hidden_size), self.dtype)
+        for k, value in enumerate(values):
+            stacked[k, :, : value.shape[1]] = value
+        return stacked
 
     def _gradients(self, tape: Tape, dy: np.ndarray, d_final: np.ndarray) -> Gradients:
         """The backward kernel on checked arguments: a consistent tape, dy (T, B, H) and d_final
@@ -364,13 +425,14 @@ class RecurrentCell:
             kernel_call.call(type(self)._backward, arrays, work=T * B * self._parameter_count)
         else:
             dstate0[...] = d_final
-        return Gradients(dx, dparams, tuple(dstate0))
+        return Gradients(dx, dparams, tuple(dstate0[k, :, :width] for k, width in enumerate(self.state_widths)))
 
     def jacobian(self, tape: Tape, *, check_finite: bool = False) -> np.ndarray:
-        """J (T, B, S, S), S = H * len(state_names): J[t] = ∂s_t/∂s_{t-1}, states stacked in order."""
+        """J (T, B, S, S), S = the sum of the states' sizes (H each, unless the cell declares
+        others): J[t] = ∂s_t/∂s_{t-1}, states stacked in order."""
         self._check_tape(tape)
         T, B = tape.x.shape[:2]
-        S = self.hidden_size * len(self.state_names)
+        S = sum(self.state_widths)
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
             arrays = (*tape.params.values(), *self._constant_args(tape.constants), tape.states, tape.saved, J)

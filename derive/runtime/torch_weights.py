@@ -63,8 +63,8 @@ def cell_weights(cell, source, layer: int | None = None, direction: str | None =
             f"state_dict[{keys[p.name]!r}] (parameter {p.name!r})",
             state_dict[keys[p.name]],
             cell.dtype,
-            p.shape(cell.input_size, cell.hidden_size),
-            p.shape_text(),
+            p.shape(cell.input_size, cell.hidden_size, cell.size_values),
+            p.shape_text(cell.sizes),
             copy=True,
         )
         for p in cell.parameters
@@ -91,8 +91,8 @@ def _check_kind(cell, module, torch) -> None:
             f"{_cell_text(cell)} has no torch.nn counterpart, and {module_text} computes another cell; "
             "a state_dict is taken if its weights do come from a module computing this cell"
         )
-    name, options = cell.torch_reference
-    reference = getattr(torch.nn, name)(1, 1, **options)
+    name, options = cell.torch_reference[0], cell.torch_options()
+    reference = getattr(torch.nn, name)(1, cell.hidden_size, **options)
     expected = {attribute: getattr(reference, attribute) for attribute in KIND}
     if found != expected:
         arguments = ", ".join(f"{key}={value!r}" for key, value in options.items())

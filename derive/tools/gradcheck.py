@@ -51,13 +51,13 @@ class Problem:
         cell = cell_class(I, H, dtype=np.float64, seed=seed)
         for value in cell.params.values():  # larger than PyTorch's init, to exercise nonlinearity
             value[...] = rng.uniform(-scale, scale, value.shape)
-        n = len(cell.state_names)
+        widths = cell.state_widths  # H each, unless the cell declares other sizes (h of proj_size)
         return cls(
             cell,
             rng.standard_normal((T, B, I)),
-            tuple(0.5 * rng.standard_normal((B, H)) for _ in range(n)),
-            rng.standard_normal((T, B, H)),
-            tuple(rng.standard_normal((B, H)) for _ in range(n)),
+            tuple(0.5 * rng.standard_normal((B, width)) for width in widths),
+            rng.standard_normal((T, B, widths[0])),
+            tuple(rng.standard_normal((B, width)) for width in widths),
         )
 
     def loss(self) -> float:
@@ -121,12 +121,13 @@ def check_gradients(problem: Problem, report: Report) -> None:
 
 
 def numeric_jacobian(cell, x_t: np.ndarray, state: tuple[np.ndarray, ...], eps: float = EPS) -> np.ndarray:
-    """∂s_t/∂s_{t-1} (B, S, S) of one step from x_t (B, I) and s_{t-1}, by central differences."""
-    B, H = state[0].shape
-    S = H * len(state)
+    """∂s_t/∂s_{t-1} (B, S, S) of one step from x_t (B, I) and s_{t-1} (states of any sizes,
+    S the sum of their sizes), by central differences."""
+    B = state[0].shape[0]
+    columns_of = [(k, unit) for k, s in enumerate(state) for unit in range(s.shape[1])]
+    S = len(columns_of)
     J = np.zeros((B, S, S))
-    for col in range(S):
-        k, unit = divmod(col, H)
+    for col, (k, unit) in enumerate(columns_of):
         columns = []
         for sign in (1, -1):
             shifted = [s.copy() for s in state]
@@ -143,7 +144,7 @@ def check_jacobian(problem: Problem, report: Report) -> None:
     _, _, tape = cell.forward(problem.x, problem.state0)
     J = cell.jacobian(tape)
     for t in range(problem.x.shape[0]):
-        previous = tuple(tape.states[:, t])
+        previous = tuple(tape.states[k, t, :, :width] for k, width in enumerate(cell.state_widths))
         report.add("jacobian", relative_error(J[t], numeric_jacobian(cell, problem.x[t], previous), FD_RESOLUTION))
     # v^T J_T ... J_1 must equal what backward gives for the loss <s_T, v>.
     v = np.concatenate(problem.R_state, axis=1)

@@ -38,6 +38,12 @@ def lstm(p, x, h, c):
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
+def lstm_proj(p, x, h, c):
+    _, c = lstm(p, x, h, c)
+    i, f, g, o = _lstm_gates(p, x, h, 4)
+    return _linear(p, "W_hr", torch.sigmoid(o) * torch.tanh(c)), c
+
+
 def lstm_peephole(p, x, h, c):
     i, f, g, o = _lstm_gates(p, x, h, 4)
     i = torch.sigmoid(i + p["w_ci"] * c)
@@ -161,6 +167,7 @@ STEPS = {
         slstm,
         cornn,
         lstm_layernorm,
+        lstm_proj,
     )
 }
 

@@ -54,7 +54,9 @@ class Recurrent(nn.Module):
     of the last layer: a tuple, one tensor shaped like `output` (or a PackedSequence) per state.
     bias=False leaves out the biases (see `_is_bias`), which are then zero. Keyword arguments named
     after the cell's constants set them (`Recurrent("cornn", I, H, dt=0.1)`); every layer and direction
-    uses the values in `self.constants`.
+    uses the values in `self.constants`. A cell's declared sizes are keyword arguments too
+    (`Recurrent("lstm_proj", I, H, proj_size=2)`, default hidden_size // 2): a state of such a size
+    has that many columns instead of H (lstm_proj's h and the output: proj_size).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Recurrent(nn.Module):
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"device must be the CPU: the generated kernels run on the CPU only, got {device}")
         self.cell_class = _cell_class(cell)
+        self.size_values = self.cell_class.sizes_from(constants, hidden_size)
         self.cell = ops.register(self.cell_class)
         self.constants = self.cell_class.constants_with(constants, str(dtype).removeprefix("torch."))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -90,7 +93,7 @@ class Recurrent(nn.Module):
         self._weights: list[list[str | None]] = []  # per (layer, direction): attribute names, None for a left-out bias
         directions = 2 if bidirectional else 1
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * directions
+            layer_input = input_size if layer == 0 else self.state_widths[0] * directions
             for direction in range(directions):
                 names = []
                 for p in self.cell_class.parameters:
@@ -99,10 +102,19 @@ class Recurrent(nn.Module):
                         continue
                     names.append(parameter_name(p, layer, direction == 1))
                     self.register_parameter(
-                        names[-1], nn.Parameter(torch.empty(p.shape(layer_input, hidden_size), dtype=dtype))
+                        names[-1],
+                        nn.Parameter(torch.empty(p.shape(layer_input, hidden_size, self.size_values), dtype=dtype)),
                     )
                 self._weights.append(names)
         self.reset_parameters()
+
+    @property
+    def state_widths(self) -> tuple[int, ...]:
+        """Each state's size: hidden_size, or a declared size (lstm_proj's h: proj_size)."""
+        known = {"H": self.hidden_size, **self.size_values}
+        return tuple(known[size] for size in self.cell_class.state_sizes) or (self.hidden_size,) * len(
+            self.cell_class.state_names
+        )
 
     def reset_parameters(self) -> None:
         """PyTorch's init, uniform in (-1/sqrt(H), 1/sqrt(H)), or the spec's own."""
@@ -132,13 +144,15 @@ class Recurrent(nn.Module):
         for name, value in self.constants.items():
             if value != self.cell_class.constants[name]:
                 text += f", {name}={value!r}"
+        for size, value in self.size_values.items():
+            text += f", {self.cell_class.sizes[size]}={value}"
         return text
 
     def _params(self, index: int, layer_input: Tensor) -> list[Tensor]:
         out = []
         for p, name in zip(self.cell_class.parameters, self._weights[index]):
             if name is None:
-                out.append(layer_input.new_zeros(p.shape(0, self.hidden_size)))
+                out.append(layer_input.new_zeros(p.shape(0, self.hidden_size, self.size_values)))
             else:
                 out.append(getattr(self, name))
         return out
@@ -166,7 +180,7 @@ class Recurrent(nn.Module):
                     constants,
                     direction == 1,
                 )
-                outputs.append(y)
+                outputs.append(y[:, : self.state_widths[0]])  # a narrower h: the first columns of the rows
                 if all_states:
                     every.append(states[:, B:])  # after every step; the first B rows are state0
                 finals.append(final)
@@ -176,13 +190,23 @@ class Recurrent(nn.Module):
         final = torch.stack(finals, dim=1)  # (n, L*D, B, H)
         if unsorted_indices is not None:
             final = final.index_select(2, unsorted_indices)
-        finals = tuple(s.squeeze(1) if unbatched else s for s in final.unbind(0))
+        finals = tuple(
+            s[..., :width].squeeze(1) if unbatched else s[..., :width]
+            for s, width in zip(final.unbind(0), self.state_widths)
+        )
         shape = (T, B, layer_input.shape[-1])
         output = self._layout(layer_input, input, batch_sizes, shape, unbatched)
         if not all_states:
             return output, finals
-        all_rows = every[0] if directions == 1 else torch.cat(every, dim=-1)  # (n, N, D*H)
-        return output, finals, tuple(self._layout(s, input, batch_sizes, shape, unbatched) for s in all_rows.unbind(0))
+        all_rows = [  # per state (N, D*width); one direction: views of the op's output, which autograd guards
+            every[0][k, :, :width] if directions == 1 else torch.cat([rows[k, :, :width] for rows in every], dim=-1)
+            for k, width in enumerate(self.state_widths)
+        ]
+        return (
+            output,
+            finals,
+            tuple(self._layout(s, input, batch_sizes, (T, B, s.shape[-1]), unbatched) for s in all_rows),
+        )
 
     # -- layouts ----------------------------------------------------------------------------
     def _rows(self, input):
@@ -226,6 +250,7 @@ class Recurrent(nn.Module):
         """(n, L*D, B, H), zeros where hx is None, in the rows' (sorted) order."""
         cls, H = self.cell_class, self.hidden_size
         n, LD = len(cls.state_names), self.num_layers * (2 if self.bidirectional else 1)
+        widths = self.state_widths
         if hx is None:
             return data.new_zeros(n, LD, B, H)
         if isinstance(hx, Tensor) and n == 1:
@@ -234,8 +259,8 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"hx must be a tuple of {n} tensors {cls.state_names}, each (num_layers * num_directions, B, hidden_size), got {type(hx).__name__}"
             )
-        expected = (LD, H) if unbatched else (LD, B, H)
-        for name, value in zip(cls.state_names, hx):
+        for name, value, width in zip(cls.state_names, hx, widths):
+            expected = (LD, width) if unbatched else (LD, B, width)
             if not isinstance(value, Tensor):
                 raise TypeError(f"hx[{name}] must be a torch.Tensor, got {type(value).__name__}")
             if value.device.type != "cpu":
@@ -245,10 +270,12 @@ class Recurrent(nn.Module):
             if value.dtype != self._dtype:
                 raise TypeError(f"hx[{name}] must have dtype {self._dtype} (the layer's), got {value.dtype}")
             if tuple(value.shape) != expected:
+                size = "hidden_size" if width == H else "proj_size"
                 raise ValueError(
-                    f"hx[{name}] must have shape (num_layers * num_directions, B, hidden_size) = {expected}, got {tuple(value.shape)}"
+                    f"hx[{name}] must have shape (num_layers * num_directions, B, {size}) = {expected}, got {tuple(value.shape)}"
                 )
-        state0 = torch.stack([s.unsqueeze(1) if unbatched else s for s in hx])
+        padded = [nn.functional.pad(s, (0, H - s.shape[-1])) for s in hx]  # a narrower state: its first columns
+        state0 = torch.stack([s.unsqueeze(1) if unbatched else s for s in padded])
         return state0 if sorted_indices is None else state0.index_select(2, sorted_indices)
 
 
@@ -282,11 +309,15 @@ class LSTM(_torch_signature("LSTM")):
         device=None,
         dtype=None,
     ):
-        if proj_size:
-            raise ValueError(f"proj_size must be 0: LSTM projections are not supported, got {proj_size!r}")
+        if not isinstance(proj_size, int) or isinstance(proj_size, bool) or not 0 <= proj_size < hidden_size:
+            raise ValueError(
+                f"proj_size must be an integer from 0 to hidden_size - 1 = {hidden_size - 1}, got {proj_size!r}"
+            )
+        cell, sizes = ("lstm_proj", {"proj_size": proj_size}) if proj_size else ("lstm", {})
         super().__init__(
-            "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype
+            cell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype, **sizes
         )
+        self.proj_size = proj_size
 
 
 class GRU(_torch_signature("GRU")):

@@ -46,12 +46,36 @@ def cell_class(key: str) -> type[RecurrentCell]:
     return _CLASSES[key]
 
 
-def _prototype(key: str, input_size: int, hidden_size: int, dtype: np.dtype) -> RecurrentCell:
+def declared_sizes(cls: type[RecurrentCell], params: list[Tensor]) -> dict[str, int]:
+    """The cell's declared sizes ({"P": 3}), read from the rows of the first parameter of each."""
+    sizes = {}
+    for size in cls.sizes:
+        k, p = next((k, p) for k, p in enumerate(cls.parameters) if p.size == size)
+        sizes[size] = params[k].shape[0] // p.blocks if k < len(params) else 0
+    return sizes
+
+
+def _without_padding(model: RecurrentCell, states: np.ndarray) -> np.ndarray:
+    """`states` (n, ..., H) with the columns past a narrower state's size zero (a copy if any is
+    not): the op ignores them, so they neither reach its outputs nor get a gradient."""
+    widths = model.state_widths
+    if all(width == states.shape[-1] for width in widths):
+        return states
+    states = states.copy()
+    for k, width in enumerate(widths):
+        states[k, ..., width:] = 0.0
+    return states
+
+
+def _prototype(key: str, input_size: int, hidden_size: int, dtype: np.dtype, sizes: dict[str, int]) -> RecurrentCell:
     """One instance per (cell, sizes, dtype), never changed: the ops pass parameters to its kernels
-    explicitly (`_record`, `_gradients`), so its own are never used."""
-    index = (key, input_size, hidden_size, dtype)
+    explicitly (`_record`, `_gradients`), so its own are never used. A state narrower than H
+    (lstm_proj's h) is passed in the first columns of (B, H) rows, as the kernels keep it."""
+    index = (key, input_size, hidden_size, dtype, tuple(sizes.items()))
     if index not in _PROTOTYPES:
-        _PROTOTYPES[index] = cell_class(key)(input_size, hidden_size, dtype=dtype)
+        cls = cell_class(key)
+        arguments = {cls.sizes[size]: value for size, value in sizes.items()}
+        _PROTOTYPES[index] = cls(input_size, hidden_size, dtype=dtype, **arguments)
     return _PROTOTYPES[index]
 
 
@@ -106,10 +130,11 @@ def check_arguments(
         )
     H = state0.shape[2]
     I = x.shape[1]
+    sizes = declared_sizes(cls, params)
     for p, value in zip(cls.parameters, params):
-        if tuple(value.shape) != p.shape(I, H):
+        if tuple(value.shape) != p.shape(I, H, sizes):
             raise ValueError(
-                f"parameter {p.name} must have shape {p.shape(I, H)} for input_size={I}, hidden_size={H}, got {tuple(value.shape)}"
+                f"parameter {p.name} must have shape {p.shape(I, H, sizes)} for input_size={I}, hidden_size={H}, got {tuple(value.shape)}"
             )
 
 
@@ -183,7 +208,8 @@ def recurrent(
     _check_batch_sizes(bs, len(xs), s0.shape[1])
     order = _reversal(bs) if reverse else None
     xs = _reversed(xs, order)
-    model = _prototype(cell, x.shape[1], state0.shape[2], xs.dtype)
+    model = _prototype(cell, x.shape[1], state0.shape[2], xs.dtype, declared_sizes(cell_class(cell), params))
+    s0 = _without_padding(model, s0)
     weights, values = _weights(model, params), _constants(model, constants)
     final, records = s0.copy(), []
     for start, end, row, b in _runs(bs):
@@ -293,7 +319,7 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
     N = x.shape[0]
     order = _reversal(bs) if reverse else None
     rows_order = _state_rows(order, s0)
-    model = _prototype(cell, x.shape[1], H, s0.dtype)
+    model = _prototype(cell, x.shape[1], H, s0.dtype, declared_sizes(cell_class(cell), params))
     weights, values = _weights(model, params), _constants(model, constants)
     dy = np.zeros((N, H), s0.dtype) if d_y is None else _numpy(d_y)
     d_running = np.zeros_like(s0) if d_final is None else _numpy(d_final).copy()
@@ -339,11 +365,13 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
             if d_params is None
             else [t + p for t, p in zip(d_params, grads.params.values())]
         )
-        d_running[:, :b] = grads.state0
+        for k, d_state in enumerate(grads.state0):  # a state narrower than H: its first columns
+            d_running[k, :b, : d_state.shape[1]] = d_state
     dx = dx_parts[0] if len(dx_parts) == 1 else np.concatenate(dx_parts[::-1] or [np.empty_like(xs)])
     d_params = d_params or [np.zeros_like(w) for w in weights.values()]
     if d_all is not None:
         d_running += d_all[:, :B]
+    d_running = _without_padding(model, d_running)
     return torch.from_numpy(_reversed(dx, order)), torch.from_numpy(d_running), [torch.from_numpy(d) for d in d_params]
 
 

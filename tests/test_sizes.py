@@ -1,0 +1,87 @@
+"""Sizes other than H (`cell.size`): lstm_proj's h of proj_size, and a user cell with two sizes in one level."""
+
+import numpy as np
+import pytest
+
+from derive.tools.gradcheck import Problem, Report, check_gradients, check_jacobian
+from generated import CELLS
+
+LSTMProj = CELLS["lstm_proj"]
+
+
+def test_proj_size_is_a_checked_constructor_argument():
+    cell = LSTMProj(3, 5, dtype=np.float64, proj_size=2)
+    assert cell.size_values == {"P": 2} and cell.state_widths == (2, 5)
+    assert cell.param_shapes() == {"W_ih": (20, 3), "W_hh": (20, 2), "b_ih": (20,), "b_hh": (20,), "W_hr": (2, 5)}
+    assert repr(cell) == "LSTMProj(input_size=3, hidden_size=5, dtype=float64, proj_size=2)"
+    assert LSTMProj(3, 5).size_values == {"P": 2}  # the default: hidden_size // 2
+    for bad in (0, 6, 2.0, True):
+        with pytest.raises(
+            ValueError,
+            match=rf"proj_size \(size P of LSTMProj\) must be a positive integer at most "
+            rf"hidden_size=5, got {bad!r}",
+        ):
+            LSTMProj(3, 5, proj_size=bad)
+
+
+def test_states_outputs_and_jacobian_have_their_own_sizes():
+    T, B, I, H, P = 4, 3, 2, 5, 3
+    cell = LSTMProj(I, H, dtype=np.float64, seed=0, proj_size=P)
+    rng = np.random.default_rng(0)
+    x, h0, c0 = rng.standard_normal((T, B, I)), rng.standard_normal((B, P)), rng.standard_normal((B, H))
+    y, (h, c), tape = cell.forward(x, (h0, c0))
+    assert y.shape == (T, B, P) and h.shape == (B, P) and c.shape == (B, H)
+    np.testing.assert_array_equal(y[-1], h)
+    y_inference, final, _ = cell.forward(x, (h0, c0), tape=False)
+    np.testing.assert_array_equal(y_inference, y)
+    grads = cell.backward(tape, np.ones_like(y), (np.ones((B, P)), np.ones((B, H))))
+    assert [g.shape for g in grads.state0] == [(B, P), (B, H)]
+    assert cell.jacobian(tape).shape == (T, B, P + H, P + H)
+    with pytest.raises(ValueError, match=r"state0\[0\] \(h\).*\(B, proj_size=3\) with B = 3 from x"):
+        cell.forward(x, (c0, c0))
+    with pytest.raises(ValueError, match=r"dy.*\(T, B, H\) = the shape of y"):
+        cell.backward(tape, np.ones((T, B, H)))
+
+
+def test_load_torch_checks_proj_size(torch):
+    cell = LSTMProj(3, 4, proj_size=2)
+    cell.load_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    with pytest.raises(
+        ValueError, match=r"computes torch.nn.LSTM\(proj_size=2\) with .*proj_size=2, got .*proj_size=1"
+    ):
+        cell.load_torch(torch.nn.LSTM(3, 4, proj_size=1))
+    with pytest.raises(ValueError, match=r"proj_size=2, got torch.nn.LSTM with .*proj_size=0"):
+        cell.load_torch(torch.nn.LSTM(3, 4))
+
+
+TWO_SIZES = """
+from derive.activations import sigmoid, tanh
+from derive.spec import Cell
+
+cell = Cell("two_sizes", class_name="TwoSizes")
+Q = cell.size("Q", "q_size")
+x = cell.input()
+h, q = cell.state("h"), cell.state("q", size=Q)
+a = cell.let("a", tanh(cell.weight("W_qx", x, size=Q) + cell.weight("W_qh", h, size=Q) + cell.vector("b_q", size=Q)), size=Q)
+g = cell.let("g", sigmoid(cell.weight("W_gx", x) + cell.weight("W_gq", q) + cell.bias("b")))
+cell.update(q, a * q + cell.vector("w_q", size=Q))
+cell.update(h, g * h + (1 - g) * cell.weight("W_ha", a))
+"""
+
+
+def test_a_users_cell_with_two_sizes_in_one_level_matches_finite_differences(tmp_path):
+    """Level 0 computes values of size Q and of size H (one loop each), level 1 maps a (Q) back to H."""
+    from derive.build import build
+
+    spec = tmp_path / "two_sizes.py"
+    spec.write_text(TWO_SIZES)
+    TwoSizes = build(spec, tmp_path / "sizecells")["two_sizes"]
+    source = (tmp_path / "sizecells" / "two_sizes.py").read_text()
+    assert "for unit in range(Q):" in source and "for unit in range(H):" in source
+    assert TwoSizes.state_sizes == ("H", "Q") and TwoSizes.sizes == {"Q": "q_size"}
+    report = Report("two_sizes")
+    for k, (T, B, I, H) in enumerate([(3, 2, 3, 4), (2, 1, 2, 5)]):
+        problem = Problem.random(TwoSizes, T, B, I, H, seed=k)
+        check_gradients(problem, report)
+        check_jacobian(problem, report)
+    assert max(report.errors.values()) < 1e-6, report.errors
