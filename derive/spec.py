@@ -216,7 +216,13 @@ class Cell:
         name = name or f"{kind}{len(self.reductions) + 1}"
         total = canonical(sp.sympify(sp.Add(*terms)))
         lets = {eq.symbol for eq in self.equations if eq.state is None}
-        operand = total if len(terms) == 1 and total in lets else self.let(f"{name}_of", total)
+        if len(terms) == 1 and total in lets:
+            operand = total
+        else:  # a let of the size of what it sums (validate refuses sizes other than H, for now)
+            sizes = {s.prev: s.size for s in self.states} | {e.symbol: e.size for e in self.equations}
+            sizes |= {symbol: q.size for q in self.params for symbol in q.symbols}
+            size = next((sizes[s] for s in sorted(total.free_symbols, key=str) if s in sizes), "H")
+            operand = self.let(f"{name}_of", total, size=size)
         reduction = Reduction(_symbol(name), operand, kind, len(terms))
         self.reductions.append(reduction)
         return reduction.symbol
