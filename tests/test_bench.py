@@ -198,3 +198,16 @@ def test_peer_backward_gives_torch_nn_gradient_of_x(peer, cell):
     module(x)[0].backward(torch.tensor(dy_np))
     dx = INPUT_GRADIENT[peer](build(peer, point).forward_backward())
     np.testing.assert_allclose(dx, x.grad.numpy(), rtol=0, atol=1e-14)
+
+
+def test_a_cell_with_another_size_runs_on_our_side_and_the_eager_one_and_is_skipped_by_peers():
+    """lstm_proj's y has proj_size units: dL/dy has that width; torch.nn's built-in is not run."""
+    pytest.importorskip("torch")
+    point = Point("lstm_proj", "float64", 3, 2, 4)
+    for side in ("derive", "eager"):
+        workload = build(side, point)
+        assert workload.output().shape == (3, 2, 2)  # proj_size = hidden_size // 2
+        workload.forward_backward()
+    np.testing.assert_allclose(build("derive", point).output(), build("eager", point).output(), rtol=0, atol=1e-14)
+    with pytest.raises(sides.Unsupported, match="lstm_proj has sizes other than H"):
+        build("torch", point)

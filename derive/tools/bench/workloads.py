@@ -84,10 +84,11 @@ def matmul_flops(point: Point) -> tuple[int, int]:
     return forward, 3 * forward
 
 
-def _inputs(point: Point):
+def _inputs(point: Point, output_width: int | None = None):
+    """x (T, B, I=H) and dL/dy (T, B, width of y: H, or a declared size such as proj_size)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((point.T, point.B, point.H)).astype(point.dtype)
-    dy = rng.standard_normal((point.T, point.B, point.H)).astype(point.dtype)
+    dy = rng.standard_normal((point.T, point.B, output_width or point.H)).astype(point.dtype)
     return x, dy
 
 
@@ -109,7 +110,7 @@ def derive_inference(cell) -> tuple[Callable, str]:
 
 def _derive(point: Point) -> Workload:
     cell = cell_class(point.cell)(point.H, point.H, dtype=np.dtype(point.dtype), seed=0)
-    x, dy = _inputs(point)
+    x, dy = _inputs(point, cell.state_widths[0])
 
     def forward_backward():
         _, _, tape = cell.forward(x)
@@ -119,12 +120,12 @@ def _derive(point: Point) -> Workload:
     return Workload(lambda: cell.forward(x), forward_backward, lambda: infer(x), lambda: infer(x)[0])
 
 
-def _torch_run(point: Point, params: list, run: Callable):
+def _torch_run(point: Point, params: list, run: Callable, output_width: int | None = None):
     """Workload of a torch side: `run(x)` returns y; gradients are cleared before each call;
     the inference forward runs under torch.inference_mode()."""
     import torch
 
-    x_np, dy_np = _inputs(point)
+    x_np, dy_np = _inputs(point, output_width)
     x = torch.tensor(x_np, requires_grad=True)
     dy = torch.tensor(dy_np)
 
@@ -156,8 +157,11 @@ def _torch_eager(point: Point) -> Workload:
 
     from derive.tools import torch_reference
 
-    cls = cell_class(point.cell)
-    init = cls(point.H, point.H, dtype=np.dtype(point.dtype), seed=0).params
-    params = {k: torch.tensor(v, requires_grad=True) for k, v in init.items()}
-    zeros = tuple(torch.zeros(point.B, point.H, dtype=getattr(torch, point.dtype)) for _ in cls.state_names)
-    return _torch_run(point, list(params.values()), lambda x: torch_reference.run(point.cell, params, x, zeros)[0])
+    cell = cell_class(point.cell)(point.H, point.H, dtype=np.dtype(point.dtype), seed=0)
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in cell.params.items()}
+    zeros = tuple(torch.zeros(point.B, width, dtype=getattr(torch, point.dtype)) for width in cell.state_widths)
+
+    def run(x):
+        return torch_reference.run(point.cell, params, x, zeros)[0]
+
+    return _torch_run(point, list(params.values()), run, cell.state_widths[0])

@@ -48,6 +48,8 @@ def reference_weights(point) -> tuple[str, dict, dict]:
     if reference is None:
         raise Unsupported(f"{point.cell} has no torch.nn built-in, hence no peer")
     name, options = reference
+    if any(isinstance(value, str) for value in options.values()):  # a declared size, e.g. proj_size="P"
+        raise Unsupported(f"{point.cell} has sizes other than H ({options}): the peers do not run it yet")
     rows, bound = GATES[name] * point.H, 1 / np.sqrt(point.H)
     rng = np.random.default_rng(1)
     shapes = {"weight_ih": (rows, point.H), "weight_hh": (rows, point.H), "bias_ih": (rows,), "bias_hh": (rows,)}
