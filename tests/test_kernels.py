@@ -84,7 +84,8 @@ def _matmul_layouts(a, b, c0, beta):
 
 
 # Shapes around the tiles: rows (M) around multiples of MR, columns (N) around multiples of NR
-# (64 and 32 with AVX-512), depths (K) of 0 and 1, and products large enough for threads.
+# (64 and 32 with AVX-512), depths (K) of 0 and 1, and products large enough for threads; rows
+# left after the tiles go one by one (1, 3 of 8, 65 = 64 + 1 with threads) or in a last tile.
 SHAPES = [
     (1, 1, 1),
     (5, 7, 3),
@@ -97,6 +98,8 @@ SHAPES = [
     (300, 7, 3),
     (32, 128, 512),
     (66, 70, 129),
+    (3, 20, 40),
+    (65, 128, 256),
 ]
 
 
