@@ -142,7 +142,7 @@ def _matmul_in_kernels(a, panels, c, beta):
         threads = _iget_num_threads()  # numba.get_num_threads() without a ctypes pointer, which cannot be cached
         if m * a.shape[1] * n >= WORK_PER_THREAD * threads and tasks >= threads > 1:
             for task in numba.prange(tasks):  # each thread gets a contiguous run of tasks
-                _task(strided, panels, c, beta, groups, task)
+                _task(strided, panels, c, beta, groups, np.intp(task))  # unsigned would compile a 2nd _task
         else:
             for task in range(tasks):
                 _task(strided, panels, c, beta, groups, task)
@@ -164,7 +164,7 @@ def _any_layout(typingctx, a):
 @numba.njit(**OPTIONS)
 def _task(a, panels, c, beta, groups, task):
     """Rows of group `task % groups` times panel `task // groups`."""
-    j, group = divmod(np.intp(task), groups)  # a prange index is unsigned: uint64 with int64 gives float64
+    j, group = divmod(task, groups)
     col = j * panels.shape[2]
     valid = min(panels.shape[2], c.shape[1] - col)
     stop = min(c.shape[0], (group + 1) * GROUP_ROWS)
