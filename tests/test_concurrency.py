@@ -1,7 +1,7 @@
 """Cells under forks, threads and Ctrl-C; every case runs in a fresh interpreter with a timeout.
 
 Sizes are chosen so that the recurrent products run on Numba's threads (at least
-`matrix.PARALLEL_WORK` multiply-adds), which a tiny cell never does, and calls of the main thread
+`matrix.WORK_PER_THREAD` multiply-adds per thread), which a tiny cell never does, and calls of the main thread
 run in the runtime's worker thread (WORKER_WORK = 0), as long calls do.
 """
 
@@ -181,8 +181,8 @@ def test_ctrl_c_stops_a_long_call_and_leaves_the_cell_usable(part, send):
 
 BUSY_THREAD = """
 kernel_call.WORKER_WORK = 1 << 62  # direct calls: the worker's hand-offs would only add waits
-# Per step, W_hh h is 4 rows x 512 x 128 = 2^18 multiply-adds: a parallel product on Numba's threads.
-x_busy = np.ones((200, 4, 64), np.float32)
+# Per step, W_hh h is 16 rows x 128 x 512 = 2^20 multiply-adds: a parallel product on Numba's threads.
+x_busy = np.ones((200, 16, 64), np.float32)
 y, _, tape = lstm.forward(x_busy)
 dy = np.ones_like(y)
 lstm.backward(tape, dy)

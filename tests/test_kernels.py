@@ -1,6 +1,10 @@
 """How the generated kernels compute: chunks of steps, float32 arithmetic, matrix helpers."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -8,7 +12,7 @@ import pytest
 
 from derive.runtime.matrix import add_column_sums, matmul, pack
 from tests.conftest import ALL_CELLS as CELLS
-from tests.conftest import CELL_NAMES
+from tests.conftest import CELL_NAMES, ROOT
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)
@@ -84,7 +88,8 @@ def _matmul_layouts(a, b, c0, beta):
 
 
 # Shapes around the tiles: rows (M) around multiples of MR, columns (N) around multiples of NR
-# (64 and 32 with AVX-512), depths (K) of 0 and 1, and products large enough for threads.
+# (64 and 32 with AVX-512), depths (K) of 0 and 1, and products large enough for threads; rows
+# left after the tiles go one by one (1, 3 of 8, 65 = 64 + 1 with threads) or in a last tile.
 SHAPES = [
     (1, 1, 1),
     (5, 7, 3),
@@ -97,6 +102,8 @@ SHAPES = [
     (300, 7, 3),
     (32, 128, 512),
     (66, 70, 129),
+    (3, 20, 40),
+    (65, 128, 256),
 ]
 
 
@@ -129,3 +136,32 @@ def test_add_column_sums():
     expected = out + a.sum(axis=0)
     add_column_sums(a, out)
     np.testing.assert_allclose(out, expected, rtol=1e-14)
+
+
+TASK_SPECIALISATIONS = """
+import json, numba, numpy as np
+from derive.runtime.compiler import PRANGE_ONLY
+from derive.runtime import matrix
+
+@numba.njit(parallel=PRANGE_ONLY)
+def products(a, b):
+    c = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    matmul(a, pack(b), c, 0.0)  # threaded
+    matmul(a[:1], pack(b), c[:1], 0.0)  # one thread
+    return c
+
+matmul, pack = matrix.matmul, matrix.pack
+products(np.ones((64, 128), np.float32), np.ones((128, 256), np.float32))
+print(json.dumps([str(s) for s in matrix._task.signatures]))
+"""
+
+
+def test_threaded_and_serial_products_share_one_compiled_task(tmp_path):
+    """A prange index is unsigned: passed as is, the threaded path compiled a second `_task` (with its
+    tiles, about a second per dtype) beside the serial path's. Fresh cache, so nothing loads from it."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", TASK_SPECIALISATIONS], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(json.loads(out.stdout)) == 1, out.stdout
