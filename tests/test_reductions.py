@@ -52,23 +52,23 @@ def test_a_reduction_name_must_be_free(name, message):
     assert message in text
 
 
-def test_reductions_over_or_into_values_of_other_sizes_are_refused():
+@pytest.mark.parametrize(
+    "reduced, message",
+    [
+        ("q", "it reduces 'mu_q_of' of size P and is used by 'q_new' of another size"),
+        ("h", "it reduces 'mu_h_of' of size H and is used by 'q_new' of another size"),
+    ],
+)
+def test_reductions_over_or_into_values_of_other_sizes_are_refused(reduced, message):
     def build(cell, x, h, W, U, b):
         P = cell.size("P", "proj_size")
         q = cell.state("q", size=P)
-        cell.update(q, tanh(cell.weight("A", h, size=P) - cell.mean(q, "mu_q")))
+        mu = cell.mean({"q": q, "h": h}[reduced], f"mu_{reduced}")
+        cell.update(q, tanh(cell.weight("A", h, size=P) - mu))
         cell.update(h, tanh(W + U + b))
 
-    assert "mean 'mu_q': reductions run over and into values of size H only" in invalid(build)
-    assert "it reduces 'mu_q_of' of size P and is used by 'q_new' of another size" in invalid(build)
-
-    def into(cell, x, h, W, U, b):
-        P = cell.size("P", "proj_size")
-        q = cell.state("q", size=P)
-        cell.update(q, tanh(cell.weight("A", h, size=P) - cell.mean(h, "mu_h")))
-        cell.update(h, tanh(W + U + b))
-
-    assert "it reduces 'mu_h_of' of size H and is used by 'q_new' of another size" in invalid(into)
+    text = invalid(build)
+    assert f"mean 'mu_{reduced}': reductions run over and into values of size H only" in text and message in text
 
 
 def test_a_reduction_is_a_leaf_one_level_after_its_operand_and_backward_scales_its_adjoint():
