@@ -23,8 +23,10 @@ def resolvable(name: str, shape: tuple) -> tuple:
 
 
 def assert_report(report: Report):
-    bad = {k: v for k, v in report.errors.items() if not v <= TOLERANCE}
-    assert not bad, f"{report.cell}: relative errors above {TOLERANCE}: {bad}"
+    bad = report.failures(TOLERANCE)
+    assert not bad, (
+        f"{report.cell}: relative errors above {TOLERANCE} beyond the round-off of central differences: {bad}"
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
@@ -100,15 +102,19 @@ def test_a_gradient_that_is_exactly_zero_is_compared_absolutely():
 def test_a_small_gradient_is_compared_beyond_the_round_off_of_finite_differences():
     """A random spec's c0 barely reaches the loss (‖dL/dc0‖ ≈ 1e-4): 1e-10 of round-off per element
     is then 1e-6 relative, though the analytic gradient is right."""
-    from derive.tools.gradcheck import relative_error
+    from derive.tools.gradcheck import fd_error
 
     rng = np.random.default_rng(0)
     exact = 1e-4 * rng.standard_normal(6)
     numeric = exact + 2e-10 * rng.standard_normal(6)
-    assert relative_error(exact, numeric) > 1e-6  # noise alone fails a 1e-6 tolerance
-    noise = np.sqrt(6) * 1e-9  # Problem.roundoff's bound for such a loss
-    assert relative_error(exact, numeric, noise=noise) == 0.0
-    assert relative_error(1.01 * exact, numeric, noise=noise) > 1e-3  # a 1% error still fails
+    roundoff = np.sqrt(6) * 1e-9  # Problem.roundoff's bound for such a loss
+    error, resolution = fd_error(exact, numeric, roundoff)
+    assert error > 1e-6 and resolution > error  # noise alone is above a 1e-6 tolerance, within the bound
+    report = Report("c")
+    report.add("c0", error, resolution)
+    assert report.worst == error and not report.failures(1e-6)
+    report.add("c0", *fd_error(1.01 * exact, numeric, roundoff))  # a 1% error still fails
+    assert report.failures(1e-6) == {"c0": report.worst} and report.worst > 1e-3
 
 
 def test_the_round_off_bound_holds_for_a_cell():

@@ -187,7 +187,7 @@ def test_random_valid_specs_generate_and_pass_the_gradient_check(workdir, cell):
     # differences give the mean of the one-sided slopes, not the subgradient the cell documents.
     assume(np.all(tape.states[:, 1:] != 0))
     report = check_cell(cls, shapes=((3, 2, 2, 3),), seed=1)
-    bad = {k: v for k, v in report.errors.items() if not v <= 1e-6}
+    bad = report.failures(1e-6)
     assert not bad, f"{bad}\n" + "\n".join(f"{eq.symbol} = {eq.expr}" for eq in cell.equations)
 
 

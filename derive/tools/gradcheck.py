@@ -20,19 +20,31 @@ ROUNDOFF = float(np.finfo(np.float64).eps)
 SHAPES = ((3, 2, 3, 4), (1, 1, 1, 1), (4, 3, 2, 5))  # (T, B, I, H)
 
 
-def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 0.0, noise: float = 0.0) -> float:
-    """(‖a − n‖₂ − noise)⁺ / ‖n‖₂; absolute when ‖n‖₂ <= floor; NaN anywhere gives inf.
+def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 0.0) -> float:
+    """‖a − n‖₂ / ‖n‖₂; absolute when ‖n‖₂ <= floor; NaN anywhere gives inf.
 
     `floor` is the reference's resolution: a gradient that is exactly zero (e.g. a spec whose
     output ignores a parameter) shows up in central differences as round-off noise, and a ratio
-    of noise to noise says nothing. `noise` bounds the norm of that round-off (see
-    Problem.roundoff): a small but nonzero gradient is compared beyond it, not with it.
-    Comparisons of exact references pass neither.
+    of noise to noise says nothing. Comparisons of exact references pass floor = 0.
     """
-    diff = max(float(np.linalg.norm(np.ravel(analytic) - np.ravel(numeric))) - noise, 0.0)
+    diff = float(np.linalg.norm(np.ravel(analytic) - np.ravel(numeric)))
     scale = float(np.linalg.norm(np.ravel(numeric)))
     error = diff / scale if scale > floor else diff
     return error if np.isfinite(error) else float("inf")
+
+
+def fd_error(analytic: np.ndarray, numeric: np.ndarray, roundoff: float) -> tuple[float, float]:
+    """(error, resolution) of an analytic derivative against central differences: the relative
+    error (absolute below FD_RESOLUTION), and the part of it that the round-off of the
+    differences, bounded by `roundoff` in norm, can explain on the same scale."""
+    scale = float(np.linalg.norm(np.ravel(numeric)))
+    return relative_error(analytic, numeric, FD_RESOLUTION), roundoff / scale if scale > FD_RESOLUTION else roundoff
+
+
+def roundoff_bound(magnitude: float, size: int) -> float:
+    """A bound on the norm of the round-off of `size` central differences (steps ±EPS) of values
+    whose terms add up to `magnitude` in absolute value, each computed within eps_machine of it."""
+    return np.sqrt(size) * ROUNDOFF * magnitude / EPS
 
 
 @dataclass
@@ -65,12 +77,11 @@ class Problem:
         return float(np.sum(y * self.R) + sum(np.sum(s * r) for s, r in zip(state, self.R_state)))
 
     def roundoff(self, size: int) -> float:
-        """A bound on the norm of the round-off in `numeric` for `size` elements: each loss sums
-        terms of total magnitude M with error below eps_machine·M, and the difference of two
-        losses is divided by 2·EPS."""
+        """A bound on the norm of the round-off in `numeric` for `size` elements (the loss's
+        terms add up to M in absolute value)."""
         y, state, _ = self.cell.forward(self.x, self.state0)
         magnitude = float(np.sum(np.abs(y * self.R)) + sum(np.sum(np.abs(s * r)) for s, r in zip(state, self.R_state)))
-        return np.sqrt(size) * ROUNDOFF * magnitude / EPS
+        return roundoff_bound(magnitude, size)
 
     def gradients(self):
         _, _, tape = self.cell.forward(self.x, self.state0)
@@ -93,17 +104,25 @@ class Problem:
 
 @dataclass
 class Report:
-    """Worst relative error per checked quantity for one cell."""
+    """Worst relative error per checked quantity for one cell, and how far each goes beyond the
+    resolution of central differences (what a tolerance is compared with)."""
 
     cell: str
     errors: dict[str, float] = field(default_factory=dict)
+    beyond_resolution: dict[str, float] = field(default_factory=dict)
 
-    def add(self, name: str, error: float) -> None:
+    def add(self, name: str, error: float, resolution: float = 0.0) -> None:
         self.errors[name] = max(self.errors.get(name, 0.0), error)
+        excess = max(error - resolution, 0.0) if np.isfinite(error) else float("inf")
+        self.beyond_resolution[name] = max(self.beyond_resolution.get(name, 0.0), excess)
 
     @property
     def worst(self) -> float:
         return max(self.errors.values())
+
+    def failures(self, tolerance: float) -> dict[str, float]:
+        """Quantities whose error exceeds `tolerance` beyond the resolution: name -> error."""
+        return {k: self.errors[k] for k, v in self.beyond_resolution.items() if not v <= tolerance}
 
 
 def check_gradients(problem: Problem, report: Report) -> None:
@@ -111,13 +130,13 @@ def check_gradients(problem: Problem, report: Report) -> None:
     grads = problem.gradients()
 
     def error(analytic, array):
-        return relative_error(analytic, problem.numeric(array), FD_RESOLUTION, problem.roundoff(array.size))
+        return fd_error(analytic, problem.numeric(array), problem.roundoff(array.size))
 
-    report.add("x", error(grads.x, problem.x))
+    report.add("x", *error(grads.x, problem.x))
     for name, value in problem.cell.params.items():
-        report.add(name, error(grads.params[name], value))
+        report.add(name, *error(grads.params[name], value))
     for k, name in enumerate(problem.cell.state_names):
-        report.add(f"{name}0", error(grads.state0[k], problem.state0[k]))
+        report.add(f"{name}0", *error(grads.state0[k], problem.state0[k]))
 
 
 def numeric_jacobian(cell, x_t: np.ndarray, state: tuple[np.ndarray, ...], eps: float = EPS) -> np.ndarray:
@@ -145,7 +164,12 @@ def check_jacobian(problem: Problem, report: Report) -> None:
     J = cell.jacobian(tape)
     for t in range(problem.x.shape[0]):
         previous = tuple(tape.states[k, t, :, :width] for k, width in enumerate(cell.state_widths))
-        report.add("jacobian", relative_error(J[t], numeric_jacobian(cell, problem.x[t], previous), FD_RESOLUTION))
+        new = [tape.states[k, t + 1, :, :width] for k, width in enumerate(cell.state_widths)]
+        magnitude = max(float(np.abs(s).max()) for s in new)  # of the values differenced
+        report.add(
+            "jacobian",
+            *fd_error(J[t], numeric_jacobian(cell, problem.x[t], previous), roundoff_bound(magnitude, J[t].size)),
+        )
     # v^T J_T ... J_1 must equal what backward gives for the loss <s_T, v>.
     v = np.concatenate(problem.R_state, axis=1)
     chained = v.copy()
