@@ -115,10 +115,14 @@ def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
 def valid_cells(draw):
     """A small cell from a grammar: gates act(k (W x + U h + b)) with k a named constant or 1, optionally a
     product of a gate (a second level) and a value minus a mean or sum over the units (a reduction, one more
-    level), and updates combining gates and states (a second state like LSTM's c)."""
+    level), and updates combining gates and states (a second state like LSTM's c, and then perhaps h of
+    another size P, projected from H values as in lstm_proj)."""
     cell = Cell("cell")
     x = cell.input()
-    states = [cell.state(name) for name in ("h", "c")[: draw(st.integers(1, 2))]]
+    two_states = draw(st.booleans())
+    projected = two_states and draw(st.booleans())  # h of its own size P, a projection of H values (lstm_proj)
+    P = cell.size("P", "proj_size") if projected else "H"
+    states = [cell.state("h", size=P)] + ([cell.state("c")] if two_states else [])
     gates = "abc"[: draw(st.integers(1, 3))]
     W, U, b = cell.weight("W", x, gates=gates), cell.weight("U", states[0], gates=gates), cell.bias("b", gates=gates)
     scale = cell.constant("k", draw(st.sampled_from([0.5, 1.5, 3]))) if draw(st.booleans()) else 1
@@ -154,7 +158,8 @@ def valid_cells(draw):
 
     if len(states) > 1:
         c_new = cell.update(states[1], combine(states[1]))
-        cell.update(states[0], draw(st.sampled_from(ACTIVATIONS))(combine(c_new)))
+        out = draw(st.sampled_from(ACTIVATIONS))(combine(c_new))
+        cell.update(states[0], cell.weight("W_hr", cell.let("h_pre", out), size=P) if projected else out)
     else:
         cell.update(states[0], draw(st.sampled_from(ACTIVATIONS))(combine(states[0])))
     cell.source = "hypothesis"
@@ -185,7 +190,7 @@ def test_random_valid_specs_generate_and_pass_the_gradient_check(workdir, cell):
     _, _, tape = problem.cell.forward(problem.x, problem.state0)
     # A state exactly 0 (e.g. h_t = relu(g*h_{t-1}) from h = 0) sits on a kink, where central
     # differences give the mean of the one-sided slopes, not the subgradient the cell documents.
-    assume(np.all(tape.states[:, 1:] != 0))
+    assume(all(np.all(tape.states[k, 1:, :, :width] != 0) for k, width in enumerate(problem.cell.state_widths)))
     report = check_cell(cls, shapes=((3, 2, 2, 3),), seed=1)
     bad = report.failures(1e-6)
     assert not bad, f"{bad}\n" + "\n".join(f"{eq.symbol} = {eq.expr}" for eq in cell.equations)
@@ -224,6 +229,10 @@ def break_spec(cell, mistake, name):
         last.expr = last.expr + cell.mean(3 * k, name)
         cell.equations.insert(cell.equations.index(last), cell.equations.pop())  # its let `<name>_of` first
         return rf"mean '{name}': reduces 3\*kappa, which has no units"
+    if mistake == "mixed sizes":
+        Q = cell.size("Q", "q_size")
+        cell.let(name, h * 2, size=Q)
+        return rf"'{h.name}' has size {cell.states[0].size} but '{name}' has size Q"
     if mistake == "cycle":
         later = sp.Symbol("later", real=True)
         first = cell.equations[0]
@@ -263,6 +272,7 @@ RESERVED_EXAMPLES = [
             "cycle",
             "constant shadowing a state",
             "reduction without units",
+            "mixed sizes",
         ]
     ),
     name=st.one_of(st.sampled_from(RESERVED_EXAMPLES), st.from_regex(r"q[a-z]{0,3}", fullmatch=True)),
@@ -270,8 +280,8 @@ RESERVED_EXAMPLES = [
 def test_random_invalid_specs_are_rejected_and_change_nothing(tmp_path, cell, mistake, name):
     if mistake == "reserved name" and name not in RESERVED_EXAMPLES:
         name = RESERVED_EXAMPLES[len(name) % len(RESERVED_EXAMPLES)]
-    if mistake == "reduction without units" and name in RESERVED_EXAMPLES:
-        name = "qmean"
+    if mistake in ("reduction without units", "mixed sizes") and name in RESERVED_EXAMPLES:
+        name = "qfree"
     expected = break_spec(cell, mistake, name)
     out = tmp_path / "generated"
     if not out.exists():
