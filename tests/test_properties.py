@@ -84,8 +84,9 @@ def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
     cell = CELLS[name](I, H, dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, (T, B, I)).astype(dtype)  # small integers: exact in every dtype
-    state0 = tuple(rng.integers(-1, 2, (B, H)).astype(dtype) for _ in cell.state_names)
-    dy = rng.integers(-2, 3, (T, B, H)).astype(dtype)
+    widths = cell.state_widths  # H, or a declared size (lstm_proj's h: proj_size)
+    state0 = tuple(rng.integers(-1, 2, (B, width)).astype(dtype) for width in widths)
+    dy = rng.integers(-2, 3, (T, B, widths[0])).astype(dtype)
     reference = outputs(cell, x, state0, dy)
     if given_as in ("int16", "float16"):
         x, dy = x.astype(given_as), dy.astype(given_as)
@@ -95,13 +96,13 @@ def test_any_shape_dtype_and_layout(name, sizes, dtype, given_as, seed):
     elif given_as != "cell dtype":
         x, dy, state0 = layouts(x)[given_as], layouts(dy)[given_as], tuple(layouts(s)[given_as] for s in state0)
     got = outputs(cell, x, state0, dy)
-    S = H * len(cell.state_names)
+    S = sum(widths)
     shapes = [
-        (T, B, H),
-        *[(B, H)] * len(state0),
+        (T, B, widths[0]),
+        *[(B, width) for width in widths],
         (T, B, I),
         *[v.shape for v in cell.params.values()],
-        *[(B, H)] * len(state0),
+        *[(B, width) for width in widths],
         (T, B, S, S),
     ]
     assert [a.shape for a in got] == shapes
