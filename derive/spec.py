@@ -219,8 +219,7 @@ class Cell:
         if len(terms) == 1 and total in lets:
             operand = total
         else:  # a let of the size of what it sums (validate refuses sizes other than H, for now)
-            sizes = {s.prev: s.size for s in self.states} | {e.symbol: e.size for e in self.equations}
-            sizes |= {symbol: q.size for q in self.params for symbol in q.symbols}
+            sizes = self.symbol_sizes()
             size = next((sizes[s] for s in sorted(total.free_symbols, key=str) if s in sizes), "H")
             operand = self.let(f"{name}_of", total, size=size)
         reduction = Reduction(_symbol(name), operand, kind, len(terms))
@@ -282,6 +281,11 @@ class Cell:
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
+
+    def symbol_sizes(self) -> dict[sp.Symbol, str]:
+        """The size of every per-unit symbol: previous states, equations and parameters."""
+        sizes = {s.prev: s.size for s in self.states} | {e.symbol: e.size for e in self.equations}
+        return sizes | {symbol: q.size for q in self.params for symbol in q.symbols}
 
     def size_of(self, name: str) -> str:
         """The size of the vector `name`: "I" for the input, else of its state or let ("H" if unknown)."""

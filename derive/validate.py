@@ -322,7 +322,7 @@ def _check_reductions(p: _Problems) -> None:
                 f"reduces {sp.sstr(values[r.operand], order='none')}, which has no units (it depends only on "
                 "constants and per-row reductions): reduce a per-unit value, e.g. a state or a product",
             )
-    sizes = {eq.symbol: eq.size for eq in cell.equations}
+    sizes = cell.symbol_sizes()
     for r in cell.reductions:
         users = [eq.symbol.name for eq in cell.equations if r.symbol in eq.expr.free_symbols and eq.size != "H"]
         if sizes[r.operand] != "H" or users:
@@ -356,8 +356,7 @@ def _check_equation_sizes(p: _Problems) -> None:
     """Each per-unit value in an equation has the size of the value it defines (a matrix maps
     between sizes: its product has the size of its rows)."""
     cell = p.cell
-    sizes = {s.prev: s.size for s in cell.states} | {e.symbol: e.size for e in cell.equations}
-    sizes |= {sym: q.size for q in cell.params for sym in q.symbols}
+    sizes = cell.symbol_sizes()
     for eq in cell.equations:
         for symbol in sorted(eq.expr.free_symbols & sizes.keys(), key=str):
             if sizes[symbol] != eq.size:
