@@ -36,6 +36,7 @@ MODULE_NAMES = frozenset(
         "matmul",
         "pack",
         "add_column_sums",
+        "row_sums",
         "NoAliasPipeline",
         "PRANGE_ONLY",
         "cancelled",
@@ -109,4 +110,11 @@ def per_row(name: str) -> str:
     return f"{name}_rows"
 
 
-RESERVED_PATTERN = re.compile(r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_panels|.*_gates|.*_rows")  # the families above
+def terms(name: str) -> str:
+    """What a reduction adds up in a step, (B, units): `mu_terms`, summed into `mu_rows`."""
+    return f"{name}_terms"
+
+
+RESERVED_PATTERN = re.compile(
+    r"d_.*|cse\d+|coef\d+|J_.*|.*_J|.*_T|.*_panels|.*_gates|.*_rows|.*_terms"
+)  # the families above

@@ -154,7 +154,7 @@ def _check_names(p: _Problems) -> None:
             p.error(
                 origin,
                 f"{name!r} is reserved by the generated code (kernel names: see derive.kernel_names; "
-                "d_*, cse<n>, coef<n>, J_*, *_J, *_rows are generated)",
+                "d_*, cse<n>, coef<n>, J_*, *_J, *_rows, *_terms are generated)",
             )
         elif (
             name in seen

@@ -45,7 +45,11 @@ def test_a_reduction_of_a_value_without_units_is_an_error():
 
 @pytest.mark.parametrize(
     "name, message",
-    [("h", "mean 'h': name 'h' is already used by state 'h'"), ("mu_rows", "'mu_rows' is reserved by the generated")],
+    [
+        ("h", "mean 'h': name 'h' is already used by state 'h'"),
+        ("mu_rows", "'mu_rows' is reserved by the generated"),
+        ("mu_terms", "'mu_terms' is reserved by the generated"),
+    ],
 )
 def test_a_reduction_name_must_be_free(name, message):
     text = invalid(lambda cell, x, h, W, U, b: cell.update(h, tanh(W + U + b - cell.mean(h, name))))
@@ -127,6 +131,27 @@ def test_the_kernels_keep_one_value_per_row_on_the_tape():
     c_pre = saved["c_pre"][-1]
     expected = (c_pre - c_pre.mean(-1, keepdims=True)) / np.sqrt(c_pre.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(final[1], expected, rtol=1e-12)  # γ = 1, β = 0 at initialisation
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_sums_add_up_each_row_of_a_reduction_s_terms(dtype):
+    """The kernels write a reduction's terms per unit and add them up per row with `row_sums` (the one
+    reassociated sum): equal to NumPy's sum up to the rounding of a sum, any width, and NaN/inf as IEEE."""
+    from derive.runtime.matrix import row_sums
+
+    rng = np.random.default_rng(2)
+    for units in (1, 3, 16, 129):
+        terms = rng.standard_normal((5, units)).astype(dtype)
+        out = np.full(5, 7.0, dtype)  # overwritten, not added to
+        row_sums(terms, out)
+        exact = terms.astype(np.float64).sum(axis=1)
+        bound = 2 * units * np.finfo(dtype).eps * np.abs(terms).astype(np.float64).sum(axis=1)
+        assert np.all(np.abs(out - exact) <= bound), (units, out - exact)
+    terms = np.ones((3, 40), dtype)
+    terms[0, 17], terms[1, 3], terms[2, [5, 30]] = np.nan, np.inf, [np.inf, -np.inf]
+    out = np.empty(3, dtype)
+    row_sums(terms, out)
+    assert np.isnan(out[0]) and out[1] == np.inf and np.isnan(out[2])
 
 
 def test_the_layernorm_lstm_jacobian_has_the_null_vector_of_its_shift_invariance():

@@ -16,7 +16,7 @@ from derive import kernel_names as names
 from derive.derivation import Derivation
 from derive.spec import Param
 
-from .forward import level_title
+from .forward import level_title, row_sums
 from .locations import (
     FirstWrites,
     Locations,
@@ -45,7 +45,7 @@ class Backward:
         for name, buffer in self.buffers.items():
             self.owners.setdefault(buffer, d.cell.param(name))
         self.column_sums = self._column_sums()
-        # the adjoints of the reductions, one per batch row (B,): `d_mu_rows`
+        # the adjoints of the reductions, one per batch row (B,): `d_mu_rows`, the sums of `d_mu_terms`
         self.per_row = {r: names.per_row(names.gradient(r.symbol.name)) for r in d.reductions()}
 
     def _contributions(self, adjoint: sp.Symbol) -> tuple:
@@ -103,9 +103,9 @@ class Backward:
             for p in d.matrices
         ]
         prologue += [f"{acc.name} = np.empty((B, {self.sizes[acc]}), x.dtype)" for acc in self.accumulators]
-        prologue += [
-            f"{buffer} = np.empty(B, x.dtype)  # dL/d{r.symbol.name}, per row" for r, buffer in self.per_row.items()
-        ]
+        for r, buffer in self.per_row.items():
+            prologue.append(f"{buffer} = np.empty(B, x.dtype)  # dL/d{r.symbol.name}, per row")
+            prologue.append(f"{names.terms(names.gradient(r.symbol.name))} = np.empty((B, H), x.dtype)  # its terms")
         prologue += [
             f"{names.previous_gradient(s.name)} = np.empty((B, {s.size}), x.dtype)"
             f"  # dL/d{s.name}_(t-1) from the products (its first {s.size} columns of d_prev)"
@@ -116,7 +116,7 @@ class Backward:
         prologue += at.gate_views(gradients, names.gradient(""))
         resets = [f"d_prev[{k}] = 0.0" for k in range(len(d.cell.states)) if writes.never(("state", k))]
         resets += [f"{acc.name}[:] = 0.0" for acc in self.accumulators if writes.never(acc)]
-        resets += [f"{buffer}[:] = 0.0" for buffer in self.per_row.values()]  # sums over the units
+        resets += [f"{names.terms(names.gradient(r.symbol.name))}[:] = 0.0" for r in self.per_row]  # summed per row
         for buffer, p in self.owners.items():
             resets += [
                 f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
@@ -135,8 +135,15 @@ class Backward:
         }
 
     def _per_row(self) -> dict[sp.Symbol, str]:
-        """The adjoints of the reductions in a loop over units: `d_mu_rows[row]`."""
+        """The adjoints of the reductions in a loop over units, as read: `d_mu_rows[row]`."""
         return {self.d.adjoint[r.symbol]: f"{buffer}[row]" for r, buffer in self.per_row.items()}
+
+    def _terms(self) -> dict[sp.Symbol, str]:
+        """The adjoints of the reductions in a loop over units, as written: `d_mu_terms[row, unit]`,
+        added up per row before the level that reads them (the loops stay vectorized)."""
+        return {
+            self.d.adjoint[r.symbol]: f"{names.terms(names.gradient(r.symbol.name))}[row, unit]" for r in self.per_row
+        }
 
     def _buffers(self) -> list[str]:
         """The per-chunk gradient buffers, each after a comment on what it serves if that is more
@@ -163,7 +170,7 @@ class Backward:
         """Pointwise adjoints of one level, then the products of its recurrent matrices; also the
         symbols it reads and the per-unit parameters whose gradients it writes."""
         d, at = self.d, self.at
-        targets = {acc: f"{acc.name}[row, unit]" for acc in self.accumulators} | self._per_row()
+        targets = {acc: f"{acc.name}[row, unit]" for acc in self.accumulators} | self._terms()
         leaf_of = {}
         for s, leaf in d.leaves.items():
             adjoint = d.adjoint[s]
@@ -222,7 +229,9 @@ class Backward:
                 continue
             products.append(f"matmul({rows}, {names.panels(p.name)}, {into}, {beta})")
         title = level_title(d, level, [n.symbol.name for n in d.nodes if n.level == level], backward=True)
-        stage = Stage(title, loops, products)
+        # the adjoints of the reductions over this level's values: every later level has added to them
+        sums = [row_sums(names.gradient(r.symbol.name)) for r in d.reductions(level + 1)]
+        stage = Stage(title + sums, loops, products)
         return stage, used, gradients
 
     def _sizes(self) -> dict[sp.Symbol, str]:

@@ -36,6 +36,11 @@ def reduction_size(r: Reduction) -> str:
     return "H" if r.blocks == 1 else f"{r.blocks} * H"
 
 
+def row_sums(name: str) -> str:
+    """`row_sums(mu_terms, mu_rows)`: a reduction's terms of the step added up per row."""
+    return f"row_sums({names.terms(name)}, {names.per_row(name)})"
+
+
 def forward(d: Derivation, at: Locations) -> dict:
     inline = dict(at.params_inline)
     inline |= {r.symbol: f"{names.per_row(r.symbol.name)}[row]" for r in d.reductions()}
@@ -61,6 +66,7 @@ def forward(d: Derivation, at: Locations) -> dict:
         what = f"{r.kind} of {r.operand.name} over {reduction_size(r)} units"
         what += f" (it adds up the {r.blocks} gate blocks)" if r.blocks > 1 else ""
         prologue.append(f"{names.per_row(r.symbol.name)} = np.empty(B, x.dtype)  # {r.symbol.name}: {what}, per row")
+        prologue.append(f"{names.terms(r.symbol.name)} = np.empty((B, H), x.dtype)  # its terms, per row and unit")
     stages, used = [], set()
     for level in range(d.levels):
         nodes = [n for n in d.nodes if n.level == level]
@@ -68,11 +74,11 @@ def forward(d: Derivation, at: Locations) -> dict:
         loops = []
         for size, group in by_size(nodes, lambda n: n.size).items():
             body, reads = _pointwise(d, at, level, size, group, printer, inline)
-            # reductions run over H-sized values only (validate)
-            body += [f"{names.per_row(r.symbol.name)}[row] += {r.operand.name}" for r in reduced if size == "H"]
+            # reductions run over H-sized values only (validate); summed after the loop, which stays vectorized
+            body += [f"{names.terms(r.symbol.name)}[row, unit] = {r.operand.name}" for r in reduced if size == "H"]
             used |= reads
             loops.append(Loop(size, body))
-        products = [f"{names.per_row(r.symbol.name)}[:] = 0.0" for r in reduced]
+        products = [row_sums(r.symbol.name) for r in d.reductions(level)]
         products += [
             f"{names.per_row(r.symbol.name)} /= {reduction_size(r)}" for r in d.reductions(level) if r.kind == "mean"
         ]

@@ -142,6 +142,8 @@ def module_context(d: Derivation, equations: list[str]) -> dict:
         "activation_imports": [
             f"from derive.runtime.kernel_math import {', '.join(used)}" for used in [activation_imports(d)] if used
         ],
+        # row_sums only where a reduction adds up its terms
+        "matrix_imports": ", ".join(["add_column_sums", "matmul", "pack"] + (["row_sums"] if d.reductions() else [])),
         "kernel_options": KERNEL_OPTIONS,
         "parallel_kernel_options": PARALLEL_KERNEL_OPTIONS,
         "chunk_rows": CHUNK_ROWS,

@@ -3,7 +3,8 @@
 Generated modules spell their options out in each decorator (see `render/module.py`, KERNEL_OPTIONS):
 
 - ``fastmath={"contract"}``: fused multiply-add only. No loop in the kernels needs reassociation
-  to vectorize (they are elementwise over units), and the flags left out would break promises:
+  to vectorize (they are elementwise over units; a reduction's sums over the units are
+  `matrix.row_sums`, a function of its own), and the flags left out would break promises:
   ``nnan``/``ninf`` (in "fast") would let LLVM drop NaN and inf propagation, ``reassoc`` could
   undo the Cody-Waite range reduction and the Horner order of `kernel_math.exp`, ``arcp``/``afn``
   would allow approximate division and functions.
@@ -23,7 +24,9 @@ Generated modules spell their options out in each decorator (see `render/module.
 - ``pipeline_class=NoAliasPipeline``: LLVM may assume the array arguments do not overlap, so it
   vectorizes the pointwise loops without run-time overlap checks (with more than a few arrays it
   gives up on them, and the loops stay scalar). This holds because kernels are only called by
-  `runtime.RecurrentCell`, which passes freshly allocated outputs; inputs are only read.
+  `runtime.RecurrentCell`, which passes freshly allocated outputs; inputs are only read. While it
+  compiles a kernel, LLVM also follows every use of the kernel's own buffers to see that they do not
+  overlap the arguments either (`_alias_analysis_through_long_kernels`).
 """
 
 from __future__ import annotations
@@ -64,8 +67,28 @@ class NoAliasPipeline(CompilerBase):
         return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
 
     def _compile_core(self):
-        with _parallel_regions_without_gil():
+        with _parallel_regions_without_gil(), _alias_analysis_through_long_kernels():
             return super()._compile_core()
+
+
+# How many uses of a pointer LLVM follows to prove that it does not escape (LLVM's default: 100).
+# A kernel's local buffers (the projections, the reductions' terms) have more uses than that in
+# a cell of several levels; past the limit LLVM assumes they may overlap the arguments and leaves
+# the pointwise loops that read them scalar (lstm_layernorm's forward: 3x slower).
+_USES_TO_EXPLORE, _LLVM_DEFAULT_USES = 10_000, 100
+
+
+@contextmanager
+def _alias_analysis_through_long_kernels():
+    """LLVM follows every use of a kernel's pointers while it compiles the kernel, then its default
+    again (the option is process-wide: other code keeps LLVM's usual behaviour)."""
+    from llvmlite import binding
+
+    binding.set_option("", f"-capture-tracking-max-uses-to-explore={_USES_TO_EXPLORE}")
+    try:
+        yield
+    finally:
+        binding.set_option("", f"-capture-tracking-max-uses-to-explore={_LLVM_DEFAULT_USES}")
 
 
 class _NoGILPythonAPI(PythonAPI):

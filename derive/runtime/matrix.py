@@ -351,3 +351,15 @@ def add_column_sums(a, out):
     for row in range(a.shape[0]):
         for column in range(a.shape[1]):
             out[column] += a[row, column]
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **OPTIONS)
+def row_sums(a, out):
+    """out[row] = a[row].sum() for a (rows, n) and out (rows,): a reduction's terms added up per batch
+    row. The one reassociated sum of the kernels (in vector lanes, in any order): the loops that
+    write the terms stay elementwise, and so vectorized."""
+    for row in range(a.shape[0]):
+        total = a.dtype.type(0.0)
+        for unit in range(a.shape[1]):
+            total += a[row, unit]
+        out[row] = total
