@@ -8,18 +8,11 @@ from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES
 
 TOLERANCE = 1e-6
-# A normalisation over the units (LayerNorm, RMSNorm) of W v with v of one element (I = 1), or of
-# one unit (H = 1), does not depend on the scale of its input: the derivative comes only through
-# the eps of the norm (|dL/dx| ~ 1e-6 for lstm_layernorm at T1B1I1H1), where central differences
-# carry ~1e-10 of round-off, a relative 1e-5. These cells check their single-unit case at I = 2,
-# H = 3 instead (at two units a LayerNorm is a sign, scale invariant again); tests/test_reference.py
-# checks the built-in ones against eager PyTorch to 1e-10 at every size.
-SCALE_INVARIANT_AT_ONE_UNIT = {"lstm_layernorm", "norm_rnn"}
-
-
-def resolvable(name: str, shape: tuple) -> tuple:
-    T, B, I, H = shape
-    return (T, B, 2, 3) if name in SCALE_INVARIANT_AT_ONE_UNIT and min(I, H) == 1 else shape
+# A normalisation over the units (LayerNorm, RMSNorm) of one unit (H = 1), or of W v with v of one element
+# (I = 1), does not depend on the scale of its input: the derivative comes only through the eps of the
+# norm (|dL/dh0| ~ 1e-6 for lstm_layernorm at T1B1I1H1), where central differences carry ~1e-10 of
+# round-off, a relative 1e-6 to 1e-5. Such errors are within the round-off bound that `failures` removes
+# (plain errors at that shape: lstm_layernorm 2.2e-6, norm_rnn 8.3e-6; beyond round-off: none).
 
 
 def assert_report(report: Report):
@@ -32,7 +25,7 @@ def assert_report(report: Report):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_gradients_match_finite_differences(name, shape):
-    problem = Problem.random(CELLS[name], *resolvable(name, shape), seed=7)
+    problem = Problem.random(CELLS[name], *shape, seed=7)
     report = Report(name)
     check_gradients(problem, report)
     expected = {"x", *problem.cell.params, *(f"{s}0" for s in problem.cell.state_names)}
@@ -43,7 +36,7 @@ def test_gradients_match_finite_differences(name, shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_jacobian_matches_finite_differences_and_chain(name, shape):
-    problem = Problem.random(CELLS[name], *resolvable(name, shape), seed=11)
+    problem = Problem.random(CELLS[name], *shape, seed=11)
     report = Report(name)
     check_jacobian(problem, report)
     assert set(report.errors) == {"jacobian", "jacobian chain"}
