@@ -110,6 +110,11 @@ def test_show_writes_reductions_and_rank_one_jacobian_terms():
     forward = f.text("forward")
     assert "ln_c_mean_t = mean(c_pre_t)" in forward
     assert "ln_ih_mean_t = (1/4)·mean(ln_ih_mean_of_t)" in forward  # over the 4H units of W_ih x_t
+    backward = f.text("backward")
+    # a per-row value's adjoint gathers every unit's part; its operand gets it back scaled, per unit
+    assert "δln_c_mean_t = sum(−δc_t ⊙ gamma_c / ln_c_std_t)" in backward
+    assert "δln_c_mean_t += sum(δln_c_var_of_t ⊙ (2·ln_c_mean_t − 2·c_pre_t))" in backward
+    assert "δc_pre_t += δln_c_mean_t / H" in backward
     jacobian = f.text("jacobian")
     # ∂c_t/∂c_{t-1} of a LayerNorm of f ⊙ c: a diagonal, minus the mean's rank-one term, minus the variance's
     assert "∂c_t/∂c_{t-1} = diag(f_t ⊙ gamma_c / ln_c_std_t) − (1/H)·gamma_c / ln_c_std_t·1ᵀ·diag(f_t) − " in jacobian

@@ -45,6 +45,7 @@ LEGENDS = {
 # Added to the legend of a part for a cell with reductions (cell.mean, cell.sum).
 REDUCTION_LEGENDS = {
     "forward": "; mean(v) and sum(v) run over the units, one value per batch row",
+    "backward": "; sum(v) runs over the units: the adjoint of a mean or sum gathers every unit's part",
     "jacobian": "; 1ᵀ is the row of ones (1ᵀ·M sums the rows of M), so (1/H)·a·1ᵀ·M is a rank-one term",
 }
 TITLES = {"forward": "Forward", "backward": "Backward (BPTT)", "jacobian": "Jacobian ∂s_t/∂s_{t-1}"}
@@ -219,7 +220,8 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
             target = merged.get(a.target, a.target)
             expr = a.expr.xreplace({acc: 0 for acc, adj in merged.items() if adj == target})
             if expr != 0:
-                emit(n(target), n(expr))
+                # a per-row value (mean, sum) gathers its adjoint from every unit that reads it
+                emit(n(target), sp.Function("sum")(n(expr)) if leaf and leaf.kind == "reduction" else n(expr))
         for name, by_gate in stacked.items():
             p = cell.param(name)
             value = n(by_gate[None]) if p.gates is None else sp.Matrix([n(by_gate.get(g, 0)) for g in p.gates])
