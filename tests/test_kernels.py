@@ -10,6 +10,7 @@ import numba
 import numpy as np
 import pytest
 
+from derive.runtime.compiler import assign
 from derive.runtime.matrix import add_column_sums, matmul, pack
 from tests.conftest import ALL_CELLS as CELLS
 from tests.conftest import CELL_NAMES, ROOT
@@ -138,30 +139,66 @@ def test_add_column_sums():
     np.testing.assert_allclose(out, expected, rtol=1e-14)
 
 
-TASK_SPECIALISATIONS = """
+TILES_BY_SYMBOL = """
 import json, numba, numpy as np
 from derive.runtime.compiler import PRANGE_ONLY
 from derive.runtime import matrix
 
-@numba.njit(parallel=PRANGE_ONLY)
+@numba.njit(parallel=PRANGE_ONLY, cache=True)
 def products(a, b):
     c = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    matmul(a, pack(b), c, 0.0)  # threaded
-    matmul(a[:1], pack(b), c[:1], 0.0)  # one thread
+    matrix.matmul(a, matrix.pack(b), c, 0.0)  # threaded
+    matrix.matmul(a[:1], matrix.pack(b), c[:1], 0.0)  # one thread
     return c
 
-matmul, pack = matrix.matmul, matrix.pack
-products(np.ones((64, 128), np.float32), np.ones((128, 256), np.float32))
-print(json.dumps([str(s) for s in matrix._task.signatures]))
+compiled_tasks = len(matrix._task.signatures)  # compiled by this import (none when loaded from the cache)
+a, b = np.arange(64 * 128, dtype=np.float32).reshape(64, 128) % 7, np.ones((128, 256), np.float32)
+c = products(a, b)
+code = "" if products.stats.cache_hits else products.inspect_llvm(products.signatures[0])
+print(json.dumps(dict(
+    correct=bool((c == a @ b).all()),
+    tasks=[compiled_tasks, len(matrix._task.signatures)],
+    cached=sum(products.stats.cache_hits.values()),
+    calls_symbol=matrix._tasks_symbol(np.float32) in code,
+    has_tiles="llvm.fma" in code,
+)))
 """
 
 
-def test_threaded_and_serial_products_share_one_compiled_task(tmp_path):
-    """A prange index is unsigned: passed as is, the threaded path compiled a second `_task` (with its
-    tiles, about a second per dtype) beside the serial path's. Fresh cache, so nothing loads from it."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "2"}
-    out = subprocess.run(
-        [sys.executable, "-c", TASK_SPECIALISATIONS], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert len(json.loads(out.stdout)) == 1, out.stdout
+def test_kernels_call_the_tiles_compiled_once_per_dtype(tmp_path):
+    """The tiles are one C function per dtype (compiled when `matrix` is imported), which kernels call by its
+    symbol: a kernel's code has none of them, whether its product runs threaded or not (they were inlined into
+    every kernel and every parallel region of one, about half of a cell's compile time). A second process loads
+    both the function and the kernel from the cache and calls it (a missing symbol would abort it)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    script = tmp_path / "products.py"  # a file: numba caches no code given by -c
+    script.write_text(TILES_BY_SYMBOL)
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(json.loads(out.stdout))
+    cold, warm = runs
+    assert cold == dict(correct=True, tasks=[2, 2], cached=0, calls_symbol=True, has_tiles=False), cold
+    assert warm == dict(correct=True, tasks=[0, 0], cached=1, calls_symbol=False, has_tiles=False), warm
+
+
+def test_assign_copies_arrays_of_one_shape():
+    @numba.njit
+    def copy(target, source):
+        assign(target, source)
+
+    source, target = np.arange(24.0).reshape(2, 3, 4), np.zeros((2, 3, 4))
+    copy(target, source)
+    np.testing.assert_array_equal(target, source)
+    with pytest.raises(ValueError, match="one shape"):
+        copy(np.zeros((2, 4, 3)), source)
+    assert "unicode" not in copy.inspect_llvm(copy.signatures[0])  # no string formatting compiled in
+
+
+def test_kernels_copy_arrays_with_assign():
+    """`a[:] = b` of two arrays compiles Numba's string formatting into a kernel (for its shape error):
+    about 3 s of the first compile in a process. Kernels copy with `assign` instead; filling with a number is fine."""
+    for path in sorted((ROOT / "generated").glob("*.py")):
+        copies = re.findall(r"^\s*\w+(?:\[[^]]*\])?\[:\] = (?![\d.]+$).+$", path.read_text(), re.M)
+        assert not copies, (path.name, copies)

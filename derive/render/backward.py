@@ -298,5 +298,5 @@ class Backward:
                     f"{names.gradient(name)}[{span(g, q.size)}])"
                     for g, (b, q, j) in enumerate(sources)
                 ]
-        copies = [f"{names.gradient(name)}[:] = {names.gradient(first)}" for name, first in same.items()]
+        copies = [f"assign({names.gradient(name)}, {names.gradient(first)})" for name, first in same.items()]
         return sums, copies

@@ -15,7 +15,8 @@ Generated modules spell their options out in each decorator (see `render/module.
   parallel: array statements such as ``d_prev[0] = 0.0`` inside the step loop would otherwise
   each start the threads, at every step. (The products cannot live in a separately compiled
   parallel function: a cached kernel calling one crashes when loaded from the cache, numba
-  issue #8578.)
+  issue #8578. The tiles they run are not parallel: one C function per dtype, compiled once and
+  called by its symbol, see `matrix._call_tasks`.)
 - ``nogil=True``: a kernel releases the GIL once, for the whole call, and its parallel regions are
   launched without taking it (`NoAliasPipeline`): Numba's launcher takes and releases the GIL
   around every region, and a busy Python thread then held it for a switch interval (5 ms) at
@@ -34,8 +35,10 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
+from numba.core import types
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.cpu import ParallelOptions
+from numba.core.errors import TypingError
 from numba.core.pythonapi import PythonAPI
 from numba.extending import intrinsic, overload
 from numba.np.ufunc import parallel
@@ -153,6 +156,30 @@ def cancelled(flag) -> bool:
 @overload(cancelled, inline="always")
 def _cancelled_in_kernels(flag):
     return lambda flag: _load_acquire(flag) != 0
+
+
+def assign(target, source) -> None:
+    """target[...] = source for C-contiguous arrays of one shape. This body runs only as plain Python
+    (NUMBA_DISABLE_JIT); kernels copy element by element: Numba's `target[:] = source` checks the shapes
+    with an error message that compiles Numba's string formatting into the kernel (about 3 s of the
+    first compile in a process and 0.4 s of every kernel that has one)."""
+    target[...] = source
+
+
+@overload(assign)
+def _assign_in_kernels(target, source):
+    arrays = (target, source)
+    if not all(isinstance(t, types.Array) and t.layout == "C" for t in arrays) or target.ndim != source.ndim:
+        raise TypingError(f"assign needs C-contiguous arrays of one shape, got {target}, {source}")
+
+    def impl(target, source):
+        if target.shape != source.shape:
+            raise ValueError("assign needs arrays of one shape")
+        flat_target, flat_source = target.reshape(target.size), source.reshape(source.size)
+        for index in range(flat_source.size):
+            flat_target[index] = flat_source[index]
+
+    return impl
 
 
 @intrinsic

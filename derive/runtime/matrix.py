@@ -12,6 +12,10 @@ vectors: MR x NV accumulators, per k NV vector loads of the panel, MR broadcasts
 fused multiply-adds. Tiles are shared among Numba's threads: BLAS would repack the weight at every
 step, and its own thread pool would spin against Numba's on the same cores. Tile sizes follow the
 host's vector registers (`VECTOR_BITS`, `WIDE`, `NARROW`).
+
+The tiles are compiled once per dtype, into the C function `_tasks` (cached, loaded when this module
+is imported), which kernels call by its symbol: inlined, they were compiled again into every kernel
+and into every parallel region of one (about half of a cell's compile time).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from numba import types
 from numba.core import cgutils, config
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 from numba.np.numpy_support import as_dtype
 from numba.np.ufunc.parallel import _iget_num_threads
 
@@ -133,32 +138,105 @@ def _matmul_in_kernels(a, panels, c, beta):
 
     # Inlined into the kernel, so that its prange runs on the kernel's threads (PRANGE_ONLY):
     # a cached kernel that calls a separately compiled parallel function crashes when loaded
-    # from the cache (numba issue #8578). Elsewhere prange is a plain range.
+    # from the cache (numba issue #8578). Elsewhere prange is a plain range. The tiles are not
+    # inlined: each product calls `_tasks`, compiled once per dtype and called by its symbol.
     def impl(a, panels, c, beta):
         m, n = c.shape
         groups = (m + GROUP_ROWS - 1) // GROUP_ROWS
         tasks = panels.shape[0] * groups
-        strided = _any_layout(a)  # one compiled _task per dtype, whatever a's layout
         threads = _iget_num_threads()  # numba.get_num_threads() without a ctypes pointer, which cannot be cached
         if m * a.shape[1] * n >= WORK_PER_THREAD * threads and tasks >= threads > 1:
             for task in numba.prange(tasks):  # each thread gets a contiguous run of tasks
-                _task(strided, panels, c, beta, groups, np.intp(task))  # unsigned would compile a 2nd _task
+                _call_tasks(a, panels, c, beta, groups, task, task + 1)
         else:
-            for task in range(tasks):
-                _task(strided, panels, c, beta, groups, task)
+            _call_tasks(a, panels, c, beta, groups, 0, tasks)
 
     return impl
 
 
+def _tasks_symbol(dtype) -> str:
+    """The process-wide name of `_tasks` for arrays of `dtype`."""
+    return f"rnn_derive_matmul_tasks_{np.dtype(dtype).name}"
+
+
+def _tasks_signature(real):
+    """`_tasks`'s C signature for the float type `real`."""
+    pointer, intp = types.CPointer(real), types.intp
+    return types.void(pointer, intp, intp, pointer, intp, intp, intp, pointer, intp, intp, real, intp, intp, intp)
+
+
 @intrinsic
-def _any_layout(typingctx, a):
-    """The same array, typed as strided ('A'): every layout has the same data model."""
+def _call_tasks(typingctx, a, panels, c, beta, groups, first, last):
+    """Tasks first:last of c = a @ b + beta * c (see `_task`): a call of the symbol `_tasks_symbol`,
+    the C function `_tasks` compiled once per dtype (`_link_tasks`), not the tiles' code in every kernel."""
 
     def codegen(context, builder, signature, args):
-        context.nrt.incref(builder, signature.args[0], args[0])  # the result is a new reference
-        return args[0]
+        a_arr, p_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip((a, panels, c), args[:3]))
+        c_signature = _tasks_signature(a.dtype)
+        function_type = ir.FunctionType(ir.VoidType(), [context.get_value_type(t) for t in c_signature.args])
+        tasks = cgutils.get_or_insert_function(builder.module, function_type, _tasks_symbol(as_dtype(a.dtype)))
+        numbers = zip(args[4:], signature.args[4:])
+        builder.call(
+            tasks,
+            [
+                a_arr.data,
+                *cgutils.unpack_tuple(builder, a_arr.strides, 2),
+                p_arr.data,
+                *cgutils.unpack_tuple(builder, p_arr.shape, 3),
+                c_arr.data,
+                *cgutils.unpack_tuple(builder, c_arr.shape, 2),
+                context.cast(builder, args[3], signature.args[3], a.dtype),
+                *(context.cast(builder, value, type_, types.intp) for value, type_ in numbers),
+            ],
+        )
+        return context.get_dummy_value()
 
-    return types.Array(a.dtype, a.ndim, "A")(a), codegen
+    return types.none(a, panels, c, beta, groups, first, last), codegen
+
+
+def _tasks(a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta, groups, first, last):
+    """Tasks first:last of c = a @ b + beta * c (see `_task`), the C function behind `_call_tasks`: each array
+    as its data pointer and shape (a's is (rows, depth)), with a's strides in bytes."""
+    a = _strided(a, rows, depth, a_row_stride, a_column_stride)
+    panels = numba.carray(panels, (count, depth, width))
+    c = numba.carray(c, (rows, columns))
+    for task in range(first, last):
+        _task(a, panels, c, beta, groups, task)
+
+
+@intrinsic
+def _strided(typingctx, data, rows, columns, row_stride, column_stride):
+    """A view of the (rows, columns) array at `data` with these strides in bytes (the caller owns the memory)."""
+    array_type = types.Array(data.dtype, 2, "A")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(array_type)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(data.dtype)))
+        populate_array(
+            array,
+            data=args[0],
+            shape=cgutils.pack_array(builder, list(args[1:3])),
+            strides=cgutils.pack_array(builder, list(args[3:5])),
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return array._getvalue()
+
+    return array_type(data, rows, columns, row_stride, column_stride), codegen
+
+
+def _link_tasks() -> list:
+    """`_tasks` for each dtype, compiled or loaded from the cache, exposed under `_tasks_symbol` for the
+    kernels. Runs when this module is imported: before any kernel that calls it is compiled or loaded from
+    the cache (a kernel whose symbol is missing would abort the process when loaded)."""
+    if config.DISABLE_JIT:  # kernels are plain Python, calling matmul's own body
+        return []
+    compiled = []
+    for real in (types.float32, types.float64):
+        tasks = numba.cfunc(_tasks_signature(real), **OPTIONS)(_tasks)
+        llvm.add_symbol(_tasks_symbol(as_dtype(real)), tasks.address)
+        compiled.append(tasks)
+    return compiled
 
 
 @numba.njit(**OPTIONS)
@@ -363,3 +441,6 @@ def row_sums(a, out):
         for unit in range(a.shape[1]):
             total += a[row, unit]
         out[row] = total
+
+
+_COMPILED_TASKS = _link_tasks()  # kept: their machine code lives as long as these objects
