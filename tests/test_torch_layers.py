@@ -468,6 +468,14 @@ def test_benchmark_section_runs_and_renders(tmp_path):
         "GRU",
     ]
     assert "| lstm | 3×2×4 |" in text and "| GRU | 3×2×4 |" in text
+    assert "One layer at T×B×H = 3×2×4 (I = H)" in text
+
+
+def test_benchmark_overhead_rows_are_at_the_issues_point_when_the_grid_has_it():
+    from derive.tools.bench.torch_layers import overhead_size
+
+    assert overhead_size([(64, 32, 32), (64, 32, 128), (32, 32, 512)]) == (64, 32, 128)
+    assert overhead_size([(3, 2, 4), (5, 2, 4)]) == (3, 2, 4)
 
 
 def count_backward_calls(monkeypatch) -> list[int]:

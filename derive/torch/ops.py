@@ -424,6 +424,22 @@ def _untraced(tensors) -> bool:
     )
 
 
+recurrent.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "derive.torch: double backward (gradients of gradients, create_graph=True) is not supported by the generated kernels"
+    )
+
+
+def _setup_nothing(ctx, inputs, output):
+    pass
+
+
+recurrent_backward.register_autograd(_no_double_backward, setup_context=_setup_nothing)
+
+
 class _Eager(torch.autograd.Function):
     """`recurrent` and its autograd without the op's dispatch, for plain eager calls (`run`): the
     same implementation, saved tensors and backward. (No `setup_context`: binding its arguments
