@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -271,7 +272,8 @@ def test_compile_fullgraph_and_export_run_the_ops():
 
 def test_eager_calls_leave_out_the_ops_dispatch_and_traced_calls_record_the_op():
     """Plain eager, a layer runs the op's implementation without its dispatch (`ops.run`); under a
-    dispatch mode (make_fx here; fake tensors, opcheck) it calls the op, which the trace records."""
+    dispatch mode (make_fx here; fake tensors, opcheck) or a TorchScript trace it calls the op,
+    which the trace records."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     layer = LSTM(I, H, dtype=torch.float64)
@@ -281,6 +283,10 @@ def test_eager_calls_leave_out_the_ops_dispatch_and_traced_calls_record_the_op()
     graph = make_fx(lambda x: layer(x)[0])(x.detach())
     assert any("derive.recurrent" in str(node.target) for node in graph.graph.nodes)
     torch.testing.assert_close(graph(x.detach()), y, rtol=0, atol=0)
+    with warnings.catch_warnings():  # TracerWarning: the lengths are read on the host
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(layer, (x.detach(),), check_trace=False)
+    assert "derive::recurrent" in str(traced.graph)
 
 
 def test_errors_name_the_argument():

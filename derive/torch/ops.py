@@ -415,10 +415,11 @@ def _plain_eager(*tensors: Tensor | None) -> bool:
 
 
 def _untraced(tensors) -> bool:
-    """Eager: no compile or export, no dispatch mode (fake tensors, make_fx, opcheck), no torch.func
-    transform; `tensors` are plain tensors (None: absent)."""
+    """Eager: no compile, export or TorchScript trace, no dispatch mode (fake tensors, make_fx,
+    opcheck), no torch.func transform; `tensors` are plain tensors (None: absent)."""
     return (
         not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
         and not _in_mode_or_transform()
         and all(t is None or type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
     )
