@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -269,6 +270,25 @@ def test_compile_fullgraph_and_export_run_the_ops():
     torch.testing.assert_close(exported.module()(x.detach())[0], y_ref, rtol=0, atol=0)
 
 
+def test_eager_calls_leave_out_the_ops_dispatch_and_traced_calls_record_the_op():
+    """Plain eager, a layer runs the op's implementation without its dispatch (`ops.run`); under a
+    dispatch mode (make_fx here; fake tensors, opcheck) or a TorchScript trace it calls the op,
+    which the trace records."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    layer = LSTM(I, H, dtype=torch.float64)
+    x = torch.randn(5, 2, I, dtype=torch.float64, requires_grad=True)
+    y, _ = layer(x)
+    assert type(y.grad_fn.next_functions[0][0]).__name__ == "_EagerBackward"
+    graph = make_fx(lambda x: layer(x)[0])(x.detach())
+    assert any("derive.recurrent" in str(node.target) for node in graph.graph.nodes)
+    torch.testing.assert_close(graph(x.detach()), y, rtol=0, atol=0)
+    with warnings.catch_warnings():  # TracerWarning: the lengths are read on the host
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(layer, (x.detach(),), check_trace=False)
+    assert "derive::recurrent" in str(traced.graph)
+
+
 def test_errors_name_the_argument():
     layer = GRU(I, H, num_layers=2, dtype=torch.float64)
     with pytest.raises(TypeError, match="input must have dtype torch.float64.*got torch.float32"):
@@ -454,30 +474,76 @@ def test_benchmark_section_runs_and_renders(tmp_path):
         "GRU",
     ]
     assert "| lstm | 3×2×4 |" in text and "| GRU | 3×2×4 |" in text
+    assert "One layer at T×B×H = 3×2×4 (I = H)" in text
 
 
-def test_state_gradients_at_a_few_steps_cost_a_kernel_call_each(monkeypatch):
-    """Gradients reaching c_t (all_states) after steps 2 and 4 of 6: runs end after those steps,
-    3 backward kernel calls instead of 6, and the gradients are right (gradcheck)."""
+def test_benchmark_overhead_rows_are_at_the_issues_point_when_the_grid_has_it():
+    from derive.tools.bench.torch_layers import overhead_size
+
+    assert overhead_size([(64, 32, 32), (64, 32, 128), (32, 32, 512)]) == (64, 32, 128)
+    assert overhead_size([(3, 2, 4), (5, 2, 4)]) == (3, 2, 4)
+
+
+def count_backward_calls(monkeypatch) -> list[int]:
+    """The steps of every backward kernel call from now on (RecurrentCell._gradients)."""
     from derive.runtime.cell import RecurrentCell
 
-    layer = Recurrent("lstm", I, H, dtype=torch.float64)
-    x = torch.randn(6, 2, I, dtype=torch.float64, requires_grad=True)
-
-    def function(x, *params):
-        y, _, (_, every_c) = torch.func.functional_call(layer, dict(zip(names, params)), (x,), {"all_states": True})
-        return y[5].sum() + every_c[2].sum() + (every_c[4] ** 2).sum()
-
-    names = [n for n, _ in layer.named_parameters()]
-    calls = []
-    original = RecurrentCell._gradients
+    calls, original = [], RecurrentCell._gradients
     monkeypatch.setattr(
         RecurrentCell,
         "_gradients",
         lambda self, tape, *rest: calls.append(tape.x.shape[0]) or original(self, tape, *rest),
     )
+    return calls
+
+
+def test_gradients_of_every_steps_states_take_one_backward_call_and_equal_an_eager_loop(monkeypatch):
+    """Gradients reaching h_t and c_t of every step (all_states), with initial states: one backward
+    kernel call for the sequence, and the gradients of x, the parameters and (h_0, c_0) equal
+    torch autograd through an eager loop of the cell."""
+    from derive.tools.torch_reference import run as eager
+
+    layer = Recurrent("lstm", I, H, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 2, I, generator=generator, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(1, 2, H, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    w_y, w_h, w_c = (torch.randn(6, 2, H, generator=generator, dtype=torch.float64) for _ in range(3))
+    calls = count_backward_calls(monkeypatch)
+    y, _, (hs, cs) = layer(x, (h0, c0), all_states=True)
+    inputs = [x, h0, c0, *layer.parameters()]
+    ours = torch.autograd.grad((y * w_y).sum() + (hs * w_h).sum() + (cs**2 * w_c).sum(), inputs)
+    assert calls == [6]
+    params = {p.name: getattr(layer, f"{p.torch[:-3]}_l0") for p in layer.cell_class.parameters}
+    state, every = (h0[0], c0[0]), []
+    for t in range(6):
+        _, state = eager("lstm", params, x[t : t + 1], state)
+        every.append(state)
+    h_all, c_all = torch.stack([s[0] for s in every]), torch.stack([s[1] for s in every])
+    expected = torch.autograd.grad((h_all * w_y).sum() + (h_all * w_h).sum() + (c_all**2 * w_c).sum(), inputs)
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_of_every_steps_states_pass_gradcheck_packed_and_reversed(monkeypatch):
+    """all_states gradients at some steps of unsorted variable-length sequences, both directions:
+    one backward call per run of equal batch size, and gradcheck passes."""
+    layer = Recurrent("lstm", I, H, bidirectional=True, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 3, I, generator=generator, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 5, 2])
+    names = [n for n, _ in layer.named_parameters()]
+
+    def function(x, *params):
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        y, _, (_, every_c) = torch.func.functional_call(
+            layer, dict(zip(names, params)), (packed,), {"all_states": True}
+        )
+        c, _ = pad_packed_sequence(every_c)
+        return pad_packed_sequence(y)[0].sum() + c[1].sum() + (c[2] ** 2).sum()
+
+    calls = count_backward_calls(monkeypatch)
     function(x, *layer.parameters()).backward()
-    assert calls == [1, 2, 3]  # steps 5, 3-4, 0-2, last first
+    assert sorted(calls) == [1, 1, 2, 2, 2, 2]  # per direction: runs of 2, 1 and 2 steps (batch 3, 2, 1)
     assert torch.autograd.gradcheck(function, (x, *layer.parameters()), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 

@@ -400,9 +400,12 @@ class RecurrentCell:
             stacked[k, :, : value.shape[1]] = value
         return stacked
 
-    def _gradients(self, tape: Tape, dy: np.ndarray, d_final: np.ndarray) -> Gradients:
+    def _gradients(
+        self, tape: Tape, dy: np.ndarray, d_final: np.ndarray, d_steps: np.ndarray | None = None
+    ) -> Gradients:
         """The backward kernel on checked arguments: a consistent tape, dy (T, B, H) and d_final
-        (n, B, H) C-contiguous of the cell's dtype."""
+        (n, B, H) C-contiguous of the cell's dtype; d_steps (n, T, B, H) likewise or None: dL/d(every
+        state after every step), from elsewhere than the later steps (derive.torch's all_states)."""
         T, B = tape.x.shape[:2]
         new = np.empty_like if T and B else np.zeros_like  # the kernel overwrites dx and the dparams
         dx = new(tape.x)
@@ -418,6 +421,7 @@ class RecurrentCell:
                 tape.saved,
                 dy,
                 d_final,
+                d_steps,
                 dx,
                 *dparams.values(),
                 dstate0,

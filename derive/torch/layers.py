@@ -171,7 +171,7 @@ class Recurrent(nn.Module):
             outputs, every = [], []
             for direction in range(directions):
                 index = layer * directions + direction
-                y, states, final, _ = torch.ops.derive.recurrent(
+                y, states, final, _ = ops.run(
                     self.cell,
                     layer_input,
                     batch_sizes,
@@ -180,7 +180,7 @@ class Recurrent(nn.Module):
                     constants,
                     direction == 1,
                 )
-                outputs.append(y[:, : self.state_widths[0]])  # a narrower h: the first columns of the rows
+                outputs.append(_columns(y, self.state_widths[0]))  # a narrower h: the first columns of the rows
                 if all_states:
                     every.append(states[:, B:])  # after every step; the first B rows are state0
                 finals.append(final)
@@ -199,7 +199,9 @@ class Recurrent(nn.Module):
         if not all_states:
             return output, finals
         all_rows = [  # per state (N, D*width); one direction: views of the op's output, which autograd guards
-            every[0][k, :, :width] if directions == 1 else torch.cat([rows[k, :, :width] for rows in every], dim=-1)
+            _columns(every[0][k], width)
+            if directions == 1
+            else torch.cat([_columns(rows[k], width) for rows in every], dim=-1)
             for k, width in enumerate(self.state_widths)
         ]
         return (
@@ -277,6 +279,11 @@ class Recurrent(nn.Module):
         padded = [nn.functional.pad(s, (0, H - s.shape[-1])) for s in hx]  # a narrower state: its first columns
         state0 = torch.stack([s.unsqueeze(1) if unbatched else s for s in padded])
         return state0 if sorted_indices is None else state0.index_select(2, sorted_indices)
+
+
+def _columns(rows: Tensor, width: int) -> Tensor:
+    """The first `width` columns of `rows`: itself if it has no more (no slice for autograd to undo)."""
+    return rows if rows.shape[-1] == width else rows[..., :width]
 
 
 def _torch_signature(mode: str):

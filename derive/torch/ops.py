@@ -21,11 +21,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torch._C._functorch import is_functorch_wrapped_tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import generated
 from derive.runtime import RecurrentCell, Tape
+
+try:  # torch has no public test for these: the private helpers torch.autograd.Function.apply uses
+    from torch._C import _are_functorch_transforms_active
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+except ImportError:  # gone from a later torch: every call takes the op, which is always right
+
+    def _in_mode_or_transform() -> bool:
+        return True
+else:
+
+    def _in_mode_or_transform() -> bool:
+        """A torch dispatch mode (fake tensors, make_fx, opcheck) or a torch.func transform is active."""
+        return is_in_torch_dispatch_mode() or _are_functorch_transforms_active()
+
 
 _CLASSES: dict[str, type[RecurrentCell]] = {}  # op key -> cell class (ops take the key, a string)
 _PROTOTYPES: dict[tuple, RecurrentCell] = {}  # one instance per (key, I, H, dtype)
@@ -148,15 +160,12 @@ def _check_batch_sizes(batch_sizes: np.ndarray, rows: int, B: int) -> None:
         raise ValueError(f"batch_sizes must sum to the {rows} rows of x, got {batch_sizes.sum()}")
 
 
-def _runs(batch_sizes: np.ndarray, cut_after: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
-    """(first step, end step, first packed row, batch) of each run of steps of equal batch size;
-    a run also ends after every step where `cut_after` (T,) is true."""
+def _runs(batch_sizes: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(first step, end step, first packed row, batch) of each run of steps of equal batch size."""
     T = len(batch_sizes)
-    if T and cut_after is None and batch_sizes[0] == batch_sizes[-1]:  # one batch size: batch_sizes is non-increasing
+    if T and batch_sizes[0] == batch_sizes[-1]:  # one batch size: batch_sizes is non-increasing
         return [(0, T, 0, int(batch_sizes[0]))]
     new = np.diff(batch_sizes, prepend=-1) != 0
-    if cut_after is not None:
-        new[1:] |= cut_after[:-1]
     starts = np.flatnonzero(new)
     ends = np.append(starts[1:], T)
     batches = batch_sizes[starts]
@@ -202,6 +211,11 @@ def recurrent(
     backward)). reverse=True runs every sequence from its last step to its first.
     x and the parameters are not copied: the kernels only read them, and autograd keeps the tensors
     it saves for backward unchanged (an in-place change is an error at backward)."""
+    return _record_layer(cell, x, batch_sizes, state0, params, constants, reverse)
+
+
+def _record_layer(cell, x, batch_sizes, state0, params, constants, reverse):
+    """`recurrent`'s implementation, also run by `_Eager`."""
     check_arguments(cell, x, batch_sizes, state0, params, constants)
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     xs = _numpy(x)
@@ -323,24 +337,18 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
     weights, values = _weights(model, params), _constants(model, constants)
     dy = np.zeros((N, H), s0.dtype) if d_y is None else _numpy(d_y)
     d_running = np.zeros_like(s0) if d_final is None else _numpy(d_final).copy()
-    # Gradients reaching the other states (an LSTM's c_t) after a step enter between kernel calls:
-    # a run ends after every step that has some (the kernels take dL/dy for h only).
+    # gradients reaching every state after every step (all_states): the kernels add them per step
     d_all = None if d_states is None else _reversed(_numpy(d_states), rows_order, axis=1)
-    inject = _steps_with(d_all[1:, B:], bs) if d_all is not None and n > 1 and N else None
     dy = _reversed(dy, order)
-    if d_all is not None:
-        dy = dy + d_all[0, B:]
     xs, states = _reversed(_numpy(x), order), _reversed(_numpy(states), rows_order, axis=1)
     n_saved = len(model.saved_names)
     tape = _numpy(tape)
-    runs = _runs(bs, cut_after=inject)
+    runs = _runs(bs)
     first_rows = None if len(runs) == 1 else B + np.concatenate([[0], np.cumsum(bs)])  # of each step in `states`
     dx_parts, d_params = [], None
     for start, end, row, b in reversed(runs):
         steps = end - start
         rows = slice(B + row, B + row + steps * b)
-        if inject is not None:  # what reaches the states after the run's last step
-            d_running[1:, :b] += d_all[1:, rows.stop - b : rows.stop]
         if len(runs) == 1:  # the layout the tape was recorded in: no copy
             record_states = states.reshape(n, steps + 1, b, H)
         else:
@@ -356,8 +364,9 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
             weights,
             values,
         )
+        d_steps = None if d_all is None else np.ascontiguousarray(d_all[:, rows].reshape(n, steps, b, H))
         grads = model._gradients(
-            record, dy[row : row + steps * b].reshape(steps, b, H), np.ascontiguousarray(d_running[:, :b])
+            record, dy[row : row + steps * b].reshape(steps, b, H), np.ascontiguousarray(d_running[:, :b]), d_steps
         )
         dx_parts.append(grads.x.reshape(-1, xs.shape[1]))
         d_params = (
@@ -373,15 +382,6 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
         d_running += d_all[:, :B]
     d_running = _without_padding(model, d_running)
     return torch.from_numpy(_reversed(dx, order)), torch.from_numpy(d_running), [torch.from_numpy(d) for d in d_params]
-
-
-def _steps_with(gradients: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray | None:
-    """(T,) bool: the steps with a nonzero gradient in `gradients` (k, N, H), rows in packed order;
-    None if there is none."""
-    rows = np.any(gradients != 0, axis=(0, 2))
-    if not rows.any():
-        return None
-    return np.logical_or.reduceat(rows, np.concatenate([[0], np.cumsum(batch_sizes)[:-1]]))
 
 
 @recurrent_backward.register_fake
@@ -411,13 +411,17 @@ def _backward(ctx, d_y, d_states, d_final, _d_tape):
 
 def _plain_eager(*tensors: Tensor | None) -> bool:
     """No tracing, no transform, no graph of the backward being recorded: plain CPU tensors only."""
+    return not torch.is_grad_enabled() and _untraced(tensors)
+
+
+def _untraced(tensors) -> bool:
+    """Eager: no compile, export or TorchScript trace, no dispatch mode (fake tensors, make_fx,
+    opcheck), no torch.func transform; `tensors` are plain tensors (None: absent)."""
     return (
-        not torch.is_grad_enabled()
-        and _get_current_dispatch_mode() is None
-        and all(
-            t is None or (type(t) in (Tensor, torch.nn.Parameter) and not is_functorch_wrapped_tensor(t))
-            for t in tensors
-        )
+        not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not _in_mode_or_transform()
+        and all(t is None or type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
     )
 
 
@@ -435,3 +439,31 @@ def _setup_nothing(ctx, inputs, output):
 
 
 recurrent_backward.register_autograd(_no_double_backward, setup_context=_setup_nothing)
+
+
+class _Eager(torch.autograd.Function):
+    """`recurrent` and its autograd without the op's dispatch, for plain eager calls (`run`): the
+    same implementation, saved tensors and backward. (No `setup_context`: binding its arguments
+    costs more than the call; the op serves torch.func.)"""
+
+    @staticmethod
+    def forward(ctx, cell, x, batch_sizes, state0, constants, reverse, *params):
+        inputs = (cell, x, batch_sizes, state0, list(params), constants, reverse)
+        output = _record_layer(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _, dx, _, d_state0, d_params, _, _ = _backward(ctx, *grads)
+        return None, dx, None, d_state0, None, None, *d_params
+
+
+def run(
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`torch.ops.derive.recurrent(...)`. Eager, the op's dispatch (about 0.1 ms a call) is left
+    out; traced (compile, export, torch.func, fake tensors) it is the op, which they record."""
+    if _untraced((x, batch_sizes, state0, constants, *params)):
+        return _Eager.apply(cell, x, batch_sizes, state0, constants, reverse, *params)
+    return torch.ops.derive.recurrent(cell, x, batch_sizes, state0, params, constants, reverse)
