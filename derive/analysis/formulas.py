@@ -212,7 +212,7 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
         stacked: dict[str, dict[str, sp.Expr]] = {}
         for a in d.backward[level]:
             leaf = leaf_of_adjoint.get(a.target)
-            if leaf is not None and leaf.kind not in ("state", "reduction"):
+            if leaf is not None and leaf.kind not in ("state", "input", "reduction"):
                 gate = leaf.param.gates[leaf.index] if leaf.param.gates else None
                 stacked.setdefault(leaf.param.name, {})[gate] = a.expr
                 continue
@@ -228,12 +228,11 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
             if d.leaves[p.symbols[0]].level == level and p.operand != cell.x.name:
                 emit(_adjoint_of_vector(d, n, p.operand), nt.matrix(n, p, transposed=True) * nt.stacked_adjoint(n, p))
     inputs = [nt.matrix(n, p, transposed=True) * nt.stacked_adjoint(n, p) for p in matrices if p.operand == cell.x.name]
-    if inputs:
-        x = cell.x.name
-        emit(
-            n.symbol(f"\\delta {n.vectors[x][1]}", f"δ{n.vectors[x][0]}", nt.ADJOINT, commutative=False),
-            sp.Add(*inputs),
-        )
+    if inputs:  # after x's part per unit, if it has one (δx_t += ...)
+        x, adjoint = cell.x.name, n(d.adjoint[cell.x.symbol])
+        name = (f"\\delta {n.vectors[x][1]}", f"δ{n.vectors[x][0]}", nt.ADJOINT)
+        lhs = adjoint if adjoint in seen else n.symbol(*name, commutative=False)
+        emit(lhs, sp.Add(*inputs))
     for p in matrices:
         gradient = n.symbol(f"\\delta {nt.latex_name(p.name)}", f"δ{p.name}", nt.ADJOINT, commutative=False)
         emit(gradient, nt.stacked_adjoint(n, p) * nt.vector(n, p.operand, transposed=True), summed=True)
