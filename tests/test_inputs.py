@@ -459,4 +459,6 @@ def test_bounds_checked_kernels_raise_instead_of_reading_out_of_bounds():
     _, _, tape = cell.forward(x)
     J = np.zeros((T, B, 2 * H, 2 * H))
     with pytest.raises(IndexError):
-        LSTM._jacobian(*tape.params.values(), tape.states, tape.saved[:-1], J, np.zeros(1, np.uint8))  # one step short
+        LSTM._jacobian(
+            tape.x, *tape.params.values(), tape.states, tape.saved[:-1], J, np.zeros(1, np.uint8)
+        )  # one step short
