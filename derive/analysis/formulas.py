@@ -448,12 +448,15 @@ def _latex(f: CellFormulas, parts: tuple[str, ...]) -> str:
 
 
 def _sizes_legend(cell: Cell) -> str:
-    """For a cell with sizes other than H: which size is which, and each state's (nothing otherwise)."""
-    if not cell.sizes:
+    """For a cell with sizes other than H: which size is which, each state's, and the values in the
+    input's size I (nothing otherwise)."""
+    inputs = [eq.symbol.name for eq in cell.equations if eq.size == cell.x.size]
+    if not cell.sizes and not inputs:
         return ""
-    sizes = ", ".join(f"{size} = `{argument}`" for size, argument in cell.sizes.items())
-    states = ", ".join(f"{s.name} has {s.size}" for s in cell.states)
-    return f" Sizes: H = `hidden_size`, I = `input_size`, {sizes}; {states} units."
+    sizes = "".join(f", {size} = `{argument}`" for size, argument in cell.sizes.items())
+    parts = [", ".join(f"{s.name} has {s.size}" for s in cell.states) + " units"] if cell.sizes else []
+    parts += [f"{', '.join(inputs)} {'has' if len(inputs) == 1 else 'have'} I units, as the input"] if inputs else []
+    return f" Sizes: H = `hidden_size`, I = `input_size`{sizes}; {'; '.join(parts)}."
 
 
 def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:

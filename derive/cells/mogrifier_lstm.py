@@ -12,7 +12,7 @@ Reference: Melis, Kočiský & Blunsom (2020), "Mogrifier LSTM", ICLR (5 rounds, 
 paper's x^{i-2} for i = 1 is x itself (x^{-1} = x). Convention: the LSTM part is PyTorch's (gates
 i, f, g, o; W_ih (4H, I), W_hh (4H, H), b_ih and b_hh (4H)); Q and R have no biases, as in the
 paper (full rank, not its low-rank factorisation), and PyTorch's initialisation, uniform in
-±1/√H. No torch.nn module computes this cell (load_torch takes a state_dict of these names).
+±1/√H. No torch.nn module computes this cell.
 """
 
 from derive.activations import sigmoid, tanh
