@@ -3,13 +3,13 @@
 The per-unit equations become a graph of *nodes* (one per `let`, per state update and per
 activation nested inside an expression). Its *leaves* are the previous states, the input x_t
 (per unit, in values of its size I), the per-unit parameters and the projections (W v)_g, each of
-which ends the pointwise graph at a matrix product. A projection of a value computed in this step (e.g. W_hn (r*h)) needs that value first,
-so nodes get a *level*: the number of matrix products on their longest path from the step's
-inputs. Kernels compute level 0, then its projections, then level 1, and so on. A reduction
-(`cell.mean`, `cell.sum`: one value per batch row) is a leaf one level after the node it reduces,
-like a projection: a level ends where a value of all units is needed. Named constants
-(`cell.constant`) are neither nodes nor leaves: scalars the kernels take as arguments, held fixed
-by every derivative (no gradient is computed for them).
+which ends the pointwise graph at a matrix product. A projection of a value computed in this step
+(e.g. W_hn (r*h)) needs that value first, so nodes get a *level*: the number of matrix products on
+their longest path from the step's inputs. Kernels compute level 0, then its projections, then
+level 1, and so on. A reduction (`cell.mean`, `cell.sum`: one value per batch row) is a leaf one
+level after the node it reduces, like a projection: a level ends where a value of all units is
+needed. Named constants (`cell.constant`) are neither nodes nor leaves: scalars the kernels take
+as arguments, held fixed by every derivative (no gradient is computed for them).
 
 Backward is symbolic reverse mode over the nodes: the adjoint of a node is the sum, over the
 nodes that use it, of their adjoint times the local derivative, where an activation's local
@@ -61,9 +61,7 @@ class Node:
 class Leaf:
     """A symbol that is an input of the pointwise graph."""
 
-    kind: (
-        str  # "state" (value at t-1), "input" (x_t per unit), "projection", "param" (per-unit parameter) or "reduction"
-    )
+    kind: str  # "state" (value at t-1), "input" (x_t per unit), "projection", "param" (per unit) or "reduction"
     index: int  # state index, or gate block of the parameter
     param: Param | None = None
     level: int = 0  # projections and reductions: the level at which they are available
