@@ -161,3 +161,15 @@ def test_mogrifier_lstm_with_a_wider_input_matches_finite_differences():
         check_gradients(problem, report)
         check_jacobian(problem, report)
     assert not report.failures(1e-6), report.errors
+
+
+def test_show_writes_dx_in_two_parts_and_the_jacobian_through_the_value_of_size_I():
+    from derive.formulas import formulas
+
+    namespace = {}
+    exec(INPUT_GATE, namespace)
+    text = formulas(namespace["cell"]).text()
+    pointwise = "  δx_t = 2·δu_t ⊙ x_t ⊙ σ(Q h_{t-1} + b_u)\n"
+    assert pointwise in text and text.index(pointwise) < text.index("  δx_t += W_ihᵀ·δ(W_ih x_t)\n"), text
+    assert "where ∂u_t/∂h_{t-1} = diag(x_t² ⊙ (1 − σ(Q h_{t-1} + b_u)) ⊙ σ(Q h_{t-1} + b_u))·Q" in text
+    assert "Q     (I, H), acts on h_{t-1}" in text and "b_u   (I,), per-unit vector" in text
