@@ -1,15 +1,15 @@
 """From a cell spec to its forward, backward (BPTT) and Jacobian equations.
 
 The per-unit equations become a graph of *nodes* (one per `let`, per state update and per
-activation nested inside an expression). Its *leaves* are the previous states, the per-unit
-parameters and the projections (W v)_g, each of which ends the pointwise graph at a matrix
-product. A projection of a value computed in this step (e.g. W_hn (r*h)) needs that value first,
-so nodes get a *level*: the number of matrix products on their longest path from the step's
-inputs. Kernels compute level 0, then its projections, then level 1, and so on. A reduction
-(`cell.mean`, `cell.sum`: one value per batch row) is a leaf one level after the node it reduces,
-like a projection: a level ends where a value of all units is needed. Named constants
-(`cell.constant`) are neither nodes nor leaves: scalars the kernels take as arguments, held fixed
-by every derivative (no gradient is computed for them).
+activation nested inside an expression). Its *leaves* are the previous states, the input x_t
+(per unit, in values of its size I), the per-unit parameters and the projections (W v)_g, each of
+which ends the pointwise graph at a matrix product. A projection of a value computed in this step
+(e.g. W_hn (r*h)) needs that value first, so nodes get a *level*: the number of matrix products on
+their longest path from the step's inputs. Kernels compute level 0, then its projections, then
+level 1, and so on. A reduction (`cell.mean`, `cell.sum`: one value per batch row) is a leaf one
+level after the node it reduces, like a projection: a level ends where a value of all units is
+needed. Named constants (`cell.constant`) are neither nodes nor leaves: scalars the kernels take
+as arguments, held fixed by every derivative (no gradient is computed for them).
 
 Backward is symbolic reverse mode over the nodes: the adjoint of a node is the sum, over the
 nodes that use it, of their adjoint times the local derivative, where an activation's local
@@ -61,7 +61,7 @@ class Node:
 class Leaf:
     """A symbol that is an input of the pointwise graph."""
 
-    kind: str  # "state" (value at t-1), "projection", "param" (per-unit parameter) or "reduction"
+    kind: str  # "state" (value at t-1), "input" (x_t per unit), "projection", "param" (per unit) or "reduction"
     index: int  # state index, or gate block of the parameter
     param: Param | None = None
     level: int = 0  # projections and reductions: the level at which they are available
@@ -184,6 +184,8 @@ class Derivation:
             return self.cell.states[leaf.index].size
         if leaf is not None and leaf.kind == "reduction":  # per row, summed in loops of size H (validate)
             return "H"
+        if leaf is not None and leaf.kind == "input":
+            return self.cell.x.size
         return leaf.param.size if leaf is not None else "H"
 
     def new_state_nodes(self) -> list[Node]:
@@ -220,6 +222,7 @@ def reduction_scale(r: Reduction) -> sp.Expr:
 
 def _leaves(cell: Cell) -> dict[sp.Symbol, Leaf]:
     leaves = {s.prev: Leaf("state", k) for k, s in enumerate(cell.states)}
+    leaves[cell.x.symbol] = Leaf("input", 0)  # x_t per unit, in equations of size I
     for p in cell.params:
         kind = "projection" if p.kind == "matrix" else "param"
         leaves.update({sym: Leaf(kind, g, p) for g, sym in enumerate(p.symbols)})

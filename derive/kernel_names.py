@@ -8,7 +8,7 @@ generated module.
 Kernel conventions (shapes in every generated docstring):
     x       (T, B, I)             input sequence, time-major
     states  (n_states, T+1, B, H) states[k, 0] is the initial state, states[k, t+1] is s_t
-    saved   (T, n_saved, B, H)    per-step values backward needs (the tape)
+    saved   (T, n_saved, B, H)    per-step values backward needs (the tape; rows max(H, I) wide if it keeps values of size I)
 Loops run over `step` (time), `row` (batch) and `unit` (hidden unit); a Jacobian row over `col`.
 """
 

@@ -27,17 +27,34 @@ INITS = ("uniform", "zeros", "ones")
 
 @dataclass(frozen=True)
 class InputVector:
-    """The cell input x_t, of size input_size; it may only be multiplied by a weight."""
+    """The cell input x_t, of size I (input_size): the operand of a weight (`cell.weight("W_ih", x)`)
+    and, per unit, a value of size I in equations (`cell.let("x1", 2 * sigmoid(Q) * x, size=x.size)`)."""
 
     name: str
 
-    def _sympy_(self, *_):
-        raise TypeError(
-            f"the input {self.name!r} cannot appear in an equation directly: it enters through a weight, "
-            f"e.g. W = cell.weight('W_ih', {self.name}); then use W"
-        )
+    @property
+    def size(self) -> str:
+        """The input's own size, "I" (`input_size`): values of this size need no `cell.size`."""
+        return "I"
 
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __pow__ = _sympy_
+    @property
+    def symbol(self) -> sp.Symbol:
+        """Unit j of x_t, as equations use it."""
+        return _symbol(self.name)
+
+    def _sympy_(self):
+        return self.symbol
+
+
+def _on_symbol(operator: str):
+    def method(self, *args):
+        return getattr(self.symbol, operator)(*args)
+
+    return method
+
+
+for _operator in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "pow", "rpow", "neg"):
+    setattr(InputVector, f"__{_operator}__", _on_symbol(f"__{_operator}__"))
 
 
 @dataclass
@@ -149,7 +166,8 @@ class Cell:
 
     # -- declarations -------------------------------------------------------------------
     def input(self, name: str = "x") -> InputVector:
-        """Declare the input vector x_t (size input_size)."""
+        """Declare the input vector x_t, of size I (input_size): weights act on it, and equations may
+        use it per unit in values of its size (`x.size`)."""
         if self.x is not None:
             raise ValueError(f"cell {self.name!r}: input() called twice; a cell has one input vector")
         self.x = InputVector(name)
@@ -210,8 +228,9 @@ class Cell:
         for term in terms:
             if isinstance(term, InputVector):
                 raise TypeError(
-                    f"cell {self.name!r}: cell.{kind}() of the input {term.name!r}: the input has no units of "
-                    f"the cell; reduce its product with a weight, e.g. cell.{kind}(cell.weight('W_ih', {term.name}))"
+                    f"cell {self.name!r}: cell.{kind}() of the input {term.name!r}: reductions run over values of "
+                    f"size H, the input has size I (input_size); reduce its product with a weight, e.g. "
+                    f"cell.{kind}(cell.weight('W_ih', {term.name}))"
                 )
         name = name or f"{kind}{len(self.reductions) + 1}"
         total = canonical(sp.sympify(sp.Add(*terms)))
@@ -258,7 +277,8 @@ class Cell:
         return {g: W_ih[g] + b_ih[g] + W_hh[g] + b_hh[g] for g in gates}
 
     def let(self, name: str, expr, size: str = "H") -> sp.Symbol:
-        """Name an intermediate per-unit value of `size` units, e.g. a gate. (`let` and `update`
+        """Name an intermediate per-unit value of `size` units, e.g. a gate (`size=x.size`, "I": a value
+        in the input's own space, such as the input gated per unit). (`let` and `update`
         accept SymPy's spellings of the functions, sp.exp or sp.Max: see activations.canonical.)"""
         symbol = _symbol(name)
         self.equations.append(Equation(symbol, canonical(sp.sympify(expr)), size=size))
@@ -283,8 +303,9 @@ class Cell:
         return next(p for p in self.params if p.name == name)
 
     def symbol_sizes(self) -> dict[sp.Symbol, str]:
-        """The size of every per-unit symbol: previous states, equations and parameters."""
+        """The size of every per-unit symbol: the input, previous states, equations and parameters."""
         sizes = {s.prev: s.size for s in self.states} | {e.symbol: e.size for e in self.equations}
+        sizes |= {self.x.symbol: self.x.size} if self.x is not None else {}
         return sizes | {symbol: q.size for q in self.params for symbol in q.symbols}
 
     def size_of(self, name: str) -> str:

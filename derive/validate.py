@@ -139,7 +139,8 @@ def declared_names(cell: Cell) -> list[tuple[str, str, int]]:
             names.append((eq.symbol.name, f"let {eq.symbol.name!r}", id(eq)))
     names += [(c.name, f"constant {c.name!r}", id(c)) for c in cell.constants]
     names += [(r.symbol.name, f"{r.kind} {r.symbol.name!r}", id(r)) for r in cell.reductions]
-    names += [(size, f"size {size!r}", hash(("size", size))) for size in cell.sizes]  # a kernel local: P = ...
+    # a kernel local: P = ...; "I" is the input's size (_check_sizes says so)
+    names += [(size, f"size {size!r}", hash(("size", size))) for size in cell.sizes if size != "I"]
     return names
 
 
@@ -234,7 +235,7 @@ def _check_equations(p: _Problems) -> None:
     states updated exactly once, lets defined once."""
     cell = p.cell
     declared = {s.prev for s in cell.states} | {sym for param in cell.params for sym in param.symbols}
-    declared |= {c.symbol for c in cell.constants}
+    declared |= {c.symbol for c in cell.constants} | {cell.x.symbol}
     reductions = {r.symbol: r for r in cell.reductions}
     by_name = {sym.name: sym for sym in declared | {eq.symbol for eq in cell.equations}}
     defined_at = {eq.symbol for eq in cell.equations}
@@ -282,8 +283,7 @@ def _check_equations(p: _Problems) -> None:
                 p.error(
                     where,
                     f"symbol {symbol.name!r} was not made by this cell (sympy.Symbol({symbol.name!r}) has other "
-                    "assumptions); use the symbol that cell.input/state/let/weight returned"
-                    + ("; the input enters only through a weight" if cell.x and symbol.name == cell.x.name else ""),
+                    "assumptions); use the symbol that cell.input/state/let/weight returned",
                 )
             else:
                 p.error(
@@ -336,20 +336,32 @@ def _check_reductions(p: _Problems) -> None:
 
 def _check_sizes(p: _Problems) -> None:
     """Declared sizes are identifiers other than H and I, with distinct constructor arguments;
-    every state, let and parameter has H or a declared size."""
+    every state, let and parameter has H, I (the input's size; not for states) or a declared size."""
     cell = p.cell
     for name, argument in cell.sizes.items():
-        if not _is_name(name) or name in ("H", "I"):
+        if name == "I":
+            p.error(f"size {name!r}", "I, the input's size (input_size), needs no declaration: use size=x.size")
+            continue
+        if not _is_name(name) or name == "H":
             p.error(f"size {name!r}", "a size must be an identifier other than H (hidden_size) and I (input_size)")
         if not _is_name(argument) or argument in CONSTANT_RESERVED or argument in {c.name for c in cell.constants}:
             p.error(f"size {name!r}", f"its constructor argument {argument!r} must be a free identifier")
-    known = {"H", *cell.sizes}
+    known = {"H", "I", *cell.sizes}
+    for s in cell.states:
+        if s.size == "I":
+            p.error(
+                f"state {s.name!r}",
+                "a state cannot have size I (input_size): states have H or a declared size (cell.size), at most "
+                "hidden_size; keep a value of size I in a let and map it to the state with a weight",
+            )
     owners = [(f"state {s.name!r}", s.size) for s in cell.states]
     owners += [(f"parameter {q.name!r}", q.size) for q in cell.params]
     owners += [(_equation(eq), eq.size) for eq in cell.equations if eq.state is None]
     for where, size in owners:
         if size not in known:
-            p.error(where, f"size {size!r} is not declared: sizes are H or one of cell.size(...) {sorted(cell.sizes)}")
+            p.error(
+                where, f"size {size!r} is not declared: sizes are H, I or one of cell.size(...) {sorted(cell.sizes)}"
+            )
 
 
 def _check_equation_sizes(p: _Problems) -> None:
@@ -485,6 +497,7 @@ def _influence(cell: Cell) -> dict[str, set[str]]:
     """For each state: the states and "input" its value depends on, over any number of steps."""
     states = {s.prev: s.name for s in cell.states}
     input_products = {sym for param in cell.params if param.operand == cell.x.name for sym in param.symbols}
+    input_products.add(cell.x.symbol)  # the input itself, per unit
     products = {sym: param.operand for param in cell.params if param.kind == "matrix" for sym in param.symbols}
     values = {eq.symbol.name: eq for eq in cell.equations}
     reductions = {r.symbol: r.operand for r in cell.reductions}

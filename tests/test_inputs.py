@@ -416,8 +416,8 @@ def test_check_finite_in_backward_and_jacobian():
 # The saved value that shows the saturation where the first one does not: slstm's first is log σ(f̃) + m and its
 # i' is normalised by the stabiliser m, so its output gate σ(õ); min_lstm's gates are normalised (both saturated
 # give 1/2), so its candidate n = W_in x + b_in; lstm_layernorm's first is a LayerNorm's standard deviation, so
-# its input gate.
-FIRST_GATE = {"slstm": "sigmoid_h_new", "min_lstm": "n", "lstm_layernorm": "i"}
+# its input gate; mogrifier_lstm's first is a gate of its rounds, whose Q and R have no biases, so its input gate.
+FIRST_GATE = {"slstm": "sigmoid_h_new", "min_lstm": "n", "lstm_layernorm": "i", "mogrifier_lstm": "i"}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -459,4 +459,6 @@ def test_bounds_checked_kernels_raise_instead_of_reading_out_of_bounds():
     _, _, tape = cell.forward(x)
     J = np.zeros((T, B, 2 * H, 2 * H))
     with pytest.raises(IndexError):
-        LSTM._jacobian(*tape.params.values(), tape.states, tape.saved[:-1], J, np.zeros(1, np.uint8))  # one step short
+        LSTM._jacobian(
+            tape.x, *tape.params.values(), tape.states, tape.saved[:-1], J, np.zeros(1, np.uint8)
+        )  # one step short

@@ -117,7 +117,8 @@ def valid_cells(draw):
     """A small cell from a grammar: gates act(k (W x + U h + b)) with k a named constant or 1, optionally a
     product of a gate (a second level) and a value minus a mean or sum over the units (a reduction, one more
     level), and updates combining gates and states (a second state like LSTM's c, and then perhaps h of
-    another size P, projected from H values as in lstm_proj)."""
+    another size P, projected from H values as in lstm_proj). W acts on x, or on x gated per unit in its own
+    size I by a value of h (u = act(Q h) ⊙ x, Q mapping h's size to I, as the Mogrifier LSTM's rounds)."""
     cell = Cell("cell")
     x = cell.input()
     two_states = draw(st.booleans())
@@ -125,6 +126,9 @@ def valid_cells(draw):
     P = cell.size("P", "proj_size") if projected else "H"
     states = [cell.state("h", size=P)] + ([cell.state("c")] if two_states else [])
     gates = "abc"[: draw(st.integers(1, 3))]
+    if draw(st.booleans()):  # the input gated per unit, a value of size I
+        gate = draw(st.sampled_from(ACTIVATIONS))(cell.weight("Q", states[0], size=x.size))
+        x = cell.let("u", gate * x, size=x.size)
     W, U, b = cell.weight("W", x, gates=gates), cell.weight("U", states[0], gates=gates), cell.bias("b", gates=gates)
     scale = cell.constant("k", draw(st.sampled_from([0.5, 1.5, 3]))) if draw(st.booleans()) else 1
     values = []
@@ -234,6 +238,9 @@ def break_spec(cell, mistake, name):
         Q = cell.size("Q", "q_size")
         cell.let(name, h * 2, size=Q)
         return rf"'{h.name}' has size {cell.states[0].size} but '{name}' has size Q"
+    if mistake == "input mixed with H values":
+        cell.let(name, cell.x.symbol * 2 + cell.states[-1].prev)  # the last state has size H
+        return rf"'{cell.x.name}' has size I but '{name}' has size H"
     if mistake == "cycle":
         later = sp.Symbol("later", real=True)
         first = cell.equations[0]
@@ -274,6 +281,7 @@ RESERVED_EXAMPLES = [
             "constant shadowing a state",
             "reduction without units",
             "mixed sizes",
+            "input mixed with H values",
         ]
     ),
     name=st.one_of(st.sampled_from(RESERVED_EXAMPLES), st.from_regex(r"q[a-z]{0,3}", fullmatch=True)),
@@ -281,7 +289,7 @@ RESERVED_EXAMPLES = [
 def test_random_invalid_specs_are_rejected_and_change_nothing(tmp_path, cell, mistake, name):
     if mistake == "reserved name" and name not in RESERVED_EXAMPLES:
         name = RESERVED_EXAMPLES[len(name) % len(RESERVED_EXAMPLES)]
-    if mistake in ("reduction without units", "mixed sizes") and name in RESERVED_EXAMPLES:
+    if mistake in ("reduction without units", "mixed sizes", "input mixed with H values") and name in RESERVED_EXAMPLES:
         name = "qfree"
     expected = break_spec(cell, mistake, name)
     out = tmp_path / "generated"

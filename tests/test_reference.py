@@ -9,7 +9,8 @@ from generated import CELLS
 TOLERANCE = 1e-10
 
 
-@pytest.mark.parametrize("shape", [(6, 3, 4, 5), (1, 1, 2, 3)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
+# an input wider than the state too (mogrifier_lstm keeps values of size I in a tape max(H, I) wide)
+@pytest.mark.parametrize("shape", [(6, 3, 4, 5), (1, 1, 2, 3), (3, 2, 6, 4)], ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("name", list(CELLS))
 def test_matches_hand_written_torch_loop(torch, name, shape):
     from derive.tools import torch_reference

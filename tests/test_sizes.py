@@ -85,3 +85,91 @@ def test_a_users_cell_with_two_sizes_in_one_level_matches_finite_differences(tmp
         check_gradients(problem, report)
         check_jacobian(problem, report)
     assert max(report.errors.values()) < 1e-6, report.errors
+
+
+INPUT_GATE = """
+from derive.activations import sigmoid, tanh
+from derive.spec import Cell
+
+cell = Cell("input_gate", class_name="InputGate")
+x = cell.input()
+I = x.size
+h = cell.state("h")
+u = cell.let("u", sigmoid(cell.weight("Q", h, size=I) + cell.vector("b_u", size=I)) * x * x, size=I)
+cell.update(h, tanh(cell.weight("W_ih", x) + cell.weight("W_u", u) + cell.weight("W_hh", h) + cell.bias("b")) + 0.5 * h)
+"""
+
+
+@pytest.fixture(scope="module")
+def input_gate(tmp_path_factory):
+    from derive.build import build
+
+    folder = tmp_path_factory.mktemp("inputgate")
+    spec = folder / "input_gate.py"
+    spec.write_text(INPUT_GATE)
+    return build(spec, folder / "cells")["input_gate"], (folder / "cells" / "input_gate.py").read_text()
+
+
+# I > H (the tape's rows are I wide), I < H, one unit each
+INPUT_SHAPES = [(3, 2, 5, 3), (2, 3, 2, 4), (1, 1, 1, 1)]
+
+
+def test_the_input_per_unit_gated_by_a_value_of_size_I_matches_finite_differences(input_gate):
+    """u = σ(Q h + b_u) ⊙ x ⊙ x has size I (Q: H → I, b_u (I,)); W_u maps it back to H within the
+    step. dx = its pointwise part (2σ(·)⊙x⊙δu) + W_ihᵀ δ(W_ih x); the Jacobian goes through W_u·∂u/∂h."""
+    InputGate, source = input_gate
+    assert "for unit in range(I):" in source and "dx[step, row, unit] = " in source
+    assert "def _jacobian(x, " in source and "J_u = np.empty((I, S), J.dtype)" in source
+    assert InputGate.saved_sizes and "I" in InputGate.saved_sizes
+    cell = InputGate(5, 3, dtype=np.float64, seed=0)
+    assert cell.param_shapes() == {"Q": (5, 3), "b_u": (5,), "W_ih": (3, 5), "W_u": (3, 5), "W_hh": (3, 3), "b": (3,)}
+    report = Report("input_gate")
+    for k, shape in enumerate(INPUT_SHAPES):
+        problem = Problem.random(InputGate, *shape, seed=k)
+        check_gradients(problem, report)
+        check_jacobian(problem, report)
+    assert not report.failures(1e-6), report.errors
+
+
+@pytest.mark.parametrize("I, H", [(5, 3), (2, 4)])
+def test_a_tape_of_values_of_size_I_is_max_of_H_and_I_wide_with_zeros_beyond_a_value(input_gate, I, H):
+    """The tape keeps u (size I) and H-size values in rows max(H, I) wide; the columns past a
+    value's size are zero, so check_finite never reads uninitialised memory."""
+    InputGate, _ = input_gate
+    cell = InputGate(I, H, dtype=np.float64, seed=1)
+    x = np.random.default_rng(0).standard_normal((4, 2, I))
+    y, _, tape = cell.forward(x, check_finite=True)
+    assert tape.saved.shape == (4, len(cell.saved_names), 2, max(H, I))
+    for k, size in enumerate(cell.saved_sizes):
+        width = I if size == "I" else H
+        assert not tape.saved[:, k, :, width:].any(), cell.saved_names[k]
+    y_inference, _, _ = cell.forward(x, tape=False)
+    np.testing.assert_array_equal(y_inference, y)
+    cell.backward(tape, np.ones_like(y), check_finite=True)
+    assert cell.jacobian(tape, check_finite=True).shape == (4, 2, H, H)
+
+
+MOGRIFIER = CELLS["mogrifier_lstm"]
+
+
+def test_mogrifier_lstm_with_a_wider_input_matches_finite_differences():
+    """Its five rounds alternate sizes I and H, each through a product of an in-step value."""
+    assert MOGRIFIER.saved_sizes.count("I") == 6  # x1, x3, x5 and their gates
+    report = Report("mogrifier_lstm")
+    for k, shape in enumerate([(3, 2, 6, 3), (2, 2, 1, 2)]):
+        problem = Problem.random(MOGRIFIER, *shape, seed=k)
+        check_gradients(problem, report)
+        check_jacobian(problem, report)
+    assert not report.failures(1e-6), report.errors
+
+
+def test_show_writes_dx_in_two_parts_and_the_jacobian_through_the_value_of_size_I():
+    from derive.formulas import formulas
+
+    namespace = {}
+    exec(INPUT_GATE, namespace)
+    text = formulas(namespace["cell"]).text()
+    pointwise = "  δx_t = 2·δu_t ⊙ x_t ⊙ σ(Q h_{t-1} + b_u)\n"
+    assert pointwise in text and text.index(pointwise) < text.index("  δx_t += W_ihᵀ·δ(W_ih x_t)\n"), text
+    assert "where ∂u_t/∂h_{t-1} = diag(x_t² ⊙ (1 − σ(Q h_{t-1} + b_u)) ⊙ σ(Q h_{t-1} + b_u))·Q" in text
+    assert "Q     (I, H), acts on h_{t-1}" in text and "b_u   (I,), per-unit vector" in text

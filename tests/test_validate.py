@@ -172,6 +172,20 @@ def mistake(kind):
     elif kind == "size argument taken":
         cell.size("P", "hidden_size")
         cell.update(h, tanh(W + U + b))
+    elif kind == "input mixed with H values":
+        cell.update(h, tanh(W + U + b) * x)
+    elif kind == "let of size I mixed with H values":
+        x1 = cell.let("x1", 2 * sigmoid(cell.weight("Q", h, size=x.size)) * x, size=x.size)
+        cell.update(h, tanh(W + U + b + x1))
+    elif kind == "input in a let of size H":
+        a = cell.let("a", sigmoid(U) * x)
+        cell.update(h, tanh(W + a))
+    elif kind == "state of size I":
+        cell.state("s", size="I")
+        cell.update(h, tanh(W + U + b))
+    elif kind == "size named I":
+        cell.size("I", "input_size")
+        cell.update(h, tanh(W + U + b))
     return cell
 
 
@@ -228,7 +242,14 @@ MISTAKES = {
     "constant typed as a plain symbol": r"symbol 'dt' was not made by this cell",
     "sizes mixed in an equation": r"equation h_new = tanh\(.*\) \(update of 'h'\): 'z' has size P but 'h_new' has size H: "
     r"per-unit values of different sizes cannot combine; a matrix maps between sizes",
-    "undeclared size": r"parameter 'z': size 'Q' is not declared: sizes are H or one of cell.size\(...\) \[\]",
+    "undeclared size": r"parameter 'z': size 'Q' is not declared: sizes are H, I or one of cell.size\(...\) \[\]",
+    "input mixed with H values": r"equation h_new = x\*tanh\(.*\) \(update of 'h'\): 'x' has size I but 'h_new' has size H: "
+    r"per-unit values of different sizes cannot combine; a matrix maps between sizes",
+    "let of size I mixed with H values": r"equation h_new = tanh\(.*x1.*\) \(update of 'h'\): 'x1' has size I but "
+    r"'h_new' has size H",
+    "input in a let of size H": r"equation a = x\*sigmoid\(U_h\) \(let\): 'x' has size I but 'a' has size H",
+    "state of size I": r"state 's': a state cannot have size I \(input_size\): states have H or a declared size",
+    "size named I": r"size 'I': I, the input's size \(input_size\), needs no declaration: use size=x.size",
     "size named H": r"size 'H': 'H' is reserved by the generated code",
     "size argument taken": r"size 'P': its constructor argument 'hidden_size' must be a free identifier",
 }
@@ -260,12 +281,13 @@ def test_every_error_is_reported_at_once():
     assert len(lines) == 3 and "function tan" in lines[0] and "'q' is not declared" in lines[2]
 
 
-def test_the_input_enters_only_through_a_weight():
+def test_the_input_is_a_value_of_size_I():
+    """x in an equation is unit j of x_t, of size I: with values of size H it is a SpecError (above);
+    reductions run over H units only, so cell.mean(x) stays a TypeError."""
     cell, x, h, W, U, b = minimal()
-    with pytest.raises(
-        TypeError, match=r"the input 'x' cannot appear in an equation directly: it enters through a weight"
-    ):
-        cell.update(h, tanh(x + U))
+    assert x.size == "I" and sp.sympify(x) == x.symbol and (2 * x - 1).free_symbols == {x.symbol}
+    with pytest.raises(TypeError, match=r"cell.mean\(\) of the input 'x': reductions run over values of size H, "):
+        cell.mean(x)
     with pytest.raises(ValueError, match=r"cell 'toy': input\(\) called twice"):
         cell.input("u")
     with pytest.raises(ValueError, match=r"cell 'toy': update\(\) of q, which is not a state"):

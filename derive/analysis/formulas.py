@@ -213,7 +213,7 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
         stacked: dict[str, dict[str, sp.Expr]] = {}
         for a in d.backward[level]:
             leaf = leaf_of_adjoint.get(a.target)
-            if leaf is not None and leaf.kind not in ("state", "reduction"):
+            if leaf is not None and leaf.kind not in ("state", "input", "reduction"):
                 gate = leaf.param.gates[leaf.index] if leaf.param.gates else None
                 stacked.setdefault(leaf.param.name, {})[gate] = a.expr
                 continue
@@ -230,12 +230,11 @@ def _backward(d: Derivation, n: nt.Notation) -> list[Formula]:
             if d.leaves[p.symbols[0]].level == level and p.operand != cell.x.name:
                 emit(_adjoint_of_vector(d, n, p.operand), nt.matrix(n, p, transposed=True) * nt.stacked_adjoint(n, p))
     inputs = [nt.matrix(n, p, transposed=True) * nt.stacked_adjoint(n, p) for p in matrices if p.operand == cell.x.name]
-    if inputs:
-        x = cell.x.name
-        emit(
-            n.symbol(f"\\delta {n.vectors[x][1]}", f"δ{n.vectors[x][0]}", nt.ADJOINT, commutative=False),
-            sp.Add(*inputs),
-        )
+    if inputs:  # after x's part per unit, if it has one (δx_t += ...)
+        x, adjoint = cell.x.name, n(d.adjoint[cell.x.symbol])
+        name = (f"\\delta {n.vectors[x][1]}", f"δ{n.vectors[x][0]}", nt.ADJOINT)
+        lhs = adjoint if adjoint in seen else n.symbol(*name, commutative=False)
+        emit(lhs, sp.Add(*inputs))
     for p in matrices:
         gradient = n.symbol(f"\\delta {nt.latex_name(p.name)}", f"δ{p.name}", nt.ADJOINT, commutative=False)
         emit(gradient, nt.stacked_adjoint(n, p) * nt.vector(n, p.operand, transposed=True), summed=True)
@@ -451,12 +450,15 @@ def _latex(f: CellFormulas, parts: tuple[str, ...]) -> str:
 
 
 def _sizes_legend(cell: Cell) -> str:
-    """For a cell with sizes other than H: which size is which, and each state's (nothing otherwise)."""
-    if not cell.sizes:
+    """For a cell with sizes other than H: which size is which, each state's, and the values in the
+    input's size I (nothing otherwise)."""
+    inputs = [eq.symbol.name for eq in cell.equations if eq.size == cell.x.size]
+    if not cell.sizes and not inputs:
         return ""
-    sizes = ", ".join(f"{size} = `{argument}`" for size, argument in cell.sizes.items())
-    states = ", ".join(f"{s.name} has {s.size}" for s in cell.states)
-    return f" Sizes: H = `hidden_size`, I = `input_size`, {sizes}; {states} units."
+    sizes = "".join(f", {size} = `{argument}`" for size, argument in cell.sizes.items())
+    parts = [", ".join(f"{s.name} has {s.size}" for s in cell.states) + " units"] if cell.sizes else []
+    parts += [f"{', '.join(inputs)} {'has' if len(inputs) == 1 else 'have'} I units, as the input"] if inputs else []
+    return f" Sizes: H = `hidden_size`, I = `input_size`{sizes}; {'; '.join(parts)}."
 
 
 def _markdown(f: CellFormulas, parts: tuple[str, ...]) -> str:

@@ -109,6 +109,7 @@ def notation(d: Derivation) -> Notation:
     cell = d.cell
     vectors = n.vectors
     vectors[cell.x.name] = (f"{cell.x.name}_t", latex_name(cell.x.name, "t"))
+    n.name(cell.x.symbol, vectors[cell.x.name][1], vectors[cell.x.name][0], PREVIOUS)  # per unit, in values of size I
     for state in cell.states:
         vectors[state.name] = (f"{state.name}_{{t-1}}", latex_name(state.name, "t-1"))
         n.name(state.prev, vectors[state.name][1], vectors[state.name][0], PREVIOUS)
@@ -161,7 +162,7 @@ def _name_adjoints(n: Notation, d: Derivation, vectors: dict[str, tuple[str, str
         n.name(d.incoming[node.state], f"\\delta {latex}^{{\\mathrm{{in}}}}", f"δ{text}^in", ADJOINT)
     for source, adjoint in d.adjoint.items():
         leaf = d.leaves.get(source)
-        if leaf is not None and leaf.kind not in ("state", "reduction"):  # stacked, see `stacked_adjoint`
+        if leaf is not None and leaf.kind not in ("state", "input", "reduction"):  # stacked, see `stacked_adjoint`
             continue
         text, latex = n.to_text(n(source)), n.to_latex(n(source))
         if d.node(source) is not None and d.node(source).auto:

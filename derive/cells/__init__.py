@@ -22,6 +22,7 @@ BUILTIN = (
     "cornn",
     "lstm_layernorm",
     "lstm_proj",
+    "mogrifier_lstm",
 )
 
 

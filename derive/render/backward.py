@@ -177,6 +177,8 @@ class Backward:
             leaf_of[adjoint] = leaf
             if leaf.kind == "state":
                 targets[adjoint] = f"d_prev[{leaf.index}, row, unit]"
+            elif leaf.kind == "input":  # x used per unit: its part of dx, before the chunk's products add theirs
+                targets[adjoint] = "dx[step, row, unit]"
             elif leaf.kind == "reduction":
                 continue  # per row, in `_per_row`
             elif leaf.kind == "projection":
@@ -194,6 +196,8 @@ class Backward:
                 key = a.target if a.target in self.accumulators else None
             elif leaf.kind == "state":
                 key = ("state", leaf.index)
+            elif leaf.kind == "input":
+                key = "dx"
             elif leaf.kind == "reduction":
                 key = None  # sums over the units of every level that reads it: zeroed per step
             elif leaf.kind == "projection":
@@ -258,7 +262,8 @@ class Backward:
 
     def _weight_gradients(self) -> list[str]:
         """Per chunk of steps: dx, and each weight's gradient accumulated over the chunks."""
-        lines, beta_x, packed = [], "0.0", set()
+        pointwise = any(a.target == self.d.adjoint[self.d.cell.x.symbol] for b in self.d.backward.values() for a in b)
+        lines, beta_x, packed = [], "1.0" if pointwise else "0.0", set()  # the step loop wrote dx's pointwise part
         for p in self.d.matrices:
             rows = rows_of(self.buffers[p.name], p, "steps")
             if self.d.on_input(p):

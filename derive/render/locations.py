@@ -2,7 +2,9 @@
 
 A previous state is read from `states[k, step]`, a new state from `states[k, step + 1]`, any
 other value backward needs from the tape `saved[step, k]`; a per-unit parameter is an element
-of the parameter (through a view with a gate axis if it is stacked). The three emitters
+of the parameter (through a view with a gate axis if it is stacked); the input, used per unit,
+is `x[step, row, unit]`. The tape's rows are H wide, or max(H, I) when it keeps values of size I:
+a value narrower than its array lives in the first columns of its rows. The three emitters
 (forward.py, backward.py, jacobian.py) share these answers.
 """
 
@@ -122,6 +124,10 @@ class Locations:
             for s, leaf in d.param_leaves().items()
         } | {c.symbol: c.name for c in self.cell.constants}
         self.params_inline[UNITS] = "real(H)"  # the size of a mean, in the kernel's float type
+        self.params_inline[self.cell.x.symbol] = "x[step, row, unit]"  # every kernel has x and loops over steps
+        # each saved value's size; with one of size I the tape's rows are max(H, I) wide (RecurrentCell.tape_width)
+        self.saved_sizes = [d.size_of(s) for s in d.saved]
+        self.wide_tape = "I" in self.saved_sizes
 
     def state_offset(self, k: int, index: str = "unit") -> str:
         """Index of `index` within state k of the stacked state vector (rows and columns of J)."""
@@ -151,9 +157,11 @@ class Locations:
         return lines
 
     def columns(self, name: str) -> str:
-        """`, :, :P` for a vector narrower than H, kept in the first P columns of its (B, H) rows."""
+        """`, :, :P` for a vector narrower than its array's rows, kept in their first P columns: the
+        states' rows are H wide, the tape's H or max(H, I) (`wide_tape`)."""
         size = self.cell.size_of(name)
-        return "" if size == "H" else f", :, :{size}"
+        full = size == "H" and not (self.wide_tape and self._place(name)[0] == "saved")
+        return "" if full else f", :, :{size}"
 
     def gate_views(self, used: set[sp.Symbol], prefix: str = "") -> list[str]:
         """Views with a gate axis of the stacked per-unit parameters whose symbols are in `used`

@@ -104,6 +104,9 @@ def size_context(d: Derivation, at: Locations) -> dict:
         "sizes": dict(cell.sizes),
         "state_sizes_repr": repr(tuple(sizes)),
         "narrow_note": "".join(f"; {s.name} in the first {s.size} columns" for s in narrow),
+        # a tape keeping values of size I has rows max(H, I) wide; each value in its first columns
+        "tape_width": "max(H, I)" if at.wide_tape else "H",
+        "saved_sizes": repr(tuple(at.saved_sizes)) if set(at.saved_sizes) - {"H"} else "",
     }
 
 

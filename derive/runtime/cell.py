@@ -88,7 +88,8 @@ class Tape:
 
     x: (T, B, I), a copy of the input.
     states: (n_states, T+1, B, H), the initial state then every s_t.
-    saved:  (T, n_saved, B, H), the per-step values named by the cell's `saved_names`.
+    saved:  (T, n_saved, B, W), the per-step values named by the cell's `saved_names`; W = H, or
+            max(H, I) if one has size I (`RecurrentCell.tape_width`).
     params: a copy of the parameters forward used.
     constants: the values of the cell's constants forward used.
     """
@@ -121,6 +122,7 @@ class RecurrentCell:
     constants: ClassVar[dict[str, float]] = {}  # name -> default of the cell's named constants (attributes: `Constant`)
     sizes: ClassVar[dict[str, str]] = {}  # declared size -> its constructor argument ({"P": "proj_size"})
     state_sizes: ClassVar[tuple[str, ...]] = ()  # each state's size ("H" or a declared size); () all H
+    saved_sizes: ClassVar[tuple[str, ...]] = ()  # each saved value's size ("H", "I" or a declared one); () all H
     _forward: ClassVar[Callable]
     _backward: ClassVar[Callable]
     _jacobian: ClassVar[Callable]
@@ -227,6 +229,12 @@ class RecurrentCell:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {p.name: p.shape(self.input_size, self.hidden_size, self.size_values) for p in self.parameters}
+
+    @classmethod
+    def tape_width(cls, input_size: int, hidden_size: int) -> int:
+        """The width of the tape's rows (`saved`'s last axis): hidden_size, or max(hidden_size,
+        input_size) if the cell keeps values of size I; a value narrower fills the first columns."""
+        return max(hidden_size, input_size) if "I" in cls.saved_sizes else hidden_size
 
     @property
     def state_widths(self) -> tuple[int, ...]:
@@ -357,7 +365,15 @@ class RecurrentCell:
         T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         self._pad_states(states, initial)
-        saved = np.empty((T if record else min(T, 1), len(self.saved_names), B, self.hidden_size), self.dtype)
+        # values of several sizes leave columns unwritten: zeros there, so check_finite never reads garbage
+        allocate = np.zeros if self.saved_sizes else np.empty
+        shape = (
+            T if record else min(T, 1),
+            len(self.saved_names),
+            B,
+            self.tape_width(self.input_size, self.hidden_size),
+        )
+        saved = allocate(shape, self.dtype)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
             arrays = (x, *params.values(), *self._constant_args(constants), states, saved)
@@ -439,7 +455,7 @@ class RecurrentCell:
         S = sum(self.state_widths)
         J = np.zeros((T, B, S, S), self.dtype)
         if T and B:
-            arrays = (*tape.params.values(), *self._constant_args(tape.constants), tape.states, tape.saved, J)
+            arrays = (tape.x, *tape.params.values(), *self._constant_args(tape.constants), tape.states, tape.saved, J)
             kernel_call.call(type(self)._jacobian, arrays, work=J.size)
         if check_finite:
             finite.check_jacobian(tape, J)
@@ -456,7 +472,7 @@ class RecurrentCell:
         expected = {
             "x": (T, B, self.input_size),
             "states": (len(self.state_names), T + 1, B, self.hidden_size),
-            "saved": (T, len(self.saved_names), B, self.hidden_size),
+            "saved": (T, len(self.saved_names), B, self.tape_width(self.input_size, self.hidden_size)),
             **{f"params[{name!r}]": shape for name, shape in self.param_shapes().items()},
         }
         arrays = {"x": tape.x, "states": tape.states, "saved": tape.saved}

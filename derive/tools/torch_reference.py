@@ -147,6 +147,16 @@ def lstm_layernorm(p, x, h, c):
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
+def mogrifier_lstm(p, x, h, c):
+    """Melis et al. (2020): x and h gate each other for 5 rounds (odd: x, even: h), then an LSTM step."""
+    for k in range(1, 6):
+        if k % 2:
+            x = 2 * torch.sigmoid(_linear(p, f"Q{k}", h)) * x
+        else:
+            h = 2 * torch.sigmoid(_linear(p, f"R{k}", x)) * h
+    return lstm(p, x, h, c)
+
+
 STEPS = {
     f.__name__: f
     for f in (
@@ -168,6 +178,7 @@ STEPS = {
         cornn,
         lstm_layernorm,
         lstm_proj,
+        mogrifier_lstm,
     )
 }
 

@@ -253,6 +253,11 @@ def _join(records: list[Tape], s0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return states, np.concatenate([r.saved.ravel() for r in records] or [np.empty(0, s0.dtype)])
 
 
+def _tape_size(cls: type[RecurrentCell], rows: int, input_size: int, hidden_size: int) -> int:
+    """The number of values the flat tape holds for `rows` rows (steps x batch) of every step."""
+    return rows * len(cls.saved_names) * cls.tape_width(input_size, hidden_size)
+
+
 def _state_rows(order, s0: np.ndarray):
     """`order` extended to the rows of `states`, whose first B rows are the initial state."""
     B = s0.shape[1]
@@ -268,7 +273,7 @@ def _(cell, x, batch_sizes, state0, params, constants, reverse):
         x.new_empty(N, H),
         x.new_empty(n, B + N, H),
         x.new_empty(n, B, H),
-        x.new_empty(N * len(cell_class(cell).saved_names) * H),
+        x.new_empty(_tape_size(cell_class(cell), N, x.shape[1], H)),
     )
 
 
@@ -281,7 +286,7 @@ def check_recorded(
     N = x.shape[0]
     expected = {
         "states": (states, (n, B + N, H)),
-        "tape": (tape, (N * len(cell_class(key).saved_names) * H,)),
+        "tape": (tape, (_tape_size(cell_class(key), N, x.shape[1], H),)),
         "d_y": (gradients["d_y"], (N, H)),
         "d_states": (gradients["d_states"], (n, B + N, H)),
         "d_final": (gradients["d_final"], (n, B, H)),
@@ -341,7 +346,7 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
     d_all = None if d_states is None else _reversed(_numpy(d_states), rows_order, axis=1)
     dy = _reversed(dy, order)
     xs, states = _reversed(_numpy(x), order), _reversed(_numpy(states), rows_order, axis=1)
-    n_saved = len(model.saved_names)
+    n_saved, width = len(model.saved_names), model.tape_width(x.shape[1], H)
     tape = _numpy(tape)
     runs = _runs(bs)
     first_rows = None if len(runs) == 1 else B + np.concatenate([[0], np.cumsum(bs)])  # of each step in `states`
@@ -360,7 +365,7 @@ def _gradients(cell, x, batch_sizes, state0, params, constants, reverse, states,
             model,
             xs[row : row + steps * b].reshape(steps, b, -1),
             record_states,
-            tape[row * n_saved * H : (row + steps * b) * n_saved * H].reshape(steps, n_saved, b, H),
+            tape[row * n_saved * width : (row + steps * b) * n_saved * width].reshape(steps, n_saved, b, width),
             weights,
             values,
         )
