@@ -40,6 +40,7 @@ MODULE_NAMES = frozenset(
         "NoAliasPipeline",
         "PRANGE_ONLY",
         "cancelled",
+        "assign",
     }
     | set(SUPPORTED)
     | {
