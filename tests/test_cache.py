@@ -222,3 +222,39 @@ def test_a_damaged_cache_file_is_dropped_with_one_warning_and_the_kernel_compile
     assert unrelated.read_bytes() == b"another function's cache file"
     (data,) = cache.glob("scaled._forward-*.nbc")
     assert data.read_bytes().startswith(b"rnn-derive sha256\n")  # saved afresh, with its checksum
+
+
+MATMUL = """
+import numba
+import numpy as np
+from derive.runtime.matrix import matmul, pack
+
+@numba.njit
+def product(a, panels, c):
+    matmul(a, panels, c, 0.0)
+
+a, b = np.arange(12.0).reshape(3, 4), np.arange(20.0).reshape(4, 5)
+c = np.zeros((3, 5))
+product(a, pack(b), c)
+print(float(np.abs(c - a @ b).max()))
+"""
+
+
+@pytest.mark.parametrize("damage", ["index of random bytes", "data halved"])
+def test_a_damaged_cache_of_the_matrix_tiles_is_dropped_and_they_compile_again(tmp_path, damage):
+    """The tiles (`matrix._tasks`, compiled once per dtype when derive.runtime.matrix is imported) keep a
+    repairing cache like the kernels': a damaged file of theirs would otherwise fail every import."""
+    shutil.copytree(ROOT / "derive", tmp_path / "derive")
+    cache = tmp_path / "derive" / "runtime" / "__pycache__"
+    for old in cache.glob("matrix._tasks-*"):  # the checkout's, maybe of older line numbers too
+        old.unlink()
+    assert run(tmp_path, MATMUL).stdout == "0.0\n"  # compiled and cached
+    suffix, change = DAMAGE[damage]
+    damaged = sorted(cache.glob(f"matrix._tasks-*{suffix}"))[0]  # the index, or the first dtype's data
+    damaged.write_bytes(change(damaged.read_bytes()))
+
+    result = run(tmp_path, MATMUL)
+    assert result.returncode == 0 and result.stdout == "0.0\n", result.stderr[-3000:]
+    assert result.stderr.count(f"{damaged}: numba's cache of _tasks could not be loaded") == 1, result.stderr[-3000:]
+    again = run(tmp_path, MATMUL)  # repaired: loads from the cache, no warning
+    assert again.returncode == 0 and again.stdout == "0.0\n" and "could not be loaded" not in again.stderr, again.stderr

@@ -23,18 +23,24 @@ import re
 import warnings
 
 from numba.core.caching import FunctionCache, IndexDataCacheFile
+from numba.core.ccallback import CFunc
 from numba.core.dispatcher import Dispatcher
 
 _WARNED: set[str] = set()
 
 
 def enable_caching(dispatcher) -> bool:
-    """Give a numba dispatcher a `RepairingCache`, as `cache=True` gives it numba's own one.
-    False where numba finds no writable cache directory for the function's file."""
-    if not isinstance(dispatcher, Dispatcher):  # a plain function under NUMBA_DISABLE_JIT=1
+    """Give a numba dispatcher (or a `numba.cfunc` before it compiles) a `RepairingCache`, as
+    `cache=True` gives it numba's own one. False where numba finds no writable cache directory for
+    the function's file."""
+    if isinstance(dispatcher, CFunc):
+        py_func = dispatcher._pyfunc  # what CFunc.enable_caching reads
+    elif isinstance(dispatcher, Dispatcher):
+        py_func = dispatcher.py_func
+    else:  # a plain function under NUMBA_DISABLE_JIT=1
         return True
     try:
-        dispatcher._cache = RepairingCache(dispatcher.py_func)  # what Dispatcher.enable_caching does
+        dispatcher._cache = RepairingCache(py_func)  # what enable_caching of both does
     except RuntimeError as error:  # numba: "cannot cache function ...: no locator available ..."
         if "cannot cache" not in str(error):
             raise

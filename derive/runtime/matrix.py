@@ -28,12 +28,15 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils, config
+from numba.core import cgutils, config, sigutils
+from numba.core.ccallback import CFunc
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 from numba.np.numpy_support import as_dtype
 from numba.np.ufunc.parallel import _iget_num_threads
+
+from .kernel_cache import enable_caching
 
 OPTIONS = dict(cache=True, error_model="numpy")
 
@@ -233,7 +236,10 @@ def _link_tasks() -> list:
         return []
     compiled = []
     for real in (types.float32, types.float64):
-        tasks = numba.cfunc(_tasks_signature(real), **OPTIONS)(_tasks)
+        signature = sigutils.normalize_signature(_tasks_signature(real))  # as numba.cfunc does
+        tasks = CFunc(_tasks, signature, locals={}, options={"error_model": "numpy"})
+        enable_caching(tasks)  # a damaged cache file is dropped and `_tasks` compiled again (kernel_cache)
+        tasks.compile()
         llvm.add_symbol(_tasks_symbol(as_dtype(real)), tasks.address)
         compiled.append(tasks)
     return compiled
