@@ -59,6 +59,7 @@ def test_float32_kernels_never_compute_in_float64(name):
             tape.saved,
             np.ones((2, 1, 4), np.float32),
             np.zeros((len(cls.state_names), 1, 4), np.float32),
+            None,  # d_steps: no gradients into the states of every step
             np.empty_like(x),
             *(np.empty_like(v) for v in tape.params.values()),
             np.empty((len(cls.state_names), 1, 4), np.float32),

@@ -118,7 +118,7 @@ def valid_cells(draw):
     product of a gate (a second level) and a value minus a mean or sum over the units (a reduction, one more
     level), and updates combining gates and states (a second state like LSTM's c, and then perhaps h of
     another size P, projected from H values as in lstm_proj). W acts on x, or on x gated per unit in its own
-    size I by a value of h (u = act(Q h) ⊙ x, Q mapping h's size to I, as the Mogrifier LSTM's rounds)."""
+    size I by a value of h (u = act(G h) ⊙ x, G mapping h's size to I, as the Mogrifier LSTM's rounds)."""
     cell = Cell("cell")
     x = cell.input()
     two_states = draw(st.booleans())
@@ -127,7 +127,7 @@ def valid_cells(draw):
     states = [cell.state("h", size=P)] + ([cell.state("c")] if two_states else [])
     gates = "abc"[: draw(st.integers(1, 3))]
     if draw(st.booleans()):  # the input gated per unit, a value of size I
-        gate = draw(st.sampled_from(ACTIVATIONS))(cell.weight("Q", states[0], size=x.size))
+        gate = draw(st.sampled_from(ACTIVATIONS))(cell.weight("G", states[0], size=x.size))
         x = cell.let("u", gate * x, size=x.size)
     W, U, b = cell.weight("W", x, gates=gates), cell.weight("U", states[0], gates=gates), cell.bias("b", gates=gates)
     scale = cell.constant("k", draw(st.sampled_from([0.5, 1.5, 3]))) if draw(st.booleans()) else 1

@@ -173,3 +173,36 @@ def test_show_writes_dx_in_two_parts_and_the_jacobian_through_the_value_of_size_
     assert pointwise in text and text.index(pointwise) < text.index("  δx_t += W_ihᵀ·δ(W_ih x_t)\n"), text
     assert "where ∂u_t/∂h_{t-1} = diag(x_t² ⊙ (1 − σ(Q h_{t-1} + b_u)) ⊙ σ(Q h_{t-1} + b_u))·Q" in text
     assert "Q     (I, H), acts on h_{t-1}" in text and "b_u   (I,), per-unit vector" in text
+
+
+INPUT_GATE_ONLY_LEVEL = """
+from derive.activations import sigmoid, softplus, tanh
+from derive.spec import Cell
+
+cell = Cell("gate_only", class_name="GateOnly")
+x = cell.input()
+h, c = cell.state("h"), cell.state("c")
+u = cell.let("u", sigmoid(cell.weight("G", h, size=x.size)) * x, size=x.size)
+g = cell.let("g", softplus(cell.weight("W", u) + cell.weight("U", h) + cell.bias("b")))
+c_new = cell.update(c, c * g + (1 - g) * tanh(g))
+cell.update(h, tanh(c_new))
+"""
+
+
+def test_a_product_of_a_level_without_values_of_its_size_is_still_stored_for_backward(tmp_path):
+    """Level 0 computes only u (size I), yet U·h (size H) is a product of level 0 that backward reads
+    (softplus' needs its argument): it gets a loop of its own size that stores it. Found by the property
+    tests (it read an unwritten tape slot: gradients off by 1e-1)."""
+    from derive.build import build
+
+    spec = tmp_path / "gate_only.py"
+    spec.write_text(INPUT_GATE_ONLY_LEVEL)
+    GateOnly = build(spec, tmp_path / "cells")["gate_only"]
+    source = (tmp_path / "cells" / "gate_only.py").read_text()
+    assert "= U_h[row, unit]" in source  # U h is stored on the tape
+    report = Report("gate_only")
+    for k, shape in enumerate([(3, 2, 2, 3), (2, 1, 4, 2)]):
+        problem = Problem.random(GateOnly, *shape, seed=k)
+        check_gradients(problem, report)
+        check_jacobian(problem, report)
+    assert not report.failures(1e-6), report.errors

@@ -72,7 +72,10 @@ def forward(d: Derivation, at: Locations) -> dict:
         nodes = [n for n in d.nodes if n.level == level]
         reduced = [r for r in d.reductions() if d.leaves[r.symbol].level == level + 1]
         loops = []
-        for size, group in by_size(nodes, lambda n: n.size).items():
+        groups = by_size(nodes, lambda n: n.size)
+        for size in _saved_projection_sizes(d, at, level):  # stored in a loop of their size, even without nodes
+            groups.setdefault(size, [])
+        for size, group in groups.items():
             body, reads = _pointwise(d, at, level, size, group, printer, inline)
             # reductions run over H-sized values only (validate); summed after the loop, which stays vectorized
             body += [f"{names.terms(r.symbol.name)}[row, unit] = {r.operand.name}" for r in reduced if size == "H"]
@@ -90,6 +93,13 @@ def forward(d: Derivation, at: Locations) -> dict:
         title = level_title(d, level, [n.symbol.name for n in nodes])
         stages.append(Stage(title + products, loops))
     return {"prologue": at.gate_views(used) + prologue, "chunk": chunk, "stages": stages}
+
+
+def _saved_projection_sizes(d: Derivation, at: Locations, level: int) -> list[str]:
+    """The sizes of the products of `level` that backward reads from the tape (U·h of size H is
+    stored even where the level computes only values of size I)."""
+    leaves = [d.leaves.get(s) for s in at.saved_index]
+    return [leaf.param.size for leaf in leaves if leaf and leaf.level == level and leaf.kind == "projection"]
 
 
 def _pointwise(d: Derivation, at: Locations, level: int, size: str, nodes: list, printer, inline: dict):
