@@ -47,6 +47,7 @@ class Backward:
         self.column_sums = self._column_sums()
         # the adjoints of the reductions, one per batch row (B,): `d_mu_rows`, the sums of `d_mu_terms`
         self.per_row = {r: names.per_row(names.gradient(r.symbol.name)) for r in d.reductions()}
+        self.terms = {r: names.terms(names.gradient(r.symbol.name)) for r in d.reductions()}  # (B, H) each
 
     def _contributions(self, adjoint: sp.Symbol) -> tuple:
         """What flows into `adjoint` in one step: (level, expression) per assignment."""
@@ -105,7 +106,7 @@ class Backward:
         prologue += [f"{acc.name} = np.empty((B, {self.sizes[acc]}), x.dtype)" for acc in self.accumulators]
         for r, buffer in self.per_row.items():
             prologue.append(f"{buffer} = np.empty(B, x.dtype)  # dL/d{r.symbol.name}, per row")
-            prologue.append(f"{names.terms(names.gradient(r.symbol.name))} = np.empty((B, H), x.dtype)  # its terms")
+            prologue.append(f"{self.terms[r]} = np.empty((B, H), x.dtype)  # its terms")
         prologue += [
             f"{names.previous_gradient(s.name)} = np.empty((B, {s.size}), x.dtype)"
             f"  # dL/d{s.name}_(t-1) from the products (its first {s.size} columns of d_prev)"
@@ -116,7 +117,7 @@ class Backward:
         prologue += at.gate_views(gradients, names.gradient(""))
         resets = [f"d_prev[{k}] = 0.0" for k in range(len(d.cell.states)) if writes.never(("state", k))]
         resets += [f"{acc.name}[:] = 0.0" for acc in self.accumulators if writes.never(acc)]
-        resets += [f"{names.terms(names.gradient(r.symbol.name))}[:] = 0.0" for r in self.per_row]  # summed per row
+        resets += [f"{terms}[:] = 0.0" for terms in self.terms.values()]  # summed per row
         for buffer, p in self.owners.items():
             resets += [
                 f"{buffer}[step - start, :, {j}] = 0.0" if p.blocks > 1 else f"{buffer}[step - start] = 0.0"
@@ -141,9 +142,7 @@ class Backward:
     def _terms(self) -> dict[sp.Symbol, str]:
         """The adjoints of the reductions in a loop over units, as written: `d_mu_terms[row, unit]`,
         added up per row before the level that reads them (the loops stay vectorized)."""
-        return {
-            self.d.adjoint[r.symbol]: f"{names.terms(names.gradient(r.symbol.name))}[row, unit]" for r in self.per_row
-        }
+        return {self.d.adjoint[r.symbol]: f"{terms}[row, unit]" for r, terms in self.terms.items()}
 
     def _buffers(self) -> list[str]:
         """The per-chunk gradient buffers, each after a comment on what it serves if that is more
