@@ -38,7 +38,6 @@ MODULE_NAMES = frozenset(
         "add_column_sums",
         "row_sums",
         "NoAliasPipeline",
-        "PRANGE_ONLY",
         "cancelled",
         "assign",
     }

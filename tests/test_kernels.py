@@ -10,6 +10,7 @@ import numba
 import numpy as np
 import pytest
 
+from derive.runtime import threading_layer
 from derive.runtime.compiler import assign
 from derive.runtime.matrix import add_column_sums, matmul, pack
 from tests.conftest import ALL_CELLS as CELLS
@@ -112,6 +113,7 @@ SHAPES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m, k, n", SHAPES)
 def test_matmul_with_any_layout_shape_and_beta(dtype, m, k, n):
+    threading_layer.layer()  # Numba's threads started: the large products share their tiles among them
     rng = np.random.default_rng(0)
     a, b, c0 = (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n), (m, n)))
     tol = 1e-5 * max(1, k) if dtype == np.float32 else 1e-13 * max(1, k)
@@ -142,25 +144,36 @@ def test_add_column_sums():
 
 TILES_BY_SYMBOL = """
 import json, numba, numpy as np
-from derive.runtime.compiler import PRANGE_ONLY
-from derive.runtime import matrix
+from derive.runtime import matrix, threading_layer
 
-@numba.njit(parallel=PRANGE_ONLY, cache=True)
+@numba.njit(cache=True)
 def products(a, b):
     c = np.empty((a.shape[0], b.shape[1]), a.dtype)
-    matrix.matmul(a, matrix.pack(b), c, 0.0)  # threaded
+    matrix.matmul(a, matrix.pack(b), c, 0.0)  # threaded, once the threads started
     matrix.matmul(a[:1], matrix.pack(b), c[:1], 0.0)  # one thread
     return c
 
+@numba.njit(cache=True)
+def thread_count():
+    return matrix._thread_count()
+
 compiled_tasks = len(matrix._task.signatures)  # compiled by this import (none when loaded from the cache)
 a, b = np.arange(64 * 128, dtype=np.float32).reshape(64, 128) % 7, np.ones((128, 256), np.float32)
+alone = products(a, b)
+threads = [thread_count()]
+threading_layer.layer()  # starts Numba's threads: large products share their tiles among them
+threads.append(thread_count())
+numba.set_num_threads(1)
+threads.append(thread_count())
+numba.set_num_threads(2)
 c = products(a, b)
 code = "" if products.stats.cache_hits else products.inspect_llvm(products.signatures[0])
 print(json.dumps(dict(
-    correct=bool((c == a @ b).all()),
+    correct=bool((c == a @ b).all() and (alone == c).all()),
+    threads=threads,
     tasks=[compiled_tasks, len(matrix._task.signatures)],
     cached=sum(products.stats.cache_hits.values()),
-    calls_symbol=matrix._tasks_symbol(np.float32) in code,
+    calls_symbol=matrix._symbol("tasks", np.float32) in code,
     has_tiles="llvm.fma" in code,
 )))
 """
@@ -168,9 +181,10 @@ print(json.dumps(dict(
 
 def test_kernels_call_the_tiles_compiled_once_per_dtype(tmp_path):
     """The tiles are one C function per dtype (compiled when `matrix` is imported), which kernels call by its
-    symbol: a kernel's code has none of them, whether its product runs threaded or not (they were inlined into
-    every kernel and every parallel region of one, about half of a cell's compile time). A second process loads
-    both the function and the kernel from the cache and calls it (a missing symbol would abort it)."""
+    symbol: a kernel's code has none of them (they were inlined into every kernel and every parallel region of
+    one, about half of a cell's compile time). The C function shares a product's tiles among Numba's threads
+    once they have started (before: one thread), as many as `numba.set_num_threads` allows. A second process
+    loads both the function and the kernel from the cache and calls it (a missing symbol would abort it)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
     script = tmp_path / "products.py"  # a file: numba caches no code given by -c
     script.write_text(TILES_BY_SYMBOL)
@@ -180,8 +194,9 @@ def test_kernels_call_the_tiles_compiled_once_per_dtype(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         runs.append(json.loads(out.stdout))
     cold, warm = runs
-    assert cold == dict(correct=True, tasks=[2, 2], cached=0, calls_symbol=True, has_tiles=False), cold
-    assert warm == dict(correct=True, tasks=[0, 0], cached=1, calls_symbol=False, has_tiles=False), warm
+    expected = dict(correct=True, threads=[1, 2, 1], calls_symbol=False, has_tiles=False)
+    assert cold == {**expected, "tasks": [2, 2], "cached": 0, "calls_symbol": True}, cold
+    assert warm == {**expected, "tasks": [0, 0], "cached": 1}, warm
 
 
 def test_assign_copies_arrays_of_one_shape():

@@ -18,7 +18,6 @@ from .printer import SharedTerms
 
 # Numba options of the generated functions (see derive/runtime/compiler.py for why these).
 KERNEL_OPTIONS = 'nogil=True, fastmath={"contract"}, error_model="numpy", pipeline_class=NoAliasPipeline'
-PARALLEL_KERNEL_OPTIONS = "parallel=PRANGE_ONLY, " + KERNEL_OPTIONS  # kernels with matrix products
 # Steps are processed in chunks of about this many rows (steps x batch): input products and
 # gradient products stay large enough for the matrix tiles, buffers stay in cache and memory stays bounded.
 CHUNK_ROWS = 256
@@ -148,7 +147,6 @@ def module_context(d: Derivation, equations: list[str]) -> dict:
         # row_sums only where a reduction adds up its terms
         "matrix_imports": ", ".join(["add_column_sums", "matmul", "pack"] + (["row_sums"] if d.reductions() else [])),
         "kernel_options": KERNEL_OPTIONS,
-        "parallel_kernel_options": PARALLEL_KERNEL_OPTIONS,
         "chunk_rows": CHUNK_ROWS,
         "forward": forward(d, at),
         "backward": Backward(d, at, shared).code(),

@@ -10,17 +10,13 @@ Generated modules spell their options out in each decorator (see `render/module.
   would allow approximate division and functions.
 - ``error_model="numpy"``: division by zero gives inf/NaN as in NumPy instead of raising, so
   divisions do not branch and loops vectorize.
-- ``parallel=PRANGE_ONLY`` (forward and backward): the `prange` loops of `derive.runtime.matrix.matmul`,
-  inlined into the kernel, share a product's tiles among Numba's threads. Nothing else becomes
-  parallel: array statements such as ``d_prev[0] = 0.0`` inside the step loop would otherwise
-  each start the threads, at every step. (The products cannot live in a separately compiled
-  parallel function: a cached kernel calling one crashes when loaded from the cache, numba
-  issue #8578. The tiles they run are not parallel: one C function per dtype, compiled once and
-  called by its symbol, see `matrix._call_tasks`.)
-- ``nogil=True``: a kernel releases the GIL once, for the whole call, and its parallel regions are
-  launched without taking it (`NoAliasPipeline`): Numba's launcher takes and releases the GIL
-  around every region, and a busy Python thread then held it for a switch interval (5 ms) at
-  every step. The runtime also relies on it to run long calls in a worker thread
+- no ``parallel``: kernels compile serially. Their matrix products call `derive.runtime.matrix`'s C
+  function `_tasks`, compiled once per dtype, which shares a product's tiles among Numba's threads
+  itself (Numba's parallel regions cost about 3 s of every cell's compile, and a cached kernel
+  calling a separately compiled parallel function crashes when loaded, numba issue #8578).
+- ``nogil=True``: a kernel releases the GIL once, for the whole call; its products' threads never
+  take it (a busy Python thread would otherwise hold it for a switch interval, 5 ms, at every
+  step). The runtime also relies on it to run long calls in a worker thread
   (`derive.runtime.kernel_call`).
 - ``pipeline_class=NoAliasPipeline``: LLVM may assume the array arguments do not overlap, so it
   vectorizes the pointwise loops without run-time overlap checks (with more than a few arrays it
@@ -37,40 +33,21 @@ from contextlib import contextmanager
 
 from numba.core import types
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
-from numba.core.cpu import ParallelOptions
 from numba.core.errors import TypingError
-from numba.core.pythonapi import PythonAPI
 from numba.extending import intrinsic, overload
-from numba.np.ufunc import parallel
 
 from .kernel_cache import enable_caching
 
-# An options object, not a dict: Numba empties a dict of parallel options as it reads them (at
-# each compilation), after which `{}` would mean every parallel transformation.
-PRANGE_ONLY = ParallelOptions(
-    {
-        "prange": True,
-        "comprehension": False,
-        "reduction": False,
-        "inplace_binop": False,
-        "setitem": False,
-        "numpy": False,
-        "stencil": False,
-        "fusion": False,
-    }
-)
-
 
 class NoAliasPipeline(CompilerBase):
-    """Numba's nopython pipeline, compiling with `noalias` on every pointer argument, and parallel
-    regions that leave the GIL alone (`_parallel_regions_without_gil`)."""
+    """Numba's nopython pipeline, compiling with `noalias` on every pointer argument."""
 
     def define_pipelines(self):
         self.state.flags.noalias = True
         return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
 
     def _compile_core(self):
-        with _parallel_regions_without_gil(), _alias_analysis_through_long_kernels():
+        with _alias_analysis_through_long_kernels():
             return super()._compile_core()
 
 
@@ -92,56 +69,6 @@ def _alias_analysis_through_long_kernels():
         yield
     finally:
         binding.set_option("", f"-capture-tracking-max-uses-to-explore={_LLVM_DEFAULT_USES}")
-
-
-class _NoGILPythonAPI(PythonAPI):
-    """Python API calls of a parallel region's launcher, minus the GIL: nothing to take or give."""
-
-    def gil_ensure(self):
-        return None
-
-    def gil_release(self, gil):
-        pass
-
-    def save_thread(self):
-        return None
-
-    def restore_thread(self, thread_state):
-        pass
-
-
-class _NoGILContext:
-    """A target context whose Python API is `_NoGILPythonAPI`; everything else is the context's."""
-
-    def __init__(self, context):
-        self._context = context
-
-    def __getattr__(self, name):
-        return getattr(self._context, name)
-
-    def get_python_api(self, builder):
-        return _NoGILPythonAPI(self._context, builder)
-
-
-@contextmanager
-def _parallel_regions_without_gil():
-    """While a kernel compiles, its parallel regions are launched without taking the GIL.
-
-    Numba's launcher of a parallel region (`build_gufunc_kernel`) takes the GIL and releases it
-    again around every region, for callers that hold it. Kernels are `nogil`: they never hold it,
-    and taking it once per time step made them wait for any busy Python thread's switch interval
-    at every step. The region's work (the tiles of a product) touches no Python object. Numba
-    compiles under one global lock, so swapping the launcher for the duration is safe."""
-    original = parallel.build_gufunc_kernel
-
-    def launcher(library, context, info, signature, inner_ndim):
-        return original(library, _NoGILContext(context), info, signature, inner_ndim)
-
-    parallel.build_gufunc_kernel = launcher
-    try:
-        yield
-    finally:
-        parallel.build_gufunc_kernel = original
 
 
 def cancelled(flag) -> bool:

@@ -20,6 +20,7 @@ and into every parallel region of one (about half of a cell's compile time).
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 from numba.np.numpy_support import as_dtype
-from numba.np.ufunc.parallel import _iget_num_threads
+from numba.np.ufunc import parallel
 
 from .kernel_cache import enable_caching
 
@@ -139,46 +140,32 @@ def _matmul_in_kernels(a, panels, c, beta):
     if panels.layout != "C" or c.layout != "C":
         raise TypingError(f"matmul needs C-contiguous panels and c, got {panels}, {c}")
 
-    # Inlined into the kernel, so that its prange runs on the kernel's threads (PRANGE_ONLY):
-    # a cached kernel that calls a separately compiled parallel function crashes when loaded
-    # from the cache (numba issue #8578). Elsewhere prange is a plain range. The tiles are not
-    # inlined: each product calls `_tasks`, compiled once per dtype and called by its symbol.
-    def impl(a, panels, c, beta):
-        m, n = c.shape
-        groups = (m + GROUP_ROWS - 1) // GROUP_ROWS
-        tasks = panels.shape[0] * groups
-        threads = _iget_num_threads()  # numba.get_num_threads() without a ctypes pointer, which cannot be cached
-        if m * a.shape[1] * n >= WORK_PER_THREAD * threads and tasks >= threads > 1:
-            for task in numba.prange(tasks):  # each thread gets a contiguous run of tasks
-                _call_tasks(a, panels, c, beta, groups, task, task + 1)
-        else:
-            _call_tasks(a, panels, c, beta, groups, 0, tasks)
-
-    return impl
+    # A call of `_tasks`, compiled once per dtype and called by its symbol: the kernels compile
+    # serially and contain no tile code; `_tasks` shares the tiles among Numba's threads itself.
+    return lambda a, panels, c, beta: _call_tasks(a, panels, c, beta)
 
 
-def _tasks_symbol(dtype) -> str:
-    """The process-wide name of `_tasks` for arrays of `dtype`."""
-    return f"rnn_derive_matmul_tasks_{np.dtype(dtype).name}"
+def _symbol(function: str, dtype) -> str:
+    """The process-wide name of the C function `function` for arrays of `dtype`."""
+    return f"rnn_derive_matmul_{function}_{np.dtype(dtype).name}"
 
 
 def _tasks_signature(real):
     """`_tasks`'s C signature for the float type `real`."""
     pointer, intp = types.CPointer(real), types.intp
-    return types.void(pointer, intp, intp, pointer, intp, intp, intp, pointer, intp, intp, real, intp, intp, intp)
+    return types.void(pointer, intp, intp, pointer, intp, intp, intp, pointer, intp, intp, real)
 
 
 @intrinsic
-def _call_tasks(typingctx, a, panels, c, beta, groups, first, last):
-    """Tasks first:last of c = a @ b + beta * c (see `_task`): a call of the symbol `_tasks_symbol`,
-    the C function `_tasks` compiled once per dtype (`_link_tasks`), not the tiles' code in every kernel."""
+def _call_tasks(typingctx, a, panels, c, beta):
+    """c = a @ b + beta * c: a call of the C function `_tasks` by its symbol (`_link_tasks`), not the tiles'
+    code in every kernel."""
 
     def codegen(context, builder, signature, args):
         a_arr, p_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip((a, panels, c), args[:3]))
         c_signature = _tasks_signature(a.dtype)
         function_type = ir.FunctionType(ir.VoidType(), [context.get_value_type(t) for t in c_signature.args])
-        tasks = cgutils.get_or_insert_function(builder.module, function_type, _tasks_symbol(as_dtype(a.dtype)))
-        numbers = zip(args[4:], signature.args[4:])
+        tasks = cgutils.get_or_insert_function(builder.module, function_type, _symbol("tasks", as_dtype(a.dtype)))
         builder.call(
             tasks,
             [
@@ -189,22 +176,142 @@ def _call_tasks(typingctx, a, panels, c, beta, groups, first, last):
                 c_arr.data,
                 *cgutils.unpack_tuple(builder, c_arr.shape, 2),
                 context.cast(builder, args[3], signature.args[3], a.dtype),
-                *(context.cast(builder, value, type_, types.intp) for value, type_ in numbers),
             ],
         )
         return context.get_dummy_value()
 
-    return types.none(a, panels, c, beta, groups, first, last), codegen
+    return types.none(a, panels, c, beta), codegen
 
 
-def _tasks(a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta, groups, first, last):
-    """Tasks first:last of c = a @ b + beta * c (see `_task`), the C function behind `_call_tasks`: each array
-    as its data pointer and shape (a's is (rows, depth)), with a's strides in bytes."""
+def _tasks(a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta):
+    """c = a @ b + beta * c, the C function behind `_call_tasks`: each array as its data pointer and shape
+    (a's is (rows, depth)), with a's strides in bytes. Its tasks (`_task`) run on Numba's threads when each
+    thread's share is large enough, else on the calling thread."""
+    groups = (rows + GROUP_ROWS - 1) // GROUP_ROWS
+    tasks = count * groups
+    threads = _thread_count()
+    if rows * depth * columns < WORK_PER_THREAD * threads or tasks < threads:
+        threads = 1
+    _run(
+        (a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta, groups),
+        tasks,
+        threads,
+    )
+
+
+def _worker(tasks, dims, steps, job):
+    """Tasks of the product `job` (a `_job_type` tuple, see `_tasks`): the C function that each thread runs,
+    with the signature of Numba's parallel regions. `tasks[0]`, read as a number, is the first task and
+    `dims[0]` how many (`_run` passes task 0 at address 0, one byte per task)."""
+    a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta, groups = _load_job(job)
     a = _strided(a, rows, depth, a_row_stride, a_column_stride)
     panels = numba.carray(panels, (count, depth, width))
     c = numba.carray(c, (rows, columns))
-    for task in range(first, last):
+    first = _address(tasks[0])
+    for task in range(first, first + dims[0]):
         _task(a, panels, c, beta, groups, task)
+
+
+def _job_type(real):
+    """A product for `_worker`: `_tasks`'s arguments, then the number of row groups."""
+    pointer, intp = types.CPointer(real), types.intp
+    return types.Tuple((pointer, intp, intp, pointer, intp, intp, intp, pointer, intp, intp, real, intp))
+
+
+def _worker_signature(real):
+    """`_worker`'s C signature: a parallel region's (char **args, intp *dims, intp *steps, void *data)."""
+    return types.void(
+        types.CPointer(types.voidptr), types.CPointer(types.intp), types.CPointer(types.intp), types.CPointer(real)
+    )
+
+
+# Numba's `numba_parallel_for` and `get_num_threads`, once its threads have started (`use_threads`); null
+# before. Code reads them from this slot, not by their symbols: cached code that names them would fail to
+# load before the threads start, and `_tasks` loads when this module is imported.
+_THREADS = (ctypes.c_void_p * 2)()
+_THREADS_SYMBOL = "rnn_derive_matmul_threads"
+
+
+def use_threads() -> None:
+    """Share large products among Numba's threads from now on (called once they have started)."""
+    _THREADS[0] = llvm.address_of_symbol("numba_parallel_for")
+    _THREADS[1] = llvm.address_of_symbol("get_num_threads")
+
+
+def _threads_slot(builder, index: int):
+    """The function pointer in slot `index` of `_THREADS`, as an i8*."""
+    i8p = ir.IntType(8).as_pointer()
+    module = builder.module
+    slot = module.globals.get(_THREADS_SYMBOL) or ir.GlobalVariable(module, ir.ArrayType(i8p, 2), _THREADS_SYMBOL)
+    return builder.load(builder.gep(slot, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), index)]))
+
+
+@intrinsic
+def _thread_count(typingctx):
+    """Numba's thread count for the calling thread (`numba.get_num_threads()`), or 1 before they start."""
+
+    def codegen(context, builder, signature, args):
+        intp = context.get_value_type(types.intp)
+        function = _threads_slot(builder, 1)
+        count = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))
+        with builder.if_then(cgutils.is_not_null(builder, function)):
+            get_num_threads = builder.bitcast(function, ir.FunctionType(intp, []).as_pointer())
+            builder.store(builder.call(get_num_threads, []), count)
+        return builder.load(count)
+
+    return types.intp(), codegen
+
+
+@intrinsic
+def _run(typingctx, job, tasks, threads):
+    """`_worker` over tasks 0:tasks of `job`: on the calling thread if threads == 1, else shared among that
+    many of Numba's threads by `numba_parallel_for` (the launcher of Numba's own parallel regions)."""
+    real = job.types[-2]
+    if job != _job_type(real):
+        raise TypingError(f"_run needs a {_job_type(real)}, got {job}")
+
+    def codegen(context, builder, signature, args):
+        job_value, tasks_value, threads_value = args
+        i8p, intp = ir.IntType(8).as_pointer(), context.get_value_type(types.intp)
+        worker_type = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
+        worker = cgutils.get_or_insert_function(builder.module, worker_type, _symbol("worker", as_dtype(real)))
+        first = cgutils.alloca_once_value(builder, ir.Constant(i8p, None))  # task 0 at address 0 ...
+        step = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))  # ... and one byte per task
+        count = cgutils.alloca_once_value(builder, tasks_value)
+        data = builder.bitcast(cgutils.alloca_once_value(builder, job_value), i8p)
+        with builder.if_else(builder.icmp_signed(">", threads_value, ir.Constant(intp, 1))) as (shared, here):
+            with shared:
+                parallel_for_type = ir.FunctionType(ir.VoidType(), [i8p] * 5 + [intp] * 3)
+                parallel_for = builder.bitcast(_threads_slot(builder, 0), parallel_for_type.as_pointer())
+                pointers = [builder.bitcast(v, i8p) for v in (worker, first, count, step)]
+                no_inner_dimensions, one_array = ir.Constant(intp, 0), ir.Constant(intp, 1)
+                builder.call(parallel_for, [*pointers, data, no_inner_dimensions, one_array, threads_value])
+            with here:
+                builder.call(worker, [first, count, step, data])
+        return context.get_dummy_value()
+
+    return types.none(job, types.intp, types.intp), codegen
+
+
+@intrinsic
+def _load_job(typingctx, job):
+    """The `_job_type` tuple that `_run` stored at `job`."""
+    job_type = _job_type(job.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.load(builder.bitcast(args[0], context.get_value_type(job_type).as_pointer()))
+
+    return job_type(job), codegen
+
+
+@intrinsic
+def _address(typingctx, pointer):
+    """A pointer as a number."""
+
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(args[0], context.get_value_type(types.intp))
+
+    return types.intp(pointer), codegen
 
 
 @intrinsic
@@ -229,19 +336,27 @@ def _strided(typingctx, data, rows, columns, row_stride, column_stride):
 
 
 def _link_tasks() -> list:
-    """`_tasks` for each dtype, compiled or loaded from the cache, exposed under `_tasks_symbol` for the
-    kernels. Runs when this module is imported: before any kernel that calls it is compiled or loaded from
-    the cache (a kernel whose symbol is missing would abort the process when loaded)."""
+    """`_worker` and `_tasks` for each dtype, compiled or loaded from the cache, exposed under `_symbol`:
+    `_tasks` calls the worker, kernels call `_tasks`. Runs when this module is imported: before any kernel
+    that calls them is compiled or loaded from the cache (a kernel whose symbol is missing would abort the
+    process when loaded)."""
     if config.DISABLE_JIT:  # kernels are plain Python, calling matmul's own body
         return []
+    llvm.add_symbol(_THREADS_SYMBOL, ctypes.addressof(_THREADS))
+    if parallel._is_initialized:  # Numba's threads started before this import
+        use_threads()
     compiled = []
     for real in (types.float32, types.float64):
-        signature = sigutils.normalize_signature(_tasks_signature(real))  # as numba.cfunc does
-        tasks = CFunc(_tasks, signature, locals={}, options={"error_model": "numpy"})
-        enable_caching(tasks)  # a damaged cache file is dropped and `_tasks` compiled again (kernel_cache)
-        tasks.compile()
-        llvm.add_symbol(_tasks_symbol(as_dtype(real)), tasks.address)
-        compiled.append(tasks)
+        for name, function, signature in (
+            ("worker", _worker, _worker_signature(real)),
+            ("tasks", _tasks, _tasks_signature(real)),
+        ):
+            signature = sigutils.normalize_signature(signature)  # as numba.cfunc does
+            c_function = CFunc(function, signature, locals={}, options={"error_model": "numpy"})
+            enable_caching(c_function)  # a damaged cache file is dropped and compiled again (kernel_cache)
+            c_function.compile()
+            llvm.add_symbol(_symbol(name, as_dtype(real)), c_function.address)
+            compiled.append(c_function)
     return compiled
 
 

@@ -26,6 +26,8 @@ import warnings
 
 import numba
 
+from . import matrix
+
 # Where the `tbb` wheel installs the library, as Numba names it per platform.
 TBB_LIBRARY = {
     "win32": os.path.join("Library", "bin", "tbb12.dll"),
@@ -54,6 +56,7 @@ def _start() -> str:
             _choose()  # again: Numba's compiler reloads its config when NUMBA_* variables change
             numba.get_num_threads()  # starts the threads in the configured layer
             _layer = numba.threading_layer()
+            matrix.use_threads()  # large matrix products now share their tiles among the threads
             if _layer == NOT_THREAD_SAFE and _chosen_here:
                 warnings.warn(
                     f"rnn-derive: Numba's TBB threading layer could not be loaded, so kernels use '{_layer}', "
