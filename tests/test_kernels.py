@@ -46,7 +46,8 @@ def test_chunks_of_steps_do_not_change_the_result(name):
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "gru_reset_before"])
 def test_float32_kernels_never_compute_in_float64(name):
-    """Constants are printed in the kernel's dtype: no float32 value is widened to double."""
+    """Constants are printed in the kernel's dtype: no float32 value is widened to double. The activations are
+    inlined into the kernels, and the forward kernel's loop over units is vectorized."""
     cls = CELLS[name]
     x = np.ones((2, 1, 3), np.float32)
     cell = cls(3, 4, dtype=np.float32, seed=0)
@@ -73,6 +74,10 @@ def test_float32_kernels_never_compute_in_float64(name):
         uncached(*kernel_args, np.zeros(1, np.uint8))  # the cancel flag, never set
         ir = uncached.inspect_llvm(uncached.signatures[0])
         assert "fpext float" not in ir and not re.search(r"f(add|sub|mul|div) double", ir), f"{name}.{kernel}"
+        # every activation inlined (kernel_math's functions are compiled apart, marked alwaysinline), so that
+        # the step's loop vectorizes: exp's floor on a vector of float32 in the forward kernel
+        assert "kernel_math" not in " ".join(re.findall(r"call [^@]*@([\w.$]+)", ir)), f"{name}.{kernel}"
+        assert kernel != "forward" or re.search(r"llvm\.floor\.v\d+f32", ir), f"{name}.{kernel}: scalar loop"
 
 
 @numba.njit

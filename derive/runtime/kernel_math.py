@@ -10,11 +10,13 @@ once (the conversions vectorize too). NaN propagates (each function returns NaN 
 tests/test_kernel_math.py over every float32 where the result is not trivially rounded, and over
 dense float64 samples against extended precision.
 
-Each function is jitted with `inline="always"`: Numba inlines it into every kernel that calls it,
-so a kernel compiles as if the function were written in it. Numba keys a cached kernel on the
-kernel's own file only, so this file's bytes enter every generated module's header hash
-(`derive.write.generate.KERNEL_SUPPORT`): a change here changes the generated text and refreshes
-the kernels' caches. Under NUMBA_DISABLE_JIT=1 the functions run as plain Python on NumPy scalars.
+Each function is jitted with `forceinline=True`: compiled once, and marked `alwaysinline` for LLVM,
+which inlines it into every kernel that calls it before vectorizing the kernel's loops (left to its
+cost model, LLVM kept a second call of `tanh` as a call, and the loop scalar). Numba's own inlining
+(`inline="always"`, at the level of its IR) gave the same code at about 1 s more compile per kernel.
+Numba keys a cached kernel on the kernel's own file only, so this file's bytes enter every generated
+module's header hash (`derive.write.generate.KERNEL_SUPPORT`): a change here changes the generated
+text and refreshes the kernels' caches. Under NUMBA_DISABLE_JIT=1 the functions run as plain Python on NumPy scalars.
 """
 
 import numpy as np
@@ -23,9 +25,9 @@ from .compiler import jit
 
 
 def _inlined(function):
-    """Jitted as the kernels call it: inlined into the caller, with the kernels' `fastmath` and
+    """Jitted as the kernels call it: inlined into the caller by LLVM, with the kernels' `fastmath` and
     error model (see `derive.runtime.compiler`)."""
-    return jit(function, inline="always", fastmath={"contract"}, error_model="numpy")
+    return jit(function, forceinline=True, fastmath={"contract"}, error_model="numpy")
 
 
 @_inlined
