@@ -16,8 +16,8 @@ TARGETS = {
     "speedup": 1.5,  # geometric mean of fwd+bwd speedups over torch built-ins
     "worst": 0.9,  # no point below
     "eager": 5.0,  # variants against their eager torch loop
-    "blas": 0.75,  # fraction of the BLAS ceiling at hidden 512
-    "cold": 10.0,  # seconds, cold compile per cell and dtype
+    "blas": 0.85,  # fraction of the BLAS ceiling at hidden 512 (float32 fwd+bwd)
+    "cold": 5.0,  # seconds, cold compile per cell and dtype (all kernels)
     "warm": 0.5,  # seconds, warm import + first call
     "ulp": 4,  # float32 activations against the correctly rounded result
     # against the best peer at each point: (geometric mean, no point below)
@@ -183,11 +183,11 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
             f"{met} of {len(ratios)} points; min {min(ratios):.1f}x, geometric mean {_geomean(ratios):.1f}x",
             met == len(ratios),
         )
-    wide = [e for e in entries if e["point"]["H"] == 512]
+    wide = [e for e in entries if e["point"]["H"] == 512 and e["point"]["dtype"] == "float32"]
     if wide:
         fractions = [_gflops(e) / results["blas_gflops"][e["point"]["dtype"]] for e in wide]
         add(
-            f"≥ {TARGETS['blas']:.0%} of the BLAS ceiling at hidden 512 (fwd+bwd)",
+            f"≥ {TARGETS['blas']:.0%} of the BLAS ceiling at hidden 512 (float32 fwd+bwd)",
             f"{min(fractions):.0%} to {max(fractions):.0%}",
             min(fractions) >= TARGETS["blas"],
         )
