@@ -15,7 +15,9 @@ host's vector registers (`VECTOR_BITS`, `WIDE`, `NARROW`).
 
 The tiles are compiled once per dtype, into the C function `_tasks` (cached, loaded when this module
 is imported), which kernels call by its symbol: inlined, they were compiled again into every kernel
-and into every parallel region of one (about half of a cell's compile time).
+and into every parallel region of one (about half of a cell's compile time). `_tasks` also shares a
+large product's tiles among Numba's threads, through the launcher of Numba's own parallel regions
+(`_run`), so the kernels have no parallel region and compile serially.
 """
 
 from __future__ import annotations
