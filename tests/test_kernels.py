@@ -113,6 +113,7 @@ SHAPES = [
     (66, 70, 129),
     (3, 20, 40),
     (65, 128, 256),
+    (1, 300, 520),  # little work, but panels of more than PANEL_BYTES_ALONE in float32: threaded at batch 1
 ]
 
 
