@@ -26,8 +26,6 @@ import warnings
 
 import numba
 
-from . import matrix
-
 # Where the `tbb` wheel installs the library, as Numba names it per platform.
 TBB_LIBRARY = {
     "win32": os.path.join("Library", "bin", "tbb12.dll"),
@@ -56,6 +54,8 @@ def _start() -> str:
             _choose()  # again: Numba's compiler reloads its config when NUMBA_* variables change
             numba.get_num_threads()  # starts the threads in the configured layer
             _layer = numba.threading_layer()
+            from . import matrix  # imported here: importing the runtime (any CLI command does) need not load it
+
             matrix.use_threads()  # large matrix products now share their tiles among the threads
             if _layer == NOT_THREAD_SAFE and _chosen_here:
                 warnings.warn(
