@@ -9,6 +9,16 @@ from generated import CELLS
 LSTMProj = CELLS["lstm_proj"]
 
 
+def finite_differences(cls, shapes: list[tuple[int, int, int, int]]) -> Report:
+    """Every gradient and the Jacobian of `cls` against finite differences at each (T, B, I, H) of `shapes`."""
+    report = Report(cls.name)
+    for k, shape in enumerate(shapes):
+        problem = Problem.random(cls, *shape, seed=k)
+        check_gradients(problem, report)
+        check_jacobian(problem, report)
+    return report
+
+
 def test_proj_size_is_a_checked_constructor_argument():
     cell = LSTMProj(3, 5, dtype=np.float64, proj_size=2)
     assert cell.size_values == {"P": 2} and cell.state_widths == (2, 5)
@@ -79,11 +89,7 @@ def test_a_users_cell_with_two_sizes_in_one_level_matches_finite_differences(tmp
     source = (tmp_path / "sizecells" / "two_sizes.py").read_text()
     assert "for unit in range(Q):" in source and "for unit in range(H):" in source
     assert TwoSizes.state_sizes == ("H", "Q") and TwoSizes.sizes == {"Q": "q_size"}
-    report = Report("two_sizes")
-    for k, (T, B, I, H) in enumerate([(3, 2, 3, 4), (2, 1, 2, 5)]):
-        problem = Problem.random(TwoSizes, T, B, I, H, seed=k)
-        check_gradients(problem, report)
-        check_jacobian(problem, report)
+    report = finite_differences(TwoSizes, [(3, 2, 3, 4), (2, 1, 2, 5)])
     assert max(report.errors.values()) < 1e-6, report.errors
 
 
@@ -123,11 +129,7 @@ def test_the_input_per_unit_gated_by_a_value_of_size_I_matches_finite_difference
     assert InputGate.saved_sizes and "I" in InputGate.saved_sizes
     cell = InputGate(5, 3, dtype=np.float64, seed=0)
     assert cell.param_shapes() == {"Q": (5, 3), "b_u": (5,), "W_ih": (3, 5), "W_u": (3, 5), "W_hh": (3, 3), "b": (3,)}
-    report = Report("input_gate")
-    for k, shape in enumerate(INPUT_SHAPES):
-        problem = Problem.random(InputGate, *shape, seed=k)
-        check_gradients(problem, report)
-        check_jacobian(problem, report)
+    report = finite_differences(InputGate, INPUT_SHAPES)
     assert not report.failures(1e-6), report.errors
 
 
@@ -155,11 +157,7 @@ MOGRIFIER = CELLS["mogrifier_lstm"]
 def test_mogrifier_lstm_with_a_wider_input_matches_finite_differences():
     """Its five rounds alternate sizes I and H, each through a product of an in-step value."""
     assert MOGRIFIER.saved_sizes.count("I") == 6  # x1, x3, x5 and their gates
-    report = Report("mogrifier_lstm")
-    for k, shape in enumerate([(3, 2, 6, 3), (2, 2, 1, 2)]):
-        problem = Problem.random(MOGRIFIER, *shape, seed=k)
-        check_gradients(problem, report)
-        check_jacobian(problem, report)
+    report = finite_differences(MOGRIFIER, [(3, 2, 6, 3), (2, 2, 1, 2)])
     assert not report.failures(1e-6), report.errors
 
 
@@ -200,9 +198,5 @@ def test_a_product_of_a_level_without_values_of_its_size_is_still_stored_for_bac
     GateOnly = build(spec, tmp_path / "cells")["gate_only"]
     source = (tmp_path / "cells" / "gate_only.py").read_text()
     assert "= U_h[row, unit]" in source  # U h is stored on the tape
-    report = Report("gate_only")
-    for k, shape in enumerate([(3, 2, 2, 3), (2, 1, 4, 2)]):
-        problem = Problem.random(GateOnly, *shape, seed=k)
-        check_gradients(problem, report)
-        check_jacobian(problem, report)
+    report = finite_differences(GateOnly, [(3, 2, 2, 3), (2, 1, 4, 2)])
     assert not report.failures(1e-6), report.errors
