@@ -192,12 +192,14 @@ def _call_tasks(typingctx, a, panels, c, beta):
 def _tasks(a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta):
     """c = a @ b + beta * c, the C function behind `_call_tasks`: each array as its data pointer and shape
     (a's is (rows, depth)), with a's strides in bytes. Its tasks (`_task`) run on Numba's threads when each
-    thread's share is large enough, else on the calling thread."""
+    thread's share of the work is large enough (`WORK_PER_THREAD`) or the panels are (`PANEL_BYTES_ALONE`),
+    else on the calling thread."""
     groups = (rows + GROUP_ROWS - 1) // GROUP_ROWS
     tasks = count * groups
     threads = _thread_count()
-    panel_bytes = count * depth * width * numba.carray(panels, 1).itemsize
-    if rows * depth * columns < WORK_PER_THREAD * threads and panel_bytes <= PANEL_BYTES_ALONE or tasks < threads:
+    little_work = rows * depth * columns < WORK_PER_THREAD * threads
+    small_panels = count * depth * width * numba.carray(panels, 1).itemsize <= PANEL_BYTES_ALONE
+    if (little_work and small_panels) or tasks < threads:
         threads = 1
     _run(
         (a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta, groups),
