@@ -4,6 +4,7 @@ cell.py             RecurrentCell, the Python side of every generated cell (chec
 arguments.py        the dtype rule and array conversion; finite.py: checks for NaN and inf
 compiler.py         jit() and how Numba compiles the kernels (options, the noalias pipeline)
 matrix.py           the kernels' matrix products (packed panels, vector tiles)
+thread_pool.py      the threads that share a product's tiles
 kernel_math.py      exp, sigmoid, tanh, ... as the kernels compute them
 kernel_cache.py     Numba's cache, repairing itself; kernel_call.py: calls from threads and Ctrl-C
 threading_layer.py  which Numba threading layer, safe with fork and threads

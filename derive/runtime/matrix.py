@@ -9,15 +9,15 @@ inputs, so each is laid out once in panels of NR columns,
 
 and every MR x NR tile of c is one register-blocked loop over k, emitted as LLVM IR with explicit
 vectors: MR x NV accumulators, per k NV vector loads of the panel, MR broadcasts of a, and MR*NV
-fused multiply-adds. Tiles are shared among Numba's threads: BLAS would repack the weight at every
+fused multiply-adds. Tiles are shared among threads (`thread_pool`): BLAS would repack the weight at every
 step, and its own thread pool would spin against Numba's on the same cores. Tile sizes follow the
 host's vector registers (`VECTOR_BITS`, `WIDE`, `NARROW`).
 
 The tiles are compiled once per dtype, into the C function `_tasks` (cached, loaded when this module
 is imported), which kernels call by its symbol: inlined, they were compiled again into every kernel
 and into every parallel region of one (about half of a cell's compile time). `_tasks` also shares a
-large product's tiles among Numba's threads, through the launcher of Numba's own parallel regions
-(`_run`), so the kernels have no parallel region and compile serially.
+large product's tiles among threads, through `thread_pool` (`_run`), so the kernels have no parallel
+region and compile serially.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from numba.np.arrayobj import populate_array
 from numba.np.numpy_support import as_dtype
 from numba.np.ufunc import parallel
 
+from . import thread_pool
 from .kernel_cache import enable_caching
 
 OPTIONS = dict(cache=True, error_model="numpy")
@@ -75,7 +76,7 @@ NARROW = Tile(8, 2) if VECTOR_BITS == 512 else Tile(8, 1)
 ALIGN = 64  # bytes, of the panels: a cache line
 GROUP_ROWS = 64  # rows of c per task: a task reuses its panel from cache over these rows
 # A product is shared among the threads when each thread's share is at least this many multiply-adds:
-# about 10 us of tiles, against about 3 us for the parallel region's start and barrier.
+# about 10 us of tiles, against a few us for the other threads to start and finish.
 WORK_PER_THREAD = 1 << 19
 # A product whose panels take more than this also shares them among the threads, however little its work
 # (batch 1): each core then reads its share from its own L2 cache (1 MiB per core on Zen 4) instead of
@@ -147,7 +148,7 @@ def _matmul_in_kernels(a, panels, c, beta):
         raise TypingError(f"matmul needs C-contiguous panels and c, got {panels}, {c}")
 
     # A call of `_tasks`, compiled once per dtype and called by its symbol: the kernels compile
-    # serially and contain no tile code; `_tasks` shares the tiles among Numba's threads itself.
+    # serially and contain no tile code; `_tasks` shares the tiles among the pool's threads itself.
     return lambda a, panels, c, beta: _call_tasks(a, panels, c, beta)
 
 
@@ -191,7 +192,7 @@ def _call_tasks(typingctx, a, panels, c, beta):
 
 def _tasks(a, a_row_stride, a_column_stride, panels, count, depth, width, c, rows, columns, beta):
     """c = a @ b + beta * c, the C function behind `_call_tasks`: each array as its data pointer and shape
-    (a's is (rows, depth)), with a's strides in bytes. Its tasks (`_task`) run on Numba's threads when each
+    (a's is (rows, depth)), with a's strides in bytes. Its tasks (`_task`) run on the pool's threads too when each
     thread's share of the work is large enough (`WORK_PER_THREAD`) or the panels are (`PANEL_BYTES_ALONE`),
     else on the calling thread."""
     groups = (rows + GROUP_ROWS - 1) // GROUP_ROWS
@@ -234,25 +235,27 @@ def _worker_signature(real):
     )
 
 
-# Numba's `numba_parallel_for` and `get_num_threads`, once its threads have started (`use_threads`); null
-# before. Code reads them from this slot, not by their symbols: cached code that names them would fail to
-# load before the threads start, and `_tasks` loads when this module is imported.
-_THREADS = (ctypes.c_void_p * 2)()
+# Numba's `get_num_threads`, once its threads have started (`use_threads`); null before. Code reads it from
+# this slot, not by its symbol: cached code that names it would fail to load before the threads start, and
+# `_tasks` loads when this module is imported.
+_THREADS = (ctypes.c_void_p * 1)()
 _THREADS_SYMBOL = "rnn_derive_matmul_threads"
 
 
 def use_threads() -> None:
-    """Share large products among Numba's threads from now on (called once they have started)."""
-    _THREADS[0] = llvm.address_of_symbol("numba_parallel_for")
-    _THREADS[1] = llvm.address_of_symbol("get_num_threads")
+    """Share large products among threads from now on (called once Numba's threads have started): start the
+    pool's threads, as many as Numba's (`numba.config.NUMBA_NUM_THREADS`); a product then uses as many as
+    `numba.get_num_threads()` allows in the calling thread."""
+    thread_pool.start(config.NUMBA_NUM_THREADS)
+    _THREADS[0] = llvm.address_of_symbol("get_num_threads")
 
 
-def _threads_slot(builder, index: int):
-    """The function pointer in slot `index` of `_THREADS`, as an i8*."""
+def _threads_slot(builder):
+    """The function pointer in `_THREADS`, as an i8*."""
     i8p = ir.IntType(8).as_pointer()
     module = builder.module
-    slot = module.globals.get(_THREADS_SYMBOL) or ir.GlobalVariable(module, ir.ArrayType(i8p, 2), _THREADS_SYMBOL)
-    return builder.load(builder.gep(slot, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), index)]))
+    slot = module.globals.get(_THREADS_SYMBOL) or ir.GlobalVariable(module, ir.ArrayType(i8p, 1), _THREADS_SYMBOL)
+    return builder.load(builder.gep(slot, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 0)]))
 
 
 @intrinsic
@@ -261,7 +264,7 @@ def _thread_count(typingctx):
 
     def codegen(context, builder, signature, args):
         intp = context.get_value_type(types.intp)
-        function = _threads_slot(builder, 1)
+        function = _threads_slot(builder)
         count = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))
         with builder.if_then(cgutils.is_not_null(builder, function)):
             get_num_threads = builder.bitcast(function, ir.FunctionType(intp, []).as_pointer())
@@ -274,7 +277,7 @@ def _thread_count(typingctx):
 @intrinsic
 def _run(typingctx, job, tasks, threads):
     """`_worker` over tasks 0:tasks of `job`: on the calling thread if threads == 1, else shared among that
-    many of Numba's threads by `numba_parallel_for` (the launcher of Numba's own parallel regions)."""
+    many threads by `thread_pool` (its C function `run`, called by its symbol)."""
     real = job.types[-2]
     if job != _job_type(real):
         raise TypingError(f"_run needs a {_job_type(real)}, got {job}")
@@ -284,18 +287,16 @@ def _run(typingctx, job, tasks, threads):
         i8p, intp = ir.IntType(8).as_pointer(), context.get_value_type(types.intp)
         worker_type = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
         worker = cgutils.get_or_insert_function(builder.module, worker_type, _symbol("worker", as_dtype(real)))
-        first = cgutils.alloca_once_value(builder, ir.Constant(i8p, None))  # task 0 at address 0 ...
-        step = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))  # ... and one byte per task
-        count = cgutils.alloca_once_value(builder, tasks_value)
         data = builder.bitcast(cgutils.alloca_once_value(builder, job_value), i8p)
         with builder.if_else(builder.icmp_signed(">", threads_value, ir.Constant(intp, 1))) as (shared, here):
             with shared:
-                parallel_for_type = ir.FunctionType(ir.VoidType(), [i8p] * 5 + [intp] * 3)
-                parallel_for = builder.bitcast(_threads_slot(builder, 0), parallel_for_type.as_pointer())
-                pointers = [builder.bitcast(v, i8p) for v in (worker, first, count, step)]
-                no_inner_dimensions, one_array = ir.Constant(intp, 0), ir.Constant(intp, 1)
-                builder.call(parallel_for, [*pointers, data, no_inner_dimensions, one_array, threads_value])
+                run_type = ir.FunctionType(ir.VoidType(), [i8p, i8p, intp, intp])
+                run = cgutils.get_or_insert_function(builder.module, run_type, thread_pool.RUN_SYMBOL)
+                builder.call(run, [builder.bitcast(worker, i8p), data, tasks_value, threads_value])
             with here:
+                first = cgutils.alloca_once_value(builder, ir.Constant(i8p, None))  # task 0 at address 0 ...
+                step = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))  # ... and one byte per task
+                count = cgutils.alloca_once_value(builder, tasks_value)
                 builder.call(worker, [first, count, step, data])
         return context.get_dummy_value()
 
