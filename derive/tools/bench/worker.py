@@ -87,7 +87,7 @@ def facts(side: str) -> dict:
         import numba
 
         import generated
-        from derive.runtime import threading_layer
+        from derive.runtime import thread_pool, threading_layer
         from derive.runtime.matrix import VECTOR_BITS
 
         from .workloads import derive_inference
@@ -95,7 +95,7 @@ def facts(side: str) -> dict:
         versions["numba"] = numba.__version__
         layer = threading_layer.layer()  # starts Numba's threads in the kernels' layer
         threads["Numba"] = f"{numba.get_num_threads()} threads, {layer}"
-        threads["matrix tiles"] = f"{VECTOR_BITS}-bit vectors"
+        threads["matrix tiles"] = f"{VECTOR_BITS}-bit vectors, shared by {thread_pool.threads() + 1} threads"
         cell = next(iter(generated.CELLS.values()))(2, 2, seed=0)
         extra["inference"] = derive_inference(cell)[1]
     elif side in PEERS:
