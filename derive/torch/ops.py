@@ -184,7 +184,7 @@ def _reversal(batch_sizes: np.ndarray) -> np.ndarray:
 
 
 def _numpy(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+    return np.ascontiguousarray(t.detach().numpy())  # a copy by NumPy if needed: torch's would wake its threads
 
 
 def _reversed(array: np.ndarray, order, axis: int = 0) -> np.ndarray:
