@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from derive.tools.bench import load, report, run, sides
+from derive.tools.bench import interference, load, report, run, sides
 from derive.tools.bench.workloads import PEERS, Point, _inputs, build, derive_inference
 
 
@@ -94,6 +94,32 @@ def test_best_peer_table_is_the_first_table_with_geometric_means():
     assert "| **geometric mean** over 2 points | inference |  |  |  | **1.00x** (worst 0.50x) |" in text  # √(0.5·2)
     assert "| lstm float32 64×32×128 | inference | onnxruntime | 2.00 | 4.00 | 0.50x |" in text
     assert "ours: `cell.forward(x, tape=False)`" in text
+
+
+def test_busy_thread_and_ctrl_c_targets_and_table():
+    """The slowdown is against the faster of the two calls alone; the busy process is shown beside it."""
+    results = synthetic_results()
+    results["interference"] = {
+        "busy": {
+            "alone": 10.0,
+            "busy_thread": 10.8,
+            "busy_process": 12.0,
+            "alone_again": 11.0,
+            "switch_interval_ms": 5.0,
+        },
+        "interrupt": {"interrupted": True, "latency": 0.02, "call_seconds": 4.0, "usable": True},
+        "repeats": 15,
+    }
+    text = report.markdown(results, None)
+    assert "| a busy Python thread slows a call by at most 10% | +8% (a busy other process" in text
+    assert (
+        "| Ctrl-C interrupts a long call within 1 s and leaves the cell usable | 0.02 s; cell unchanged | met |" in text
+    )
+    assert "| beside a busy Python thread | 10.80 | +8% |" in text
+    results["interference"]["busy"]["busy_thread"] = 50.0
+    results["interference"]["interrupt"].update(interrupted=False, latency=None)
+    rows = {target: ok for target, _, ok in interference.targets(results["interference"])}
+    assert list(rows.values()) == [False, False]
 
 
 def test_a_peer_with_a_missing_package_is_skipped_in_one_line(monkeypatch, capsys):

@@ -197,9 +197,12 @@ threading.Thread(target=spin, daemon=True).start()
 time.sleep(0.5)
 seconds = {}
 for name, call in (("forward", lambda: lstm.forward(x_busy)), ("backward", lambda: lstm.backward(tape, dy))):
-    started = time.perf_counter()
-    call()
-    seconds[name] = time.perf_counter() - started
+    runs = []
+    for _ in range(3):  # the best of three: the first calls beside a new busy thread wait more, for a while
+        started = time.perf_counter()
+        call()
+        runs.append(time.perf_counter() - started)
+    seconds[name] = min(runs)
 spinning = False
 print(json.dumps({"seconds": seconds, "steps": len(x_busy), "switch": sys.getswitchinterval()}))
 """
@@ -208,8 +211,10 @@ print(json.dumps({"seconds": seconds, "steps": len(x_busy), "switch": sys.getswi
 def test_a_busy_python_thread_does_not_take_the_gil_at_every_step():
     """The GIL is released once per call. Were it given up and taken back at every step (as Numba
     does around a parallel region in a kernel that holds it), every step would wait for the
-    spinning thread's switch interval (here 0.25 s): 200 steps, about 50 s. Released once, a call
-    waits for the GIL a few times at most. Structural: not a bound on the slowdown itself."""
+    spinning thread's switch interval (here 0.25 s): 200 steps, about 50 s. And the runtime's own
+    copies and checks keep it (`held`: NumPy's release it for large arrays, and a forward with its
+    tape then waited five times). Released once, a call waits for the GIL about once. Structural:
+    it counts hand-offs of the GIL, not a bound on the slowdown itself."""
     out = run(BUSY_THREAD)
     print(
         {
@@ -217,4 +222,4 @@ def test_a_busy_python_thread_does_not_take_the_gil_at_every_step():
             for name, seconds in out["seconds"].items()
         }
     )
-    assert max(out["seconds"].values()) < out["steps"] * out["switch"] / 10
+    assert max(out["seconds"].values()) < 2.5 * out["switch"]

@@ -2,6 +2,7 @@
 
 cell.py             RecurrentCell, the Python side of every generated cell (checks, tapes, gradients)
 arguments.py        the dtype rule and array conversion; finite.py: checks for NaN and inf
+held.py             copies and comparisons that keep the GIL (a busy thread would keep it 5 ms)
 compiler.py         jit() and how Numba compiles the kernels (options, the noalias pipeline)
 matrix.py           the kernels' matrix products (packed panels, vector tiles)
 thread_pool.py      the threads that share a product's tiles

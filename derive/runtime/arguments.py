@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from . import held
+
 CONVERTIBLE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
 
@@ -39,7 +41,7 @@ def as_array(
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape_text} = {shape}, got {array.shape}")
     if copy:
-        return np.array(array, dtype=dtype, order="C", copy=True)
+        return held.copy(array) if array.dtype == dtype else np.array(array, dtype=dtype, order="C", copy=True)
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -62,10 +64,3 @@ def _readable_tensor(value):
     if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
         value = value.float()
     return value
-
-
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise equality of two arrays of one dtype and shape (NaN equals itself)."""
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    unsigned = np.dtype(f"u{a.dtype.itemsize}")
-    return a.shape == b.shape and np.array_equal(a.view(unsigned), b.view(unsigned))

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import finite, kernel_call
-from .arguments import as_array, same_bits, to_numpy
+from . import finite, held, kernel_call
+from .arguments import as_array, to_numpy
 from .torch_weights import cell_weights
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -337,9 +337,8 @@ class RecurrentCell:
         x = self._array("x", x, (T, B, self.input_size), f"(T, B, input_size={self.input_size})", copy=tape)
         initial = self._states_in("state0", state0, B)
         # the tape keeps its own copy of the parameters; without one, C-contiguous views do
-        params = {
-            name: np.array(value, order="C", copy=True if tape else None) for name, value in self._live_params().items()
-        }
+        live = self._live_params()
+        params = {name: held.copy(v) if tape else np.ascontiguousarray(v) for name, v in live.items()}
         constants = self.constant_values
         states, saved = self._run(x, initial, params, constants, record=tape)
         if check_finite:
@@ -349,7 +348,7 @@ class RecurrentCell:
         y = states[0, 1:, :, : widths[0]]
         if not tape:
             return y, final, None  # nothing else holds states: y is a view
-        return y.copy(), final, Tape(self, x, states, saved, params, constants)
+        return held.copy(y), final, Tape(self, x, states, saved, params, constants)
 
     def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float]) -> Tape:
         """The forward kernel on checked arguments (derive.torch's path): x (T, B, I) and the params
@@ -498,7 +497,7 @@ class RecurrentCell:
                 f"{self.constant_values} now); its gradients would belong to other values: run forward again"
             )
         for name, value in self._live_params().items():
-            if not same_bits(value, tape.params[name]):
+            if not held.same_bits(value, tape.params[name]):
                 raise ValueError(
                     f"parameter {name!r} changed (in place or replaced) after the forward that recorded this tape; "
                     "its gradients would belong to other values: run forward again"

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from . import torch_layers
+from . import interference, torch_layers
 from .load import NOISY_CORES
 from .workloads import BUILTIN_SIDES, PEERS, Point
 
@@ -205,6 +205,8 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
     if with_memory:
         ratios = [e["memory"]["derive"] / e["memory"]["torch"] for e in with_memory]
         add("peak memory of fwd+bwd ≤ torch built-in's", f"derive / torch: max {max(ratios):.2f}", max(ratios) <= 1.0)
+    for target, measured, ok in interference.targets(results["interference"]) if results.get("interference") else []:
+        add(target, measured, ok)
     if results.get("accuracy"):
         worst = max(a["max_ulp"] for a in results["accuracy"] if a["dtype"] == "float32")
         add(
@@ -427,6 +429,8 @@ def markdown(results: dict, plot_name: str | None) -> str:
         lines += _compile(results)
     if results.get("accuracy"):
         lines += _accuracy(results)
+    if results.get("interference"):
+        lines += _table(*interference.section(results["interference"]))
     if results.get("torch_layers"):
         lines += [line for section in torch_layers.sections(results["torch_layers"]) for line in _table(*section)]
     if NOTES.is_file():

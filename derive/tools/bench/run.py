@@ -23,7 +23,7 @@ from pathlib import Path
 from derive.write import paths
 
 from . import compile as compile_probe
-from . import load, torch_layers
+from . import interference, load, torch_layers
 from . import sides as peer_sides
 from .workloads import BUILTIN_SIDES, PEERS, SIDES, Point, available_cells, has_builtin, matmul_flops
 
@@ -230,6 +230,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-torch-layers", action="store_true", help="skip derive.torch: bridge overhead, layers against torch.nn"
     )
+    parser.add_argument(
+        "--no-interference", action="store_true", help="skip the busy-thread and Ctrl-C measurements (about 10 s)"
+    )
     parser.add_argument("--out", type=Path, help="report path (default: docs/benchmarks.md of the source checkout)")
     parser.add_argument("--no-report", action="store_true", help="print only; write no report")
     parser.add_argument("--note", default="", help="a line for the report, e.g. whether the machine was shared")
@@ -280,6 +283,9 @@ def main(argv: list[str]) -> int:
     if not args.no_torch_layers:
         progress("derive.torch: bridge overhead, 2-layer bidirectional LSTM and GRU against torch.nn (float32) ...")
         results["torch_layers"] = torch_layers.measure(args.sizes, args.repeats, worker_env())
+    if not args.no_interference:
+        progress("beside other work: a busy Python thread, Ctrl-C ...")
+        results["interference"] = interference.measure(max(args.repeats, 15), worker_env())
     results["load_average"]["end"] = os.getloadavg()
     results["seconds"] = time.perf_counter() - started
     progress(f"done in {results['seconds'] / 60:.1f} min")
