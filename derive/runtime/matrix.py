@@ -217,7 +217,7 @@ def _worker(tasks, dims, steps, job):
     a = _strided(a, rows, depth, a_row_stride, a_column_stride)
     panels = numba.carray(panels, (count, depth, width))
     c = numba.carray(c, (rows, columns))
-    first = _address(tasks[0])
+    first = thread_pool.address(tasks[0])
     for task in range(first, first + dims[0]):
         _task(a, panels, c, beta, groups, task)
 
@@ -285,7 +285,7 @@ def _run(typingctx, job, tasks, threads):
     def codegen(context, builder, signature, args):
         job_value, tasks_value, threads_value = args
         i8p, intp = ir.IntType(8).as_pointer(), context.get_value_type(types.intp)
-        worker_type = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
+        worker_type = thread_pool.worker_type(context)
         worker = cgutils.get_or_insert_function(builder.module, worker_type, _symbol("worker", as_dtype(real)))
         data = builder.bitcast(cgutils.alloca_once_value(builder, job_value), i8p)
         with builder.if_else(builder.icmp_signed(">", threads_value, ir.Constant(intp, 1))) as (shared, here):
@@ -294,10 +294,7 @@ def _run(typingctx, job, tasks, threads):
                 run = cgutils.get_or_insert_function(builder.module, run_type, thread_pool.RUN_SYMBOL)
                 builder.call(run, [builder.bitcast(worker, i8p), data, tasks_value, threads_value])
             with here:
-                first = cgutils.alloca_once_value(builder, ir.Constant(i8p, None))  # task 0 at address 0 ...
-                step = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))  # ... and one byte per task
-                count = cgutils.alloca_once_value(builder, tasks_value)
-                builder.call(worker, [first, count, step, data])
+                thread_pool.call_worker(context, builder, worker, ir.Constant(intp, 0), tasks_value, data)
         return context.get_dummy_value()
 
     return types.none(job, types.intp, types.intp), codegen
@@ -312,16 +309,6 @@ def _load_job(typingctx, job):
         return builder.load(builder.bitcast(args[0], context.get_value_type(job_type).as_pointer()))
 
     return job_type(job), codegen
-
-
-@intrinsic
-def _address(typingctx, pointer):
-    """A pointer as a number."""
-
-    def codegen(context, builder, signature, args):
-        return builder.ptrtoint(args[0], context.get_value_type(types.intp))
-
-    return types.intp(pointer), codegen
 
 
 @intrinsic

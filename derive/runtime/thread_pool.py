@@ -148,29 +148,44 @@ def _sleep(typingctx, microseconds):
     return types.none(types.intp), codegen
 
 
+def worker_type(context) -> ir.FunctionType:
+    """A worker's LLVM type: the signature of Numba's parallel regions (char **args, intp *dims, intp *steps,
+    void *data)."""
+    i8p, intp = ir.IntType(8).as_pointer(), context.get_value_type(types.intp)
+    return ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
+
+
+def call_worker(context, builder, worker, first, count, data) -> None:
+    """worker(args, dims, steps, data) over tasks first:first+count: task `first` as args[0] read as a number,
+    dims[0] = count, one byte per task (see `matrix._worker`)."""
+    i8p, intp = ir.IntType(8).as_pointer(), context.get_value_type(types.intp)
+    tasks = cgutils.alloca_once_value(builder, builder.inttoptr(first, i8p))
+    dims = cgutils.alloca_once_value(builder, count)
+    step = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))
+    builder.call(worker, [tasks, dims, step, data])
+
+
 @intrinsic
 def _call(typingctx, worker, data, task):
-    """worker(args, dims, steps, data) for the one task `task`: the signature of Numba's parallel regions,
-    with task number `task` as args[0] read as a number and dims[0] = 1 (see `matrix._worker`)."""
+    """The worker at address `worker` for the one task `task` of the product at address `data`."""
 
     def codegen(context, builder, signature, args):
         i8p, intp = ir.IntType(8).as_pointer(), context.get_value_type(types.intp)
-        function_type = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
-        function = builder.inttoptr(args[0], function_type.as_pointer())
-        first = cgutils.alloca_once_value(builder, builder.inttoptr(args[2], i8p))
-        one = cgutils.alloca_once_value(builder, ir.Constant(intp, 1))
-        builder.call(function, [first, one, one, builder.inttoptr(args[1], i8p)])
+        function = builder.inttoptr(args[0], worker_type(context).as_pointer())
+        call_worker(context, builder, function, args[2], ir.Constant(intp, 1), builder.inttoptr(args[1], i8p))
         return context.get_dummy_value()
 
-    return types.none(types.int64, types.int64, types.int64), codegen
+    return types.none(types.intp, types.intp, types.intp), codegen
 
 
 @intrinsic
-def _address(typingctx, pointer):
-    def codegen(context, builder, signature, args):
-        return builder.ptrtoint(args[0], ir.IntType(64))
+def address(typingctx, pointer):
+    """A pointer as a number."""
 
-    return types.int64(pointer), codegen
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(args[0], context.get_value_type(types.intp))
+
+    return types.intp(pointer), codegen
 
 
 OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
@@ -220,7 +235,7 @@ def _run(worker, data, tasks, threads):
 
 def _run_c(worker, data, tasks, threads):
     """`_run` as the C function that `matrix` calls by the symbol `RUN_SYMBOL`."""
-    _run(_address(worker), _address(data), tasks, threads)
+    _run(address(worker), address(data), tasks, threads)
 
 
 @numba.njit(**OPTIONS)
