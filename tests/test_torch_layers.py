@@ -461,6 +461,38 @@ def test_outputs_do_not_alias_the_tape_and_inputs_are_guarded_by_autograd():
             loss.backward()
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstm_proj", "slstm"])
+def test_without_gradients_the_inference_kernels_run_and_give_the_same_bits(name, monkeypatch):
+    """Under torch.no_grad(), or when nothing needs a gradient (frozen parameters, plain inputs), the
+    layers run the kernels' inference forward, which keeps no tape: outputs, final and every step's
+    states equal the training path's bit for bit; packed, bidirectional, two layers."""
+    from derive.runtime import RecurrentCell
+
+    layer = Recurrent(name, I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, I, generator=generator, dtype=torch.float64)
+    packed = pack_padded_sequence(x, torch.tensor([3, 6, 1, 6, 2]), enforce_sorted=False)
+    hx = tuple(torch.randn(4, 5, width, generator=generator, dtype=torch.float64) for width in layer.state_widths)
+    recorded = []
+    original = RecurrentCell._run
+    monkeypatch.setattr(RecurrentCell, "_run", lambda cell, *args: recorded.append(args[-1]) or original(cell, *args))
+    expected = layer(packed, hx, all_states=True)
+    assert recorded and all(recorded)
+    recorded.clear()
+    with torch.no_grad():
+        without = layer(packed, hx, all_states=True)
+    assert recorded and not any(recorded)
+    recorded.clear()
+    layer.requires_grad_(False)
+    frozen = layer(packed, hx, all_states=True)
+    assert recorded and not any(recorded)
+    for got in (without, frozen):
+        flat = [got[0].data, *got[1], *(s.data for s in got[2])]
+        for a, b in zip(flat, [expected[0].data, *expected[1], *(s.data for s in expected[2])]):
+            assert a.grad_fn is None
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_benchmark_section_runs_and_renders(tmp_path):
     """derive/tools/bench/torch_layers.py at a tiny size, as `python -m derive bench` runs it."""
     from derive.tools.bench import torch_layers

@@ -350,17 +350,12 @@ class RecurrentCell:
             return y, final, None  # nothing else holds states: y is a view
         return held.copy(y), final, Tape(self, x, states, saved, params, constants)
 
-    def _record(self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float]) -> Tape:
-        """The forward kernel on checked arguments (derive.torch's path): x (T, B, I) and the params
-        (in the cell's order) C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H) arrays,
-        constants checked. The tape holds x and params themselves: autograd keeps those tensors
-        unchanged."""
-        return Tape(self, x, *self._run(x, initial, params, constants, record=True), params, constants)
-
     def _run(
         self, x: np.ndarray, initial, params: dict[str, np.ndarray], constants: dict[str, float], record: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(states, saved) after the forward kernel; without `record`, saved is one step of scratch."""
+        """(states, saved) after the forward kernel on checked arguments (also derive.torch's path): x (T, B, I)
+        and the params (in the cell's order) C-contiguous of the cell's dtype, initial (n, B, H) or n (B, H)
+        arrays, constants checked. Without `record`, saved is one step of scratch."""
         T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         self._pad_states(states, initial)

@@ -167,11 +167,13 @@ class Recurrent(nn.Module):
         directions = 2 if self.bidirectional else 1
         layer_input, finals = data, []
         constants = torch.tensor(list(self.constants.values()), dtype=torch.float64)
+        # no gradient wanted: the inference kernels, which keep no tape for backward
+        run = ops.infer if ops.inference_only(data, state0, *self.parameters()) else ops.run
         for layer in range(self.num_layers):
             outputs, every = [], []
             for direction in range(directions):
                 index = layer * directions + direction
-                y, states, final, _ = ops.run(
+                y, states, final, *_ = run(
                     self.cell,
                     layer_input,
                     batch_sizes,

@@ -81,7 +81,7 @@ def _without_padding(model: RecurrentCell, states: np.ndarray) -> np.ndarray:
 
 def _prototype(key: str, input_size: int, hidden_size: int, dtype: np.dtype, sizes: dict[str, int]) -> RecurrentCell:
     """One instance per (cell, sizes, dtype), never changed: the ops pass parameters to its kernels
-    explicitly (`_record`, `_gradients`), so its own are never used. A state narrower than H
+    explicitly (`_run`, `_gradients`), so its own are never used. A state narrower than H
     (lstm_proj's h) is passed in the first columns of (B, H) rows, as the kernels keep it."""
     index = (key, input_size, hidden_size, dtype, tuple(sizes.items()))
     if index not in _PROTOTYPES:
@@ -216,6 +216,29 @@ def recurrent(
 
 def _record_layer(cell, x, batch_sizes, state0, params, constants, reverse):
     """`recurrent`'s implementation, also run by `_Eager`."""
+    states, final, tape = _forward_layer(cell, x, batch_sizes, state0, params, constants, reverse, record=True)
+    B = state0.shape[1]
+    return (
+        torch.from_numpy(states[0, B:].copy()),
+        torch.from_numpy(states),
+        torch.from_numpy(final),
+        torch.from_numpy(tape),
+    )
+
+
+def infer(
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`recurrent` for inference, when no gradient is wanted (plain eager calls only, see `Recurrent`):
+    the kernels' inference forward, with no tape. Returns (y, states, final) as `recurrent` does,
+    y a view of states (nothing records them for backward). Bit for bit `recurrent`'s values."""
+    states, final, _ = _forward_layer(cell, x, batch_sizes, state0, params, constants, reverse, record=False)
+    states = torch.from_numpy(states)
+    return states[0, state0.shape[1] :], states, torch.from_numpy(final)
+
+
+def _forward_layer(cell, x, batch_sizes, state0, params, constants, reverse, record: bool):
+    """(states (n, B + N, H), final (n, B, H), flat tape or None without `record`) as NumPy arrays."""
     check_arguments(cell, x, batch_sizes, state0, params, constants)
     bs, s0 = batch_sizes.numpy(), _numpy(state0)
     xs = _numpy(x)
@@ -225,32 +248,29 @@ def _record_layer(cell, x, batch_sizes, state0, params, constants, reverse):
     model = _prototype(cell, x.shape[1], state0.shape[2], xs.dtype, declared_sizes(cell_class(cell), params))
     s0 = _without_padding(model, s0)
     weights, values = _weights(model, params), _constants(model, constants)
-    final, records = s0.copy(), []
+    final, runs = s0.copy(), []
     for start, end, row, b in _runs(bs):
-        record = model._record(
-            xs[row : row + (end - start) * b].reshape(end - start, b, -1), final[:, :b], weights, values
-        )
-        records.append(record)
-        final[:, :b] = record.states[:, -1]
-    states, tape = _join(records, s0)
-    states = _reversed(states, _state_rows(order, s0), axis=1)
-    B = s0.shape[1]
-    return (
-        torch.from_numpy(states[0, B:].copy()),
-        torch.from_numpy(states),
-        torch.from_numpy(final),
-        torch.from_numpy(tape),
-    )
+        run_x = xs[row : row + (end - start) * b].reshape(end - start, b, -1)
+        states, saved = model._run(run_x, final[:, :b], weights, values, record)
+        runs.append((states, saved))
+        final[:, :b] = states[:, -1]
+    states, tape = _join(runs, s0, record)
+    return _reversed(states, _state_rows(order, s0), axis=1), final, tape
 
 
-def _join(records: list[Tape], s0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The runs' tapes as one: states (n, B + N, H), saved (flat). A single run's (n, T+1, B, H)
-    states already have that layout: nothing is copied then."""
+def _join(
+    runs: list[tuple[np.ndarray, np.ndarray]], s0: np.ndarray, record: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The runs' (states, saved) as one: states (n, B + N, H), saved (flat; None without `record`).
+    A single run's (n, T+1, B, H) states already have that layout: nothing is copied then."""
     n, _, H = s0.shape
-    if len(records) == 1:
-        return records[0].states.reshape(n, -1, H), records[0].saved.reshape(-1)
-    states = np.concatenate([s0] + [r.states[:, 1:].reshape(n, -1, H) for r in records], axis=1)
-    return states, np.concatenate([r.saved.ravel() for r in records] or [np.empty(0, s0.dtype)])
+    if len(runs) == 1:
+        states, saved = runs[0]
+        return states.reshape(n, -1, H), saved.reshape(-1) if record else None
+    states = np.concatenate([s0] + [states[:, 1:].reshape(n, -1, H) for states, _ in runs], axis=1)
+    if not record:
+        return states, None
+    return states, np.concatenate([saved.ravel() for _, saved in runs] or [np.empty(0, s0.dtype)])
 
 
 def _tape_size(cls: type[RecurrentCell], rows: int, input_size: int, hidden_size: int) -> int:
@@ -412,6 +432,12 @@ def _backward(ctx, d_y, d_states, d_final, _d_tape):
     run = _gradients if _plain_eager(x, *params, d_y, d_states, d_final) else recurrent_backward
     dx, d_state0, d_params = run(*arguments)
     return None, dx, None, d_state0, list(d_params), None, None
+
+
+def inference_only(*tensors: Tensor) -> bool:
+    """A plain eager call whose outputs need no gradient (torch.no_grad(), or none of `tensors` requires
+    one): `infer` serves it."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and _untraced(tensors)
 
 
 def _plain_eager(*tensors: Tensor | None) -> bool:
