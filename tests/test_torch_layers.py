@@ -507,6 +507,8 @@ def test_benchmark_section_runs_and_renders(tmp_path):
     ]
     assert "| lstm | 3×2×4 |" in text and "| GRU | 3×2×4 |" in text
     assert "One layer at T×B×H = 3×2×4 (I = H)" in text
+    assert all(e["derive_inference"][0] > 0 and e["torch_inference"][0] > 0 for e in results["layers"])
+    assert "| no_grad: derive.torch ms |" in text
 
 
 def test_benchmark_overhead_rows_are_at_the_issues_point_when_the_grid_has_it():

@@ -3,7 +3,7 @@
     python -m derive.tools.bench.torch_layers --sizes 64x32x128 --repeats 20
 
 Forward plus backward, float32, from fresh gradients (`zero_grad()` first, as a training step has
-and as the NumPy API returns them); medians of `repeats` runs after a warm-up, the runs taking turns.
+and as the NumPy API returns them), and for the layers also the forward under `torch.no_grad()`; medians of `repeats` runs after a warm-up, the runs taking turns.
 Rows: the bridge against the cell's NumPy API (1 layer, lstm and gru) at the issue's point
 64x32x128 if the sizes have it, else at the first size, with at least OVERHEAD_REPEATS runs; then
 2-layer bidirectional LSTM and GRU against torch.nn at every size. `python -m derive bench` runs
@@ -70,6 +70,18 @@ def torch_layer(layer, x, dy):
     return run
 
 
+def torch_inference(layer, x):
+    import torch
+
+    x = torch.from_numpy(x)
+
+    def run():
+        with torch.no_grad():
+            layer(x)
+
+    return run
+
+
 def results(sizes: list[tuple[int, int, int]], repeats: int) -> dict:
     """{"overhead": [...], "layers": [...], "threads": ..., "load_average": ...}; times (wall, CPU) in s."""
     import numba
@@ -108,7 +120,13 @@ def results(sizes: list[tuple[int, int, int]], repeats: int) -> dict:
             )
             layer.load_state_dict(reference.state_dict())
             times = median_seconds(
-                {"derive": torch_layer(layer, x, dy), "torch": torch_layer(reference, x, dy)}, repeats
+                {
+                    "derive": torch_layer(layer, x, dy),
+                    "torch": torch_layer(reference, x, dy),
+                    "derive_inference": torch_inference(layer, x),
+                    "torch_inference": torch_inference(reference, x),
+                },
+                repeats,
             )
             out["layers"].append({"layer": mode, "size": [T, B, H], **times})
             progress(layers_text(out["layers"][-1]))
@@ -140,7 +158,11 @@ def overhead_text(e: dict) -> str:
 
 def layers_text(e: dict) -> str:
     wall, cpu = (e["torch"][k] / e["derive"][k] for k in (0, 1))
-    return f"{e['layer']} 2 layers bidirectional {_size(e)}: derive.torch {_ms(e['derive'])}, torch.nn {_ms(e['torch'])}, speedup {wall:.2f}x wall, {cpu:.2f}x CPU"
+    text = f"{e['layer']} 2 layers bidirectional {_size(e)}: derive.torch {_ms(e['derive'])}, torch.nn {_ms(e['torch'])}, speedup {wall:.2f}x wall, {cpu:.2f}x CPU"
+    if "derive_inference" in e:
+        speedup = e["torch_inference"][0] / e["derive_inference"][0]
+        text += f"; without gradients {_ms(e['derive_inference'])} against {_ms(e['torch_inference'])}, {speedup:.2f}x"
+    return text
 
 
 def measure(sizes: list[tuple[int, int, int]], repeats: int, env: dict) -> dict:
@@ -204,10 +226,21 @@ def sections(r: dict) -> list[tuple]:
     layers = (
         "derive.torch layers against torch.nn",
         [
-            "2 layers, bidirectional, forward + backward from fresh gradients, float32; speedup = torch.nn / derive.torch "
-            "(goal: at least 1 everywhere)."
+            "2 layers, bidirectional, float32; speedup = torch.nn / derive.torch. Forward + backward from fresh "
+            "gradients (goal: at least 1 everywhere), and the forward without gradients (`torch.no_grad()`: "
+            "derive.torch runs the inference kernels)."
         ],
-        ["layer", "T×B×H", "derive.torch ms", "torch.nn ms", "speedup (wall)", "speedup (CPU)"],
+        [
+            "layer",
+            "T×B×H",
+            "derive.torch ms",
+            "torch.nn ms",
+            "speedup (wall)",
+            "speedup (CPU)",
+            "no_grad: derive.torch ms",
+            "torch.nn ms",
+            "speedup (wall)",
+        ],
         [
             [
                 e["layer"],
@@ -216,12 +249,21 @@ def sections(r: dict) -> list[tuple]:
                 f"{e['torch'][0] * 1e3:.2f}",
                 f"{e['torch'][0] / e['derive'][0]:.2f}x",
                 f"{e['torch'][1] / e['derive'][1]:.2f}x",
+                *_inference_cells(e),
             ]
             for e in r["layers"]
         ],
-        "llrrrr",
+        "llrrrrrrr",
     )
     return [overhead, layers]
+
+
+def _inference_cells(e: dict) -> list[str]:
+    """The no_grad columns of a layers row ("n/a" in results from before they were measured)."""
+    if "derive_inference" not in e:
+        return ["n/a"] * 3
+    ours, theirs = e["derive_inference"][0], e["torch_inference"][0]
+    return [f"{ours * 1e3:.2f}", f"{theirs * 1e3:.2f}", f"{theirs / ours:.2f}x"]
 
 
 def main(argv=None):
