@@ -97,7 +97,7 @@ def test_ci_runs_the_readme_commands_in_a_new_environment():
     in a virtual environment it makes, the bounds-checked pass beside the tests, then `check`."""
     readme = (ROOT / "README.md").read_text()
     main_job = "pip install -e . && python -m derive generate && python -m derive gradcheck"
-    tests = "pip install -e '.[test,torch]' && python -m pytest"
+    tests = "pip install -e '.[test,torch]' && python -m pytest -n auto --dist loadfile"
     assert main_job in readme and tests in readme
     ci = (ROOT / ".ci" / "run").read_text()
     reader = re.search(r"^readme_command\(\) \{.*?^\}", ci, flags=re.DOTALL | re.MULTILINE).group(0)
