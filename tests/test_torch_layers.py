@@ -255,6 +255,16 @@ def op_arguments(name, dtype=torch.float64, reverse=True):
 def test_opcheck_every_cell(name):
     torch.library.opcheck(torch.ops.derive.recurrent.default, op_arguments(name))
     torch.library.opcheck(torch.ops.derive.recurrent.default, op_arguments(name, reverse=False))
+    inference = [a.detach() if isinstance(a, torch.Tensor) else a for a in op_arguments(name)]
+    inference[4] = [p.detach() for p in inference[4]]
+    torch.library.opcheck(torch.ops.derive.recurrent_inference.default, tuple(inference))
+
+
+def test_the_inference_op_has_no_backward():
+    _, x, batch_sizes, state0, params, constants, reverse = op_arguments("lstm")
+    states, _ = torch.ops.derive.recurrent_inference("lstm", x, batch_sizes, state0, params, constants, reverse)
+    with pytest.raises(RuntimeError, match="recurrent_inference has no backward"):
+        states.sum().backward()
 
 
 def test_compile_fullgraph_and_export_run_the_ops():
@@ -491,6 +501,27 @@ def test_without_gradients_the_inference_kernels_run_and_give_the_same_bits(name
         for a, b in zip(flat, [expected[0].data, *expected[1], *(s.data for s in expected[2])]):
             assert a.grad_fn is None
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_without_gradients_traces_record_the_inference_op():
+    """Under torch.no_grad(), compile, export and make_fx record derive::recurrent_inference (no tape in
+    the graph), with the training path's values."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    layer = LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    x = torch.randn(3, 5, I, dtype=torch.float64)
+    y_ref, (h_ref, c_ref) = layer(x)
+    with torch.no_grad():
+        graph = make_fx(lambda x: layer(x)[0])(x)
+        exported = torch.export.export(layer, (x,))
+        compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+        y, (h, c) = compiled(x)
+    for nodes in (graph.graph.nodes, exported.graph.nodes):
+        targets = [str(node.target) for node in nodes]
+        assert any("derive.recurrent_inference" in t for t in targets)
+        assert not any("derive.recurrent.default" in t for t in targets)
+    for got, want in ((graph(x), y_ref), (exported.module()(x)[0], y_ref), (y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
 
 
 def test_benchmark_section_runs_and_renders(tmp_path):

@@ -168,12 +168,12 @@ class Recurrent(nn.Module):
         layer_input, finals = data, []
         constants = torch.tensor(list(self.constants.values()), dtype=torch.float64)
         # no gradient wanted: the inference kernels, which keep no tape for backward
-        run = ops.infer if ops.inference_only(data, state0, *self.parameters()) else ops.run
+        inference = ops.no_gradient_wanted(data, state0, *self.parameters())
         for layer in range(self.num_layers):
             outputs, every = [], []
             for direction in range(directions):
                 index = layer * directions + direction
-                y, states, final, *_ = run(
+                arguments = (
                     self.cell,
                     layer_input,
                     batch_sizes,
@@ -182,6 +182,11 @@ class Recurrent(nn.Module):
                     constants,
                     direction == 1,
                 )
+                if inference:
+                    states, final = ops.infer(*arguments)
+                    y = states[0, B:]  # h after every step (the first B rows are h_0)
+                else:
+                    y, states, final, _ = ops.run(*arguments)
                 outputs.append(_columns(y, self.state_widths[0]))  # a narrower h: the first columns of the rows
                 if all_states:
                     every.append(states[:, B:])  # after every step; the first B rows are state0

@@ -1,4 +1,5 @@
-"""The generated kernels as torch custom ops: `derive::recurrent` and `derive::recurrent_backward`.
+"""The generated kernels as torch custom ops: `derive::recurrent`, `derive::recurrent_backward` and,
+when no gradient is wanted, `derive::recurrent_inference`.
 
 One call runs one layer in one direction over a sequence in PackedSequence layout: `x` (N, I)
 holds the rows of every step one after the other, `batch_sizes` (T,) how many rows each step has
@@ -226,15 +227,47 @@ def _record_layer(cell, x, batch_sizes, state0, params, constants, reverse):
     )
 
 
+@torch.library.custom_op("derive::recurrent_inference", mutates_args=())
+def recurrent_inference(
+    cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool
+) -> tuple[Tensor, Tensor]:
+    """`recurrent` for inference, when no gradient is wanted: the kernels' inference forward, which
+    writes and keeps no tape. Returns (states, final) as `recurrent` does (y is states[0, B:]), bit
+    for bit. It has no backward: a call whose outputs need a gradient is an error at backward."""
+    return _infer_layer(cell, x, batch_sizes, state0, params, constants, reverse)
+
+
+def _infer_layer(cell, x, batch_sizes, state0, params, constants, reverse):
+    """`recurrent_inference`'s implementation, also run by `infer`."""
+    states, final, _ = _forward_layer(cell, x, batch_sizes, state0, params, constants, reverse, record=False)
+    return torch.from_numpy(states), torch.from_numpy(final)
+
+
+@recurrent_inference.register_fake
+def _(cell, x, batch_sizes, state0, params, constants, reverse):
+    check_arguments(cell, x, batch_sizes, state0, params, constants)
+    n, B, H = state0.shape
+    return x.new_empty(n, B + x.shape[0], H), x.new_empty(n, B, H)
+
+
+def _no_backward_for_inference(ctx, *grads):
+    raise RuntimeError(
+        "derive.torch: derive::recurrent_inference has no backward; layers call it only when no gradient is "
+        "wanted (torch.no_grad(), or nothing requires one)"
+    )
+
+
+recurrent_inference.register_autograd(_no_backward_for_inference, setup_context=lambda ctx, inputs, output: None)
+
+
 def infer(
     cell: str, x: Tensor, batch_sizes: Tensor, state0: Tensor, params: list[Tensor], constants: Tensor, reverse: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """`recurrent` for inference, when no gradient is wanted (plain eager calls only, see `Recurrent`):
-    the kernels' inference forward, with no tape. Returns (y, states, final) as `recurrent` does,
-    y a view of states (nothing records them for backward). Bit for bit `recurrent`'s values."""
-    states, final, _ = _forward_layer(cell, x, batch_sizes, state0, params, constants, reverse, record=False)
-    states = torch.from_numpy(states)
-    return states[0, state0.shape[1] :], states, torch.from_numpy(final)
+) -> tuple[Tensor, Tensor]:
+    """`torch.ops.derive.recurrent_inference(...)`: eager, its implementation without the op's dispatch;
+    traced (compile, export, fake tensors) the op, which the trace records."""
+    if _untraced((x, batch_sizes, state0, constants, *params)):
+        return _infer_layer(cell, x, batch_sizes, state0, params, constants, reverse)
+    return torch.ops.derive.recurrent_inference(cell, x, batch_sizes, state0, params, constants, reverse)
 
 
 def _forward_layer(cell, x, batch_sizes, state0, params, constants, reverse, record: bool):
@@ -434,10 +467,10 @@ def _backward(ctx, d_y, d_states, d_final, _d_tape):
     return None, dx, None, d_state0, list(d_params), None, None
 
 
-def inference_only(*tensors: Tensor) -> bool:
-    """A plain eager call whose outputs need no gradient (torch.no_grad(), or none of `tensors` requires
-    one): `infer` serves it."""
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and _untraced(tensors)
+def no_gradient_wanted(*tensors: Tensor) -> bool:
+    """Outputs computed from `tensors` need no gradient (torch.no_grad(), or none of them requires
+    one): `infer` serves the call."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
 def _plain_eager(*tensors: Tensor | None) -> bool:
