@@ -503,6 +503,47 @@ def test_without_gradients_the_inference_kernels_run_and_give_the_same_bits(name
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("inference", [False, True], ids=["training", "no_grad"])
+def test_both_directions_side_by_side_equal_one_after_the_other(inference, monkeypatch):
+    """A bidirectional layer runs its directions at once, one core each (derive/torch/directions.py),
+    with one autograd node for both; outputs and every gradient are those of running them one after
+    the other, bit for bit, and the caller's Numba thread count is restored."""
+    import numba
+
+    from derive.torch import directions
+
+    if numba.get_num_threads() < 2:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread: directions run one after the other")
+    threads = numba.get_num_threads()
+    layer = Recurrent("lstm_peephole", I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 5, I, generator=generator, dtype=torch.float64, requires_grad=True)
+    calls = []
+    original = directions._each
+    monkeypatch.setattr(
+        directions, "_each", lambda f, jobs, at_once: calls.append(at_once) or original(f, jobs, at_once)
+    )
+
+    def outputs():
+        with torch.set_grad_enabled(not inference):
+            packed = pack_padded_sequence(x, torch.tensor([3, 6, 1, 6, 2]), enforce_sorted=False)
+            y, (h, c), (every_h, every_c) = layer(packed, all_states=True)
+        if inference:
+            return [y.data, h, c, every_c.data]
+        loss = (y.data * y.data).sum() + (c * c).sum() + every_c.data.sum()
+        return [y.data, h, c, *torch.autograd.grad(loss, [x, *layer.parameters()])]
+
+    side_by_side = outputs()
+    assert calls == [True] * (2 if inference else 4)  # per layer; in training once more in backward
+    assert numba.get_num_threads() == threads
+    monkeypatch.setattr(directions, "STEP_WORK", 0)  # every step too large: one direction at a time
+    for a, b in zip(side_by_side, outputs()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert calls == [True] * (2 if inference else 4) + [False] * (2 if inference else 4)
+
+
 def test_without_gradients_traces_record_the_inference_op():
     """Under torch.no_grad(), compile, export and make_fx record derive::recurrent_inference (no tape in
     the graph), with the training path's values."""

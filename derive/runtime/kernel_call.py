@@ -59,7 +59,7 @@ def _call(kernel, args: tuple, work: int) -> None:
     except BaseException:  # KeyboardInterrupt, or what a signal handler raised
         cancel[0] = 1  # also stops a kernel submitted just before the signal
         if running is not None:
-            _wait_for(running)
+            wait_for(running)
         raise
     running.result()  # raises what the kernel raised
 
@@ -71,8 +71,8 @@ def _get_worker() -> futures.ThreadPoolExecutor:
     return _worker
 
 
-def _wait_for(running: futures.Future) -> None:
-    """Until the cancelled kernel has returned (a few milliseconds), ignoring further Ctrl-C."""
+def wait_for(running: futures.Future) -> None:
+    """Until `running` (a cancelled kernel: a few milliseconds) has returned, ignoring further Ctrl-C."""
     while not running.done():
         try:
             futures.wait([running])

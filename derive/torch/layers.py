@@ -17,6 +17,8 @@ import generated
 from derive.runtime import Parameter, RecurrentCell
 
 from . import ops
+from .directions import columns
+from .directions import run as run_directions
 
 
 def _cell_class(cell) -> type[RecurrentCell]:
@@ -170,28 +172,22 @@ class Recurrent(nn.Module):
         # no gradient wanted: the inference kernels, which keep no tape for backward
         inference = ops.no_gradient_wanted(data, state0, *self.parameters())
         for layer in range(self.num_layers):
-            outputs, every = [], []
-            for direction in range(directions):
-                index = layer * directions + direction
-                arguments = (
+            arguments = [
+                (
                     self.cell,
                     layer_input,
                     batch_sizes,
                     state0[:, index],
                     self._params(index, layer_input),
                     constants,
-                    direction == 1,
+                    index % 2 == 1 and self.bidirectional,
                 )
-                if inference:
-                    states, final = ops.infer(*arguments)
-                    y = states[0, B:]  # h after every step (the first B rows are h_0)
-                else:
-                    y, states, final, _ = ops.run(*arguments)
-                outputs.append(_columns(y, self.state_widths[0]))  # a narrower h: the first columns of the rows
-                if all_states:
-                    every.append(states[:, B:])  # after every step; the first B rows are state0
-                finals.append(final)
-            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)  # (N, D*H)
+                for index in range(layer * directions, (layer + 1) * directions)
+            ]
+            # (N, D*width): [forward, reverse] along the features; a narrower h: the first columns of the rows
+            layer_input, outputs = run_directions(arguments, inference, self.state_widths[0])
+            every = [states[:, B:] for states, _ in outputs]  # after every step; the first B rows are state0
+            finals += [final for _, final in outputs]
             if self.dropout and self.training and layer < self.num_layers - 1:  # so the last layer's is the output
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         final = torch.stack(finals, dim=1)  # (n, L*D, B, H)
@@ -206,9 +202,9 @@ class Recurrent(nn.Module):
         if not all_states:
             return output, finals
         all_rows = [  # per state (N, D*width); one direction: views of the op's output, which autograd guards
-            _columns(every[0][k], width)
+            columns(every[0][k], width)
             if directions == 1
-            else torch.cat([_columns(rows[k], width) for rows in every], dim=-1)
+            else torch.cat([columns(rows[k], width) for rows in every], dim=-1)
             for k, width in enumerate(self.state_widths)
         ]
         return (
@@ -286,11 +282,6 @@ class Recurrent(nn.Module):
         padded = [nn.functional.pad(s, (0, H - s.shape[-1])) for s in hx]  # a narrower state: its first columns
         state0 = torch.stack([s.unsqueeze(1) if unbatched else s for s in padded])
         return state0 if sorted_indices is None else state0.index_select(2, sorted_indices)
-
-
-def _columns(rows: Tensor, width: int) -> Tensor:
-    """The first `width` columns of `rows`: itself if it has no more (no slice for autograd to undo)."""
-    return rows if rows.shape[-1] == width else rows[..., :width]
 
 
 def _torch_signature(mode: str):
