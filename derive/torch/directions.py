@@ -7,9 +7,10 @@ no synchronisation at all. Measured on the 2-core machine (LSTM float32, both di
 layer through the NumPy API, side by side against one after the other): forward+backward 1.40x at
 T×B×H = 64×32×32, 1.20x at 64×32×128, 1.31x at 256×8×64, 1.26x at 512×1×256, but 1.02x at
 32×32×512, where a step's products keep every core busy, and the inference forward there
-0.87-0.96x. So a layer runs its directions side by side when its steps are small (`STEP_WORK`) and
-its calls short enough for Ctrl-C to wait for them (`kernel_call.WORKER_WORK`: only the main thread's
-long calls can be cancelled).
+0.87-0.96x. So a layer runs its directions side by side when its steps are small (`STEP_WORK`), its
+calls not tiny (`CALL_WORK`: at 64×32×32, between torch.nn's runs in the benchmark, one after the
+other was faster) and short enough for Ctrl-C to wait for them (`kernel_call.WORKER_WORK`: only the
+main thread's long calls can be cancelled).
 
 Side by side, both cores are busy: torch's own threads must stay asleep. A torch operator on a large
 tensor wakes them (libgomp's threads then spin for milliseconds), so the two directions' outputs are
@@ -34,6 +35,10 @@ from derive.runtime import kernel_call
 from . import ops
 
 STEP_WORK = 1 << 25  # multiply-adds per step of one direction from which it is better run alone on every core
+# Multiply-adds of a direction's call below which the hand-off to a second thread costs more than it saves:
+# such calls take about a millisecond, and a torch operator run just before (a loss, an optimizer step)
+# leaves torch's threads spinning on a core for longer than that.
+CALL_WORK = 1 << 25
 
 _helper: futures.ThreadPoolExecutor | None = None  # runs the reverse direction
 
@@ -77,13 +82,13 @@ def _joined(states: list, arguments: list[tuple], width: int) -> Tensor:
 
 
 def _side_by_side(arguments: list[tuple]) -> bool:
-    """Small steps, short calls and at least two threads allowed: the directions run at once."""
+    """Small steps, calls neither tiny nor long, and at least two threads allowed: the directions run at once."""
     _, x, _, state0, params, _, _ = arguments[0]
     per_row = sum(p.numel() for p in params)  # multiply-adds per row of a step, about
     return (
         numba.get_num_threads() >= 2
         and state0.shape[1] * per_row < STEP_WORK
-        and x.shape[0] * per_row < kernel_call.WORKER_WORK
+        and CALL_WORK <= x.shape[0] * per_row < kernel_call.WORKER_WORK
     )
 
 
