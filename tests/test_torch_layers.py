@@ -1,5 +1,6 @@
 """derive.torch: the layers equal torch.nn's, the custom ops pass PyTorch's own checks."""
 
+import json
 import os
 import subprocess
 import sys
@@ -543,6 +544,53 @@ def test_both_directions_side_by_side_equal_one_after_the_other(inference, monke
     for a, b in zip(side_by_side, outputs()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert calls == [True] * (2 if inference else 4) + [False] * (2 if inference else 4)
+
+
+CTRL_C_SIDE_BY_SIDE = """
+import json, os, signal, threading, time
+import numba, torch
+from derive.torch import LSTM, directions
+numba.set_num_threads(2)
+directions.CALL_WORK = 0  # side by side at this small size too
+torch.manual_seed(0)
+layer = LSTM(16, 16, bidirectional=True)
+x = torch.randn(64, 4, 16)
+with torch.no_grad():
+    before = layer(x)[0]
+calls = []
+original = directions._each
+directions._each = lambda f, jobs, at_once: calls.append(at_once) or original(f, jobs, at_once)
+sent = []
+def interrupt():
+    time.sleep(0.5)
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt).start()
+started = time.perf_counter()
+try:
+    while time.perf_counter() - started < 20:
+        with torch.no_grad():
+            layer(x)
+    raised = None
+except KeyboardInterrupt:
+    raised = time.perf_counter() - sent[0]
+with torch.no_grad():
+    same = torch.equal(layer(x)[0], before)
+print(json.dumps({"latency": raised, "same": same, "side_by_side": all(calls) and len(calls) > 1}))
+"""
+
+
+def test_ctrl_c_stops_a_loop_of_side_by_side_layers_and_leaves_them_usable():
+    """A KeyboardInterrupt during a bidirectional layer running its directions side by side is raised
+    once the helper thread's kernel ends (milliseconds here), not swallowed while the main thread waits
+    for it; the layer then gives its earlier results."""
+    out = subprocess.run(
+        [sys.executable, "-c", CTRL_C_SIDE_BY_SIDE], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    result = json.loads(out.stdout.splitlines()[-1]) if out.stdout else None
+    assert result is not None, out.stderr
+    assert result["side_by_side"] and result["same"], result
+    assert result["latency"] is not None and result["latency"] < 1.0, result
 
 
 def test_without_gradients_traces_record_the_inference_op():

@@ -101,10 +101,10 @@ def _each(function, jobs: list[tuple], at_once: bool) -> list:
         _helper = futures.ThreadPoolExecutor(1, thread_name_prefix="rnn-derive-direction")
     second = _helper.submit(_on_one_core, function, jobs[1])
     try:
-        first = _on_one_core(function, jobs[0])
-    finally:
-        kernel_call.wait_for(second)  # also through Ctrl-C: the helper's kernel cannot be cancelled
-    return [first, second.result()]
+        return [_on_one_core(function, jobs[0]), second.result()]
+    except BaseException:  # Ctrl-C too: the helper's kernel cannot be cancelled, it ends first
+        kernel_call.wait_for(second)
+        raise
 
 
 def _on_one_core(function, arguments: tuple):
