@@ -143,22 +143,13 @@ class _Both(torch.autograd.Function):
         n, width = ctx.n, ctx.width
         plain = ops._plain_eager(x, *params, d_y, d_states, d_final, d_states_r, d_final_r)
         d_ys = [None, None] if d_y is None else _split(d_y, width, state0.shape[2], plain)
+        each = [  # per direction: what `ops.recurrent_backward` takes after the shared arguments
+            (state0, params[:n], False, states, tape, d_states, d_final),
+            (state0_r, params[n:], True, states_r, tape_r, d_states_r, d_final_r),
+        ]
         jobs = [
-            (ctx.cell, x, batch_sizes, state0, params[:n], constants, False, states, tape, d_ys[0], d_states, d_final),
-            (
-                ctx.cell,
-                x,
-                batch_sizes,
-                state0_r,
-                params[n:],
-                constants,
-                True,
-                states_r,
-                tape_r,
-                d_ys[1],
-                d_states_r,
-                d_final_r,
-            ),
+            (ctx.cell, x, batch_sizes, s0, p, constants, reverse, st, tp, d, ds, df)
+            for (s0, p, reverse, st, tp, ds, df), d in zip(each, d_ys)
         ]
         if plain:
             results = _each(ops._gradients, jobs, ctx.at_once)
@@ -178,7 +169,8 @@ def _split(d_y: Tensor, width: int, hidden_size: int, plain: bool) -> list[Tenso
         return [torch.nn.functional.pad(half, (0, hidden_size - width)) for half in halves]
     out = []
     for half in halves:
-        full = np.zeros((half.shape[0], hidden_size), half.numpy().dtype)
+        allocate = np.empty if width == hidden_size else np.zeros  # only a narrower h leaves columns to zero
+        full = allocate((half.shape[0], hidden_size), half.numpy().dtype)
         full[:, :width] = half.numpy()
         out.append(torch.from_numpy(full))
     return out

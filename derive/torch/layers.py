@@ -186,7 +186,6 @@ class Recurrent(nn.Module):
             ]
             # (N, D*width): [forward, reverse] along the features; a narrower h: the first columns of the rows
             layer_input, outputs = run_directions(arguments, inference, self.state_widths[0])
-            every = [states[:, B:] for states, _ in outputs]  # after every step; the first B rows are state0
             finals += [final for _, final in outputs]
             if self.dropout and self.training and layer < self.num_layers - 1:  # so the last layer's is the output
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
@@ -201,6 +200,7 @@ class Recurrent(nn.Module):
         output = self._layout(layer_input, input, batch_sizes, shape, unbatched)
         if not all_states:
             return output, finals
+        every = [states[:, B:] for states, _ in outputs]  # the last layer's, after every step (rows B: follow state0)
         all_rows = [  # per state (N, D*width); one direction: views of the op's output, which autograd guards
             columns(every[0][k], width)
             if directions == 1
