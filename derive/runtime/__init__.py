@@ -6,6 +6,7 @@ held.py             copies and comparisons that keep the GIL (a busy thread woul
 compiler.py         jit() and how Numba compiles the kernels (options, the noalias pipeline)
 matrix.py           the kernels' matrix products (packed panels, vector tiles)
 thread_pool.py      the threads that share a product's tiles
+shards.py           an inference call split over the batch, a shard per pool thread
 kernel_math.py      exp, sigmoid, tanh, ... as the kernels compute them
 kernel_cache.py     Numba's cache, repairing itself; kernel_call.py: calls from threads and Ctrl-C
 threading_layer.py  which Numba threading layer, safe with fork and threads

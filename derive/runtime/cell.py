@@ -8,6 +8,7 @@ Imports only NumPy and Numba (`kernel_call` chooses its threading layer on impor
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import finite, held, kernel_call
+from . import finite, held, kernel_call, shards
 from .arguments import as_array, to_numpy
 from .torch_weights import cell_weights
 
@@ -359,20 +360,50 @@ class RecurrentCell:
         T, B = x.shape[:2]
         states = np.empty((len(self.state_names), T + 1, B, self.hidden_size), self.dtype)
         self._pad_states(states, initial)
-        # values of several sizes leave columns unwritten: zeros there, so check_finite never reads garbage
-        allocate = np.zeros if self.saved_sizes else np.empty
-        shape = (
-            T if record else min(T, 1),
-            len(self.saved_names),
-            B,
-            self.tape_width(self.input_size, self.hidden_size),
-        )
-        saved = allocate(shape, self.dtype)
+        saved = self._saved(T if record else min(T, 1), B)
         if T and B:
             # work: about the multiply-adds, as every parameter is used once per step and row
-            arrays = (x, *params.values(), *self._constant_args(constants), states, saved)
-            kernel_call.call(type(self)._forward, arrays, work=T * B * self._parameter_count)
+            work = T * B * self._parameter_count
+            inputs = (*params.values(), *self._constant_args(constants))
+            parts = 1 if record else shards.count(B, B * self._parameter_count, work)
+            if parts > 1:
+                self._infer_in_shards(x, inputs, states, parts, work)
+            else:
+                kernel_call.call(type(self)._forward, (x, *inputs, states, saved), work=work)
         return states, saved
+
+    def _saved(self, steps: int, batch: int) -> np.ndarray:
+        """The forward kernel's `saved` for `steps` steps of `batch` rows."""
+        # values of several sizes leave columns unwritten: zeros there, so check_finite never reads garbage
+        allocate = np.zeros if self.saved_sizes else np.empty
+        shape = (steps, len(self.saved_names), batch, self.tape_width(self.input_size, self.hidden_size))
+        return allocate(shape, self.dtype)
+
+    def _infer_in_shards(self, x: np.ndarray, inputs: tuple, states: np.ndarray, parts: int, work: int) -> None:
+        """The inference forward with the batch rows in `parts` shards, run at once (`shards`): states[:, 1:]
+        as one call writes them, bit for bit."""
+        T, B, I = x.shape
+        n, _, _, H = states.shape
+        saved_shape = self._saved(0, 0).shape[1:2] + (self.tape_width(self.input_size, H),)
+        row_sets = shards.rows(B, parts)
+        shapes = [
+            shape
+            for rows in row_sets
+            for b in [rows.stop - rows.start]
+            for shape in ((T, b, I), (n, T + 1, b, H), (1, saved_shape[0], b, saved_shape[1]))
+        ]
+        arrays = shards.workspace(shapes, self.dtype)
+        pieces = []
+        for k, rows in enumerate(row_sets):
+            xs, part, saved = arrays[3 * k : 3 * k + 3]
+            xs[...] = x[:, rows]
+            self._pad_states(part, states[:, 0, rows])
+            if self.saved_sizes:
+                saved[...] = 0.0  # as `_saved` allocates it
+            pieces.append((xs, *inputs, part, saved))
+        kernel_call.call(functools.partial(shards.run, type(self)._forward), (pieces,), work=work)
+        for rows, piece in zip(row_sets, pieces):
+            states[:, 1:, rows] = piece[-2][:, 1:]
 
     def _pad_states(self, states: np.ndarray, values) -> None:
         """states[:, 0] = values; a state narrower than H fills the first columns of its rows and
