@@ -42,6 +42,12 @@ def test_shards_give_one_calls_results_bit_for_bit(name, dtype, always_sharded, 
         np.testing.assert_array_equal(value, expected)
     # and the training forward, which is never sharded, gives the same y
     np.testing.assert_array_equal(cell.forward(x, state0)[0], y)
+    # every state after every step, a narrower state's zero columns included (derive.torch reads them)
+    arguments = (x, cell._states_in("state0", state0, B), cell._live_params(), cell.constant_values, False)
+    with monkeypatch.context() as patch:
+        patch.setattr(shards, "count", lambda *args: 1)
+        states_one, _ = cell._run(*arguments)
+    np.testing.assert_array_equal(cell._run(*arguments)[0], states_one)
 
 
 def test_the_pool_thread_runs_a_shard(always_sharded):
@@ -116,3 +122,12 @@ def test_workspace_arrays_are_aligned_apart_and_kept():
     large = [(shards.WORKSPACE_BYTES // 8 + 1,)]
     first, second = shards.workspace(large, np.float64)[0], shards.workspace(large, np.float64)[0]
     assert not np.shares_memory(first, second)  # too large to keep
+
+
+def test_calls_too_large_for_the_workspace_run_as_one(always_sharded, monkeypatch):
+    cell = ALL_CELLS["lstm"](4, 8, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 8, 4))
+    expected = cell.forward(x, tape=False)[0]
+    monkeypatch.setattr(shards, "WORKSPACE_BYTES", 1024)
+    monkeypatch.setattr(shards, "run", lambda *args: pytest.fail("ran in shards"))
+    np.testing.assert_array_equal(cell.forward(x, tape=False)[0], expected)

@@ -8,7 +8,6 @@ Imports only NumPy and Numba (`kernel_call` chooses its threading layer on impor
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -365,11 +364,14 @@ class RecurrentCell:
             # work: about the multiply-adds, as every parameter is used once per step and row
             work = T * B * self._parameter_count
             inputs = (*params.values(), *self._constant_args(constants))
+            # inference in batch shards (the tape's copies would cost what they save): x's rows in, the
+            # states' initial rows in (all of them where a narrower state's zero columns must stay zero) and
+            # later ones out, one step of scratch
             parts = 1 if record else shards.count(B, B * self._parameter_count, work)
-            if parts > 1:
-                self._infer_in_shards(x, inputs, states, parts, work)
-            else:
-                kernel_call.call(type(self)._forward, (x, *inputs, states, saved), work=work)
+            first = () if min(self.state_widths) < self.hidden_size else (slice(None), slice(0, 1))
+            later = (slice(None), slice(1, None))
+            arguments = (shards.Rows(x, 1), *inputs, shards.Rows(states, 2, first, later), shards.Rows(saved, 2, None))
+            shards.call(type(self)._forward, arguments, parts, work)
         return states, saved
 
     def _saved(self, steps: int, batch: int) -> np.ndarray:
@@ -378,32 +380,6 @@ class RecurrentCell:
         allocate = np.zeros if self.saved_sizes else np.empty
         shape = (steps, len(self.saved_names), batch, self.tape_width(self.input_size, self.hidden_size))
         return allocate(shape, self.dtype)
-
-    def _infer_in_shards(self, x: np.ndarray, inputs: tuple, states: np.ndarray, parts: int, work: int) -> None:
-        """The inference forward with the batch rows in `parts` shards, run at once (`shards`): states[:, 1:]
-        as one call writes them, bit for bit."""
-        T, B, I = x.shape
-        n, _, _, H = states.shape
-        saved_shape = self._saved(0, 0).shape[1:2] + (self.tape_width(self.input_size, H),)
-        row_sets = shards.rows(B, parts)
-        shapes = [
-            shape
-            for rows in row_sets
-            for b in [rows.stop - rows.start]
-            for shape in ((T, b, I), (n, T + 1, b, H), (1, saved_shape[0], b, saved_shape[1]))
-        ]
-        arrays = shards.workspace(shapes, self.dtype)
-        pieces = []
-        for k, rows in enumerate(row_sets):
-            xs, part, saved = arrays[3 * k : 3 * k + 3]
-            xs[...] = x[:, rows]
-            self._pad_states(part, states[:, 0, rows])
-            if self.saved_sizes:
-                saved[...] = 0.0  # as `_saved` allocates it
-            pieces.append((xs, *inputs, part, saved))
-        kernel_call.call(functools.partial(shards.run, type(self)._forward), (pieces,), work=work)
-        for rows, piece in zip(row_sets, pieces):
-            states[:, 1:, rows] = piece[-2][:, 1:]
 
     def _pad_states(self, states: np.ndarray, values) -> None:
         """states[:, 0] = values; a state narrower than H fills the first columns of its rows and
@@ -453,11 +429,10 @@ class RecurrentCell:
         dparams = {name: new(value) for name, value in tape.params.items()}
         dstate0 = np.empty_like(d_final)
         if T and B:
-            constants = self._constant_args(tape.constants)
             arrays = (
                 tape.x,
                 *tape.params.values(),
-                *constants,
+                *self._constant_args(tape.constants),
                 tape.states,
                 tape.saved,
                 dy,

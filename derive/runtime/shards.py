@@ -15,9 +15,11 @@ Python to a helper thread and back took about 0.25 ms.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -26,7 +28,7 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
-from . import matrix, thread_pool
+from . import kernel_call, matrix, thread_pool
 from .kernel_cache import enable_caching
 
 MIN_ROWS = 4  # rows per shard, at least: a product's tile is 4 rows high
@@ -53,6 +55,52 @@ def count(batch: int, step_work: int, work: int) -> int:
 def rows(batch: int, shards: int) -> list[slice]:
     """The batch rows of each shard: even shares, in order."""
     return [slice(k * batch // shards, (k + 1) * batch // shards) for k in range(shards)]
+
+
+class Rows(NamedTuple):
+    """A kernel argument split over the batch (its axis `axis`): each shard gets its rows in an array of its
+    own; the part `before` of them (an index applied first, `()`: all, None: none) is copied in before the
+    call, the part `after` copied back after it."""
+
+    array: np.ndarray
+    axis: int
+    before: tuple | None = ()
+    after: tuple | None = None
+
+
+def call(kernel, arguments: tuple, parts: int, work: int) -> None:
+    """kernel(*arguments, cancel) as `kernel_call.call` makes it, with the batch in `parts` shards run at
+    once: `Rows` arguments are split, the others shared. Shards whose arrays would not fit in
+    WORKSPACE_BYTES, or parts < 2: one call on all the rows."""
+    split = [a for a in arguments if isinstance(a, Rows)]
+    row_sets = rows(split[0].array.shape[split[0].axis], parts)
+    shapes = [_rows(a, r).shape for r in row_sets for a in split]
+    itemsize = split[0].array.itemsize
+    if parts < 2 or sum(math.prod(shape) + 64 for shape in shapes) * itemsize > WORKSPACE_BYTES:
+        plain = tuple(a.array if isinstance(a, Rows) else a for a in arguments)
+        kernel_call.call(kernel, plain, work=work)
+        return
+    arrays = iter(workspace(shapes, split[0].array.dtype))
+    pieces = [tuple(_piece(a, r, arrays) for a in arguments) for r in row_sets]
+    kernel_call.call(functools.partial(run, kernel), (pieces,), work=work)
+    for r, piece in zip(row_sets, pieces):
+        for a, part in zip(arguments, piece):
+            if isinstance(a, Rows) and a.after is not None:
+                _rows(a, r)[a.after] = part[a.after]
+
+
+def _rows(argument: Rows, rows: slice) -> np.ndarray:
+    return argument.array[(slice(None),) * argument.axis + (rows,)]
+
+
+def _piece(argument, rows: slice, arrays):
+    """A shard's value of the argument: its own array (rows copied in) for a split one, else the argument."""
+    if not isinstance(argument, Rows):
+        return argument
+    part = next(arrays)
+    if argument.before is not None:
+        part[argument.before] = _rows(argument, rows)[argument.before]
+    return part
 
 
 def workspace(shapes: list[tuple], dtype) -> list[np.ndarray]:
