@@ -258,3 +258,23 @@ def test_a_damaged_cache_of_the_matrix_tiles_is_dropped_and_they_compile_again(t
     assert result.stderr.count(f"{damaged}: numba's cache of _tasks could not be loaded") == 1, result.stderr[-3000:]
     again = run(tmp_path, MATMUL)  # repaired: loads from the cache, no warning
     assert again.returncode == 0 and again.stdout == "0.0\n" and "could not be loaded" not in again.stderr, again.stderr
+
+
+ACCURACY_SWEEPS = """
+import numpy as np
+from derive.tools import accuracy
+sigmoid = accuracy.jitted("sigmoid")
+accuracy._sweep32(sigmoid, accuracy.REFERENCES["sigmoid"], 0, 1000, 1, 1.0)
+accuracy.float64_errors("sigmoid", sigmoid, n=10)
+"""
+
+
+def test_the_accuracy_sweeps_taking_functions_leave_nothing_in_the_cache(tmp_path):
+    """Functions whose arguments are jitted functions get a type naming one process's function object:
+    cached, each process added an index entry, and saving the index failed once one was freed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", ACCURACY_SWEEPS], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+    cached = [p.name for p in (tmp_path / "cache").rglob("accuracy.*")]
+    assert cached and not [name for name in cached if "_sweep32" in name or "_apply" in name], cached

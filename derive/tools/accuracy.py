@@ -115,7 +115,11 @@ def _ulps32(a, b):
     return abs(ia - ib)
 
 
-@numba.njit(cache=True)
+# Not cached, nor `_apply`: their arguments are jitted functions, whose Numba type names the function
+# object of one process, so every process added an entry to the cache's index (146 files after a few
+# weeks) and saving the index failed once an entry's function had been freed ("underlying object has
+# vanished", which ended a benchmark run at its accuracy step).
+@numba.njit
 def _sweep32(function, reference, first, last, step, sign):
     """Worst ulp distance over float32 bit patterns first..last (inclusive) by `step`, times sign."""
     worst, at, count = 0, np.float32(0), 0
@@ -158,7 +162,7 @@ def float32_sweep(name: str, function, odd: bool = False) -> Accuracy:
     return Accuracy(name, "float32", float(worst), float(at), sum(r[2] for r in results))
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _apply(function, x, out):
     for k in range(x.size):
         out[k] = function(x[k])
