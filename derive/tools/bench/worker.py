@@ -9,7 +9,10 @@ Requests (op):
     load     build the workload of a point and warm up each of its modes (compiles, first-touch
              allocations); replies with the modes and the slowest mode's seconds per call, or
              {"unsupported": reason} if the side cannot run the point
-    time     per-call wall times of `calls` consecutive calls of a mode, after one untimed call
+    time     per-call wall times of `calls` consecutive calls of a mode, after untimed calls for at
+             least WARM_UP_SECONDS (at least one): the other sides ran in between, so caches are cold
+             and thread pools (ours, OpenMP's, ONNX Runtime's) asleep; the timed calls follow warm ones,
+             as in a loop
     blas     GFLOP/s of NumPy's matmul of two n×n matrices (the BLAS ceiling)
 
 `python -m derive.tools.bench.worker SIDE --memory POINT_JSON` measures peak memory instead, in a
@@ -32,6 +35,7 @@ from .sides import Unsupported
 from .workloads import PEERS, Point, build
 
 PROC = Path("/proc/self")
+WARM_UP_SECONDS = 0.01
 
 
 def _status_kib(field: str) -> int:
@@ -166,7 +170,10 @@ class Server:
             return {"modes": workload.modes(), "seconds": max(seconds)}
         if op == "time":
             run = getattr(workload, request["mode"])
+            warm = time.perf_counter() + WARM_UP_SECONDS
             run()
+            while time.perf_counter() < warm:
+                run()
             times = []
             for _ in range(request["calls"]):
                 start = time.perf_counter()
