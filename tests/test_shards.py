@@ -104,7 +104,7 @@ def test_a_set_cancel_flag_stops_every_shard(always_sharded):
     for _ in range(2):
         states = np.full((1, T + 1, b, 8), np.nan)
         states[:, 0] = 0.0
-        pieces.append((np.ones((T, b, 4)), *inputs, states, np.empty((1, 1, b, 8))))
+        pieces.append((np.ones((T, b, 4)), *inputs, states, cell._saved(1, b)))  # one step of scratch
     shards.run(type(cell)._forward, pieces, np.ones(1, np.uint8))
     assert all(np.isnan(piece[-2][:, 1:]).all() for piece in pieces)  # no step ran
     shards.run(type(cell)._forward, pieces, np.zeros(1, np.uint8))
@@ -131,3 +131,9 @@ def test_calls_too_large_for_the_workspace_run_as_one(always_sharded, monkeypatc
     monkeypatch.setattr(shards, "WORKSPACE_BYTES", 1024)
     monkeypatch.setattr(shards, "run", lambda *args: pytest.fail("ran in shards"))
     np.testing.assert_array_equal(cell.forward(x, tape=False)[0], expected)
+
+
+def test_shards_of_different_types_are_refused():
+    shards_ = [(np.ones(3), np.zeros(3)), (np.ones((3, 1)), np.zeros(3))]
+    with pytest.raises(TypeError, match="same types"):
+        shards.run(_fails_on_negative, shards_, np.zeros(1, np.uint8))

@@ -153,12 +153,19 @@ def _kind(value) -> tuple:
 
 
 def _compiled(kernel, shards: tuple) -> tuple:
-    key = (kernel, len(shards), tuple(map(_kind, shards[0])))
+    kinds = tuple(map(_kind, shards[0]))
+    if any(tuple(map(_kind, shard)) != kinds for shard in shards[1:]):  # one type for all: the entry trusts it
+        raise TypeError("shards must have arguments of the same types, dimensions and layouts")
+    key = (kernel, len(shards), kinds)
     found = _COMPILED.get(key)
     if found is None:
         signature = tuple(kernel.typeof_pyval(value) for value in shards[0])
         kernel.compile(signature)
         native = kernel.overloads[signature]
+        if native.signature.return_type != types.none:  # the trampoline's call has no room for a value
+            raise TypeError(
+                f"a sharded kernel must return None, {kernel.py_func.__qualname__} returns {native.signature.return_type}"
+            )
         address = native.library.get_pointer_to_function(native.fndesc.llvm_func_name)
         arguments = (types.intp, types.UniTuple(types.Tuple(signature), len(shards)), types.intp)
         _shards.compile(arguments)
