@@ -74,9 +74,8 @@ def call(kernel, arguments: tuple, parts: int, work: int) -> None:
     WORKSPACE_BYTES, or parts < 2: one call on all the rows."""
     split = [a for a in arguments if isinstance(a, Rows)]
     row_sets = rows(split[0].array.shape[split[0].axis], parts)
-    shapes = [_rows(a, r).shape for r in row_sets for a in split]
-    itemsize = split[0].array.itemsize
-    if parts < 2 or sum(math.prod(shape) + 64 for shape in shapes) * itemsize > WORKSPACE_BYTES:
+    shapes = [_rows(a, r).shape for r in row_sets for a in split] if parts > 1 else []
+    if parts < 2 or sum(math.prod(shape) + 64 for shape in shapes) * split[0].array.itemsize > WORKSPACE_BYTES:
         plain = tuple(a.array if isinstance(a, Rows) else a for a in arguments)
         kernel_call.call(kernel, plain, work=work)
         return
